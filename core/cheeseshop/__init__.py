@@ -1,0 +1,24 @@
+"""Cheeseshop: a self-hostable, PyPI-compatible Python package index.
+
+The public facade for plugin authors: import from here, never from ``cheeseshop.app``.
+"""
+
+from cheeseshop.config import PluginSettings, Settings
+from cheeseshop.events import Event, FileUploaded, ReleasePublished
+from cheeseshop.plugins import hookimpl
+from cheeseshop.storage import FileStorage, storage_path
+from cheeseshop.upload.candidate import UploadCandidate, UploadRejected
+
+__all__ = [
+    "Event",
+    "FileStorage",
+    "FileUploaded",
+    "PluginSettings",
+    "ReleasePublished",
+    "Settings",
+    "UploadCandidate",
+    "UploadRejected",
+    "hookimpl",
+    "storage_path",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+"""``python -m cheeseshop``."""
+
+from cheeseshop.cli import main
+
+main()

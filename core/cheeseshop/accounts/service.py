@@ -1,0 +1,169 @@
+"""Account operations on the database: users, tokens, roles, authentication."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cheeseshop.accounts import tokens
+from cheeseshop.accounts.passwords import hash_password
+from cheeseshop.db.models import ApiToken, Email, Project, Role, RoleName, User, utcnow
+from cheeseshop.packaging.names import normalize
+
+__all__ = [
+    "AccountError",
+    "AuthenticationFailed",
+    "Principal",
+    "authenticate_token",
+    "create_token",
+    "create_user",
+    "revoke_token",
+    "role_for",
+]
+
+USERNAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,48}[A-Za-z0-9])?$")
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class AccountError(ValueError):
+    """A request about an account cannot be carried out; the message says why."""
+
+
+class AuthenticationFailed(Exception):
+    """Credentials were given but are not valid."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Principal:
+    """Who is making a request, and what their token allows."""
+
+    user: User
+    claims: tokens.TokenClaims
+
+    def allows_project(self, normalized_name: str) -> bool:
+        """Whether the token may act on this project at all (roles are checked apart)."""
+        return self.claims.allows_project(normalized_name)
+
+
+async def create_user(session: AsyncSession, username: str, *, email: str, password: str) -> User:
+    """Create an active user with one primary e-mail address."""
+    if not USERNAME.match(username):
+        raise AccountError(
+            "username must be 1-50 letters, digits, '.', '_' or '-', "
+            "starting and ending with a letter or digit"
+        )
+    if not EMAIL.match(email):
+        raise AccountError(f"{email!r} is not a valid e-mail address")
+    if len(password) < 8:
+        raise AccountError("password must be at least 8 characters")
+    taken = await session.scalar(select(User.id).where(func.lower(User.username) == username.lower()))
+    if taken is not None:
+        raise AccountError(f"username {username!r} is already taken")
+    if await session.scalar(select(Email.id).where(func.lower(Email.email) == email.lower())):
+        raise AccountError(f"e-mail address {email!r} is already in use")
+    user = User(username=username, password_hash=hash_password(password), password_changed=utcnow())
+    session.add(user)
+    await session.flush()
+    session.add(Email(user_id=user.id, email=email, primary=True, verified=False))
+    await session.flush()
+    return user
+
+
+async def user_by_name(session: AsyncSession, username: str) -> User | None:
+    """The user with this username (case-insensitive), or None."""
+    return await session.scalar(select(User).where(func.lower(User.username) == username.lower()))
+
+
+async def create_token(
+    session: AsyncSession,
+    user: User,
+    *,
+    prefix: str,
+    description: str = "",
+    projects: list[str] | None = None,
+    expires_in: timedelta | None = None,
+) -> tuple[ApiToken, str]:
+    """Create an API token row and mint its macaroon; returns (row, token string).
+
+    ``projects`` scopes the token to those projects (each must exist and the user must
+    hold a role on it); ``None`` makes a user-wide token.
+    """
+    scoped: list[str] | None = None
+    if projects is not None:
+        scoped = []
+        for name in projects:
+            normalized = normalize(name)
+            project = await session.scalar(select(Project).where(Project.normalized_name == normalized))
+            if project is None:
+                raise AccountError(f"no project named {name!r}")
+            if await role_for(session, user, project) is None:
+                raise AccountError(f"{user.username} has no role on project {project.name!r}")
+            scoped.append(normalized)
+    now = utcnow()
+    expires = now + expires_in if expires_in is not None else None
+    row = ApiToken(
+        id=str(uuid.uuid4()),
+        user_id=user.id,
+        description=description,
+        key=tokens.new_key(),
+        projects=scoped,
+        created=now,
+        expires=expires,
+    )
+    session.add(row)
+    await session.flush()
+    raw = tokens.mint(
+        prefix=prefix,
+        token_id=row.id,
+        key=row.key,
+        user_id=user.id,
+        projects=scoped,
+        not_before=now - timedelta(seconds=60) if expires else None,
+        expires=expires,
+    )
+    return row, raw
+
+
+async def revoke_token(session: AsyncSession, token_id: str, *, user: User) -> None:
+    """Revoke one of ``user``'s tokens; another user's token id is reported as missing."""
+    row = await session.get(ApiToken, token_id)
+    if row is None or row.user_id != user.id:
+        raise AccountError(f"no token {token_id!r}")
+    row.revoked = row.revoked or utcnow()
+
+
+async def authenticate_token(
+    session: AsyncSession, raw: str, *, prefix: str, now: datetime | None = None
+) -> Principal:
+    """Verify an API token against its database row; raise AuthenticationFailed."""
+    now = now or utcnow()
+    try:
+        token_id, macaroon = tokens.parse_identifier(raw, prefix=prefix)
+    except tokens.InvalidToken as error:
+        raise AuthenticationFailed(str(error)) from None
+    row = await session.get(ApiToken, token_id) if len(token_id) <= 36 else None
+    if row is None or row.revoked is not None:
+        raise AuthenticationFailed("invalid or revoked API token")
+    if row.expires is not None and row.expires <= now:
+        raise AuthenticationFailed("API token expired")
+    try:
+        claims = tokens.verify(macaroon, token_id=row.id, key=row.key, user_id=row.user_id, now=now)
+    except tokens.InvalidToken as error:
+        raise AuthenticationFailed(str(error)) from None
+    user = await session.get(User, row.user_id)
+    if user is None or not user.is_active:
+        raise AuthenticationFailed("the account of this API token is disabled")
+    return Principal(user=user, claims=claims)
+
+
+async def role_for(session: AsyncSession, user: User, project: Project) -> RoleName | None:
+    """The user's role on the project, or None."""
+    name = await session.scalar(
+        select(Role.role_name).where(Role.user_id == user.id, Role.project_id == project.id)
+    )
+    return RoleName(name) if name else None

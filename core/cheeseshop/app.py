@@ -1,0 +1,127 @@
+"""``create_app(settings)``: the one place where Cheeseshop is wired together."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from quart import Quart, Response, request
+from werkzeug.exceptions import HTTPException
+
+from cheeseshop.config import Settings, load_settings
+from cheeseshop.db import Database
+from cheeseshop.errors import APIError
+from cheeseshop.outbox import Outbox
+from cheeseshop.plugins import load_plugins
+from cheeseshop.services import EXTENSION_KEY, Services
+from cheeseshop.web.reason import REASON_HEADER, latin1_reason
+
+__all__ = ["build_services", "create_app", "create_app_from_env"]
+
+log = logging.getLogger(__name__)
+
+
+def build_services(settings: Settings, *, extra_plugins: Sequence[tuple[str, object]] = ()) -> Services:
+    """Load plugins, validate their settings and build the service objects.
+
+    Raises ``ConfigError`` (or its subclass ``PluginError``) naming what is wrong.
+    """
+    hooks = load_plugins(settings, extra=extra_plugins)
+    settings = hooks.apply_settings(settings)
+    db = Database(settings.resolved_database_url)
+    storage = hooks.file_storage(settings)
+    dispatcher = hooks.event_dispatcher(settings)
+    outbox = Outbox(db, hooks, settings, dispatcher)
+    return Services(settings=settings, hooks=hooks, db=db, storage=storage, outbox=outbox)
+
+
+def create_app(
+    settings: Settings | None = None, *, extra_plugins: Sequence[tuple[str, object]] = ()
+) -> Quart:
+    """Build the web application for ``settings`` (default: read from the environment).
+
+    ``extra_plugins`` registers (name, plugin) pairs directly, besides those named in
+    settings: the test kit and embedding applications use it.
+    """
+    services = build_services(settings or load_settings(), extra_plugins=extra_plugins)
+    app = Quart("cheeseshop")
+    # The upload view enforces its own, per-file limit while streaming.
+    app.config["MAX_CONTENT_LENGTH"] = None
+    app.config["BODY_TIMEOUT"] = 600
+    app.extensions[EXTENSION_KEY] = services
+
+    from cheeseshop.simple.files import blueprint as files
+    from cheeseshop.simple.views import blueprint as simple
+    from cheeseshop.upload.views import blueprint as upload
+
+    for blueprint in (upload, simple, files):
+        app.register_blueprint(blueprint)
+    _register_edges(app)
+
+    @app.before_serving
+    async def start_delivery() -> None:
+        await services.outbox.dispatcher.start(services.outbox)
+
+    @app.after_serving
+    async def stop_delivery() -> None:
+        await services.outbox.dispatcher.stop()
+        await services.db.dispose()
+
+    services.hooks.configure(app, services.settings)
+    return app
+
+
+def create_app_from_env() -> Quart:
+    """Application factory for ``hypercorn 'cheeseshop.app:create_app_from_env()'``.
+
+    Used by each worker process of ``cheeseshop serve --workers N``, so it also makes
+    hypercorn send our reason phrases in that process.
+    """
+    from cheeseshop.web import reason
+
+    reason.install()
+    return create_app(load_settings())
+
+
+def _text_error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    response = Response(message + "\n", status=status, content_type="text/plain; charset=utf-8")
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    response.headers[REASON_HEADER] = latin1_reason(message)
+    return response
+
+
+def _register_edges(app: Quart) -> None:
+    @app.get("/")
+    async def index() -> Response:
+        return Response(
+            "Cheeseshop: a Python package index. Simple API at /simple/; upload at /legacy/.\n",
+            content_type="text/plain; charset=utf-8",
+        )
+
+    @app.errorhandler(APIError)
+    async def api_error(error: APIError) -> Response:
+        return _text_error(error.status, error.message, error.headers)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> Response:
+        status = error.code or 500
+        if status < 400:  # routing redirects travel as exceptions; let them through
+            return error.get_response()
+        message = error.description or error.name
+        if status == 405:
+            message = f"Method {request.method} is not allowed here."
+        headers = {}
+        if status == 405 and hasattr(error, "valid_methods") and error.valid_methods:
+            headers["Allow"] = ", ".join(error.valid_methods)
+        return _text_error(status, message, headers)
+
+    @app.errorhandler(Exception)
+    async def unexpected(error: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _text_error(500, "Internal server error; the problem has been logged.")
+
+    @app.after_request
+    async def common_headers(response: Response) -> Response:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response

@@ -1,0 +1,263 @@
+"""The ``cheeseshop`` command: serve, db, user, token, plugins, config."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from cheeseshop.config import ConfigError, Settings, load_settings, redacted
+
+__all__ = ["main"]
+
+T = TypeVar("T")
+
+
+def _settings(ctx: click.Context) -> Settings:
+    config_file: Path | None = ctx.find_root().params.get("config")
+    try:
+        return load_settings(config_file)
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def _services(ctx: click.Context) -> Any:
+    from cheeseshop.app import build_services
+
+    try:
+        return build_services(_settings(ctx))
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def _run(make: Callable[[], Awaitable[T]]) -> T:
+    return asyncio.run(make())  # type: ignore[arg-type]
+
+
+@click.group()
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="CHEESESHOP_CONFIG",
+    help="TOML settings file (also CHEESESHOP_CONFIG).",
+)
+def main(config: Path | None) -> None:
+    """Cheeseshop, a self-hostable Python package index."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+# -- serve -------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1), help="Web processes.")
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int, workers: int) -> None:
+    """Serve the index with hypercorn (migrating the database first when auto_migrate)."""
+    from hypercorn.config import Config
+
+    from cheeseshop.db import upgrade
+    from cheeseshop.web import reason
+
+    settings = _settings(ctx)
+    _services(ctx)  # fail fast, before binding, on a bad plugin or setting
+    if settings.auto_migrate:
+        upgrade(settings.resolved_database_url)
+    reason.install()
+    config = Config()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.workers = workers
+    config.accesslog = "-"
+    config.errorlog = "-"
+    config.graceful_timeout = 10
+    click.echo(f"Cheeseshop serving on http://{config.bind[0]}/ (database: "
+               f"{redacted(settings)['core']['database_url']})", err=True)
+    if workers == 1:
+        from hypercorn.asyncio import serve as hypercorn_serve
+
+        from cheeseshop.app import create_app
+
+        app = create_app(settings)
+        asyncio.run(hypercorn_serve(app, config))  # type: ignore[arg-type]
+    else:
+        from hypercorn.run import run
+
+        config.application_path = "cheeseshop.app:create_app_from_env()"
+        # Each worker process imports the factory itself; hand it the same config file.
+        if ctx.find_root().params.get("config"):
+            import os
+
+            os.environ["CHEESESHOP_CONFIG"] = str(ctx.find_root().params["config"])
+        sys.exit(run(config))
+
+
+# -- db ----------------------------------------------------------------------------------
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@click.pass_context
+def db_upgrade(ctx: click.Context, revision: str) -> None:
+    """Apply migrations."""
+    from cheeseshop.db import upgrade
+
+    upgrade(_settings(ctx).resolved_database_url, revision)
+    click.echo(f"database at {revision}")
+
+
+# -- user --------------------------------------------------------------------------------
+
+
+@main.group()
+def user() -> None:
+    """Accounts."""
+
+
+@user.command("create")
+@click.argument("username")
+@click.option("--email", required=True, help="Primary e-mail address.")
+@click.option(
+    "--password",
+    prompt=True,
+    hide_input=True,
+    confirmation_prompt=True,
+    envvar="CHEESESHOP_NEW_PASSWORD",
+    help="Prompted for when not given (also CHEESESHOP_NEW_PASSWORD).",
+)
+@click.pass_context
+def user_create(ctx: click.Context, username: str, email: str, password: str) -> None:
+    """Create a user."""
+    from cheeseshop.accounts.service import AccountError, create_user
+
+    services = _services(ctx)
+
+    async def go() -> None:
+        try:
+            async with services.db.write() as session:
+                await create_user(session, username, email=email, password=password)
+        finally:
+            await services.db.dispose()
+
+    try:
+        _run(go)
+    except AccountError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"created user {username}")
+
+
+# -- token -------------------------------------------------------------------------------
+
+
+@main.group()
+def token() -> None:
+    """API tokens."""
+
+
+@token.command("create")
+@click.argument("username")
+@click.option("--project", "projects", multiple=True, help="Limit the token to this project (repeatable).")
+@click.option("--description", default="", help="What the token is for.")
+@click.option("--expires-in-days", type=click.IntRange(1), default=None, help="Expire after N days.")
+@click.pass_context
+def token_create(
+    ctx: click.Context, username: str, projects: tuple[str, ...], description: str, expires_in_days: int | None
+) -> None:
+    """Create an API token for USERNAME and print it (it is shown only once)."""
+    from cheeseshop.accounts.service import AccountError, create_token, user_by_name
+
+    services = _services(ctx)
+
+    async def go() -> str:
+        try:
+            async with services.db.write() as session:
+                account = await user_by_name(session, username)
+                if account is None:
+                    raise AccountError(f"no user {username!r}")
+                _, raw = await create_token(
+                    session,
+                    account,
+                    prefix=services.settings.token_prefix,
+                    description=description,
+                    projects=list(projects) or None,
+                    expires_in=timedelta(days=expires_in_days) if expires_in_days else None,
+                )
+                return raw
+        finally:
+            await services.db.dispose()
+
+    try:
+        click.echo(_run(go))
+    except AccountError as error:
+        raise click.ClickException(str(error)) from None
+
+
+# -- plugins and config ------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def plugins(ctx: click.Context, as_json: bool) -> None:
+    """List installed plugins, the enabled ones, and the hooks each implements."""
+    from cheeseshop.plugins import installed_plugins
+
+    services = _services(ctx)
+    enabled = services.hooks.describe()
+    installed = installed_plugins()
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "installed": installed,
+                    "enabled": [
+                        {
+                            "name": info.name,
+                            "module": info.module,
+                            "version": info.version,
+                            "default": info.default,
+                            "hooks": list(info.hooks),
+                        }
+                        for info in enabled
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return
+    click.echo("Enabled plugins:")
+    for info in enabled:
+        kind = "core default" if info.default else f"version {info.version or '?'}"
+        click.echo(f"  {info.name} ({info.module}, {kind})")
+        for hook in info.hooks:
+            click.echo(f"    - {hook}")
+    click.echo("Installed plugins (enable with CHEESESHOP_PLUGINS=name,...):")
+    for name, target in sorted(installed.items()):
+        click.echo(f"  {name} = {target}")
+    if not installed:
+        click.echo("  (none)")
+
+
+@main.command()
+@click.pass_context
+def config(ctx: click.Context) -> None:
+    """Print the effective settings as JSON, secrets masked."""
+    services = _services(ctx)
+    click.echo(json.dumps(redacted(services.settings), indent=2, default=str))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

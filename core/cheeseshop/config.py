@@ -1,0 +1,260 @@
+"""Typed settings, read once at start-up.
+
+Sources, later ones winning: defaults, the TOML file named by ``CHEESESHOP_CONFIG`` (or
+passed explicitly), then ``CHEESESHOP_*`` environment variables. This is the only module
+that reads the environment.
+
+Plugins add their own typed sections (a pydantic model returned by their
+``cheeseshop_settings`` hook). A section named ``search_es`` is read from the TOML table
+``[search_es]`` and from variables ``CHEESESHOP_SEARCH_ES__<KEY>``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = [
+    "ConfigError",
+    "PluginSettings",
+    "Settings",
+    "load_settings",
+    "redacted",
+]
+
+ENV_PREFIX = "CHEESESHOP_"
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message names the key and says what to fix."""
+
+
+class PluginSettings(BaseModel):
+    """Base class for a plugin's own settings section.
+
+    Unknown keys are refused so that a typo names itself at start-up.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _comma_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """The core's settings. Every field can be set as ``CHEESESHOP_<FIELD>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="ignore",
+        frozen=True,
+        # Nested plugin sections are handled by load_settings, not by pydantic-settings.
+        env_nested_delimiter=None,
+    )
+
+    data_dir: Path = Field(
+        default=Path("data"),
+        description="Where the embedded default keeps its SQLite database, files and e-mail.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL, e.g. postgresql+asyncpg://user@host/db. "
+        "Default: SQLite in data_dir.",
+    )
+    plugins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Plugins to enable, by entry-point name."
+    )
+    blocked_plugins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Plugins never to load, even the core's defaults."
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Signs sessions and forms. Default: generated once into data_dir.",
+    )
+    base_url: str | None = Field(
+        default=None,
+        description="Public URL of this index (e.g. https://pypi.example.com). "
+        "Default: taken from each request.",
+    )
+    files_url: str | None = Field(
+        default=None,
+        description="Public URL files are served from (a CDN). Default: <base_url>/packages/.",
+    )
+    token_prefix: str = Field(default="cheeseshop-", description="Prefix of API tokens.")
+    max_file_size: int = Field(default=100 * MiB, gt=0, description="Upload size limit, bytes.")
+    max_project_size: int = Field(
+        default=10 * GiB, gt=0, description="Total size limit of one project, bytes."
+    )
+    auto_migrate: bool = Field(
+        default=True, description="Apply database migrations when `cheeseshop serve` starts."
+    )
+    outbox_sweep_seconds: float = Field(
+        default=30.0, gt=0, description="How often undelivered events are looked for."
+    )
+    outbox_retry_seconds: float = Field(
+        default=10.0, gt=0, description="First retry delay of a failed delivery; doubles each time."
+    )
+    outbox_max_retry_seconds: float = Field(
+        default=3600.0, gt=0, description="Longest delay between two delivery attempts."
+    )
+
+    # Plugin sections, keyed by plugin name. Filled by load_settings.
+    sections: dict[str, Any] = Field(default_factory=dict, exclude=True)
+
+    @field_validator("plugins", "blocked_plugins", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return _comma_list(value)
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to a SQLite file in ``data_dir``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'cheeseshop.db').resolve()}"
+
+    @property
+    def is_embedded(self) -> bool:
+        """True when running on SQLite: one machine, in-process delivery."""
+        return self.resolved_database_url.startswith("sqlite")
+
+    def section(self, name: str) -> Any:
+        """The validated settings section of plugin ``name``."""
+        try:
+            return self.sections[name]
+        except KeyError:
+            raise ConfigError(f"no settings section {name!r} (is the plugin enabled?)") from None
+
+    def secret(self) -> str:
+        """The secret key, generated into ``data_dir/secret_key`` the first time."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(48))
+        return path.read_text().strip()
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist (CHEESESHOP_CONFIG)") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
+
+
+def _describe(error: ValidationError, section: str | None = None) -> str:
+    problems = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"])
+        if section:
+            env = f"{ENV_PREFIX}{section.upper()}__{key.upper()}"
+            key = f"{section}.{key}"
+        else:
+            env = f"{ENV_PREFIX}{key.upper()}"
+        problems.append(f"{key} ({env}): {item['msg']}")
+    return "invalid settings: " + "; ".join(problems)
+
+
+def load_settings(
+    config_file: Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Read the core settings from the TOML file and the environment.
+
+    Plugin sections are validated later, once the plugins are known (see
+    :func:`with_plugin_sections`). Raises :class:`ConfigError` naming the bad key.
+    """
+    env = os.environ if environ is None else environ
+    if config_file is None and env.get(f"{ENV_PREFIX}CONFIG"):
+        config_file = Path(env[f"{ENV_PREFIX}CONFIG"])
+    file_values = _read_toml(config_file) if config_file else {}
+    core_table = {k: v for k, v in file_values.items() if not isinstance(v, dict)}
+    env_values = {
+        key[len(ENV_PREFIX) :].lower(): value
+        for key, value in env.items()
+        if key.startswith(ENV_PREFIX) and "__" not in key and key != f"{ENV_PREFIX}CONFIG"
+    }
+    known = set(Settings.model_fields) - {"sections"}
+    values = {**core_table, **{k: v for k, v in env_values.items() if k in known}}
+    values.update(overrides or {})
+    unknown = sorted(set(core_table) - known)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in {config_file}: {', '.join(unknown)}")
+    try:
+        # _env_prefix trick not needed: we pass everything explicitly, so the
+        # process environment is read exactly once, here.
+        settings = Settings.model_validate(values)
+    except ValidationError as error:
+        raise ConfigError(_describe(error)) from None
+    raw_sections = {k: v for k, v in file_values.items() if isinstance(v, dict)}
+    for key, value in env.items():
+        if key.startswith(ENV_PREFIX) and "__" in key:
+            section, _, field = key[len(ENV_PREFIX) :].partition("__")
+            raw_sections.setdefault(section.lower(), {})[field.lower()] = value
+    return settings.model_copy(update={"sections": {"__raw__": raw_sections}})
+
+
+def with_plugin_sections(
+    settings: Settings, models: Mapping[str, type[PluginSettings]]
+) -> Settings:
+    """Validate each plugin's section against its model; return settings carrying them."""
+    raw = settings.sections.get("__raw__", {})
+    sections: dict[str, Any] = {"__raw__": raw}
+    for name, model in models.items():
+        try:
+            sections[name] = model.model_validate(raw.get(name, {}))
+        except ValidationError as error:
+            raise ConfigError(_describe(error, section=name)) from None
+    return settings.model_copy(update={"sections": sections})
+
+
+_SECRET_WORDS = ("secret", "password", "credential", "api_key", "access_key", "_token")
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """Effective settings as plain data, with secret-looking values masked."""
+
+    def mask(data: Mapping[str, Any]) -> dict[str, Any]:
+        shown: dict[str, Any] = {}
+        for key, value in data.items():
+            if isinstance(value, BaseModel):
+                value = value.model_dump(mode="json")
+            if isinstance(value, Mapping):
+                shown[key] = mask(value)
+            elif value is not None and any(word in key.lower() for word in _SECRET_WORDS):
+                shown[key] = "********"
+            else:
+                shown[key] = value
+        return shown
+
+    core = settings.model_dump(mode="json", exclude={"sections", "secret_key"})
+    core["secret_key"] = "********"
+    core["database_url"] = _mask_url(settings.resolved_database_url)
+    plugins = {k: v for k, v in settings.sections.items() if k != "__raw__"}
+    return {"core": mask(core) | {"database_url": core["database_url"]}, **mask(plugins)}
+
+
+def _mask_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

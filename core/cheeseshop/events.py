@@ -1,0 +1,84 @@
+"""Events passed to the after-commit hooks.
+
+Each event is a frozen dataclass of plain values, so it can be stored in the outbox as
+JSON and rebuilt exactly by the worker that delivers it, possibly after a restart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from typing import Any, ClassVar, Self
+
+__all__ = ["Event", "FileUploaded", "ReleasePublished", "event_from_json"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Event:
+    """Base of every event: which hook receives it, and its JSON form."""
+
+    hook: ClassVar[str]
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON-ready data; datetimes become ISO-8601 strings."""
+        data = dataclasses.asdict(self)
+        return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in data.items()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Self:
+        """Rebuild the event stored by :meth:`to_json`."""
+        values = dict(data)
+        for field in dataclasses.fields(cls):
+            if field.type in ("datetime", datetime) and isinstance(values.get(field.name), str):
+                values[field.name] = datetime.fromisoformat(values[field.name])
+        return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FileUploaded(Event):
+    """A distribution file was accepted and committed.
+
+    ``path`` is the file's storage path (``h[:2]/h[2:4]/h[4:]/<filename>``, ``h`` its
+    blake2b-256); ``metadata_path`` the PEP 658 metadata file beside it, or None.
+    """
+
+    hook: ClassVar[str] = "cheeseshop_file_uploaded"
+
+    project: str
+    normalized_name: str
+    version: str
+    filename: str
+    path: str
+    metadata_path: str | None
+    packagetype: str
+    size: int
+    sha256: str
+    blake2_256: str
+    uploaded_by: str
+    upload_time: datetime
+    serial: int
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReleasePublished(Event):
+    """A release (a version of a project) received its first file and became visible."""
+
+    hook: ClassVar[str] = "cheeseshop_release_published"
+
+    project: str
+    normalized_name: str
+    version: str
+    published_by: str
+    created: datetime
+    serial: int
+
+
+_EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in (FileUploaded, ReleasePublished)}
+
+
+def event_from_json(kind: str, data: dict[str, Any]) -> Event:
+    """Rebuild an event from its class name and JSON data (as stored in the outbox)."""
+    try:
+        return _EVENT_TYPES[kind].from_json(data)
+    except KeyError:
+        raise ValueError(f"unknown event type {kind!r}") from None

@@ -1,0 +1,157 @@
+"""The contract between Cheeseshop and its plugins: every hook, documented.
+
+A plugin is a module (or any object) with functions decorated ``@cheeseshop.hookimpl``,
+named like the specs below, exposed through the entry-point group ``cheeseshop.plugins``
+and enabled by name (``CHEESESHOP_PLUGINS=name,other``). A hook implementation may take
+any subset of the parameters a spec lists.
+
+pluggy calls are synchronous. A hook must never be ``async``: return an object whose
+methods are, or do the slow work in an after-commit hook, which runs in the worker.
+
+The reference documentation is generated from the docstrings in this module.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from quart import Quart
+
+    from cheeseshop.config import PluginSettings, Settings
+    from cheeseshop.events import FileUploaded, ReleasePublished
+    from cheeseshop.outbox.dispatch import EventDispatcher
+    from cheeseshop.storage import FileStorage
+    from cheeseshop.upload.candidate import UploadCandidate
+
+hookspec = pluggy.HookspecMarker("cheeseshop")
+
+# --------------------------------------------------------------------------------------
+# Wiring: start-up, in every process (web, worker, CLI).
+# --------------------------------------------------------------------------------------
+
+
+@hookspec
+def cheeseshop_settings() -> type[PluginSettings] | None:
+    """Declare this plugin's settings section.
+
+    Called at start-up, once, before any other hook and before settings are validated.
+
+    :returns: a subclass of :class:`cheeseshop.PluginSettings`. Its section is named
+        after the plugin: for plugin ``search_es`` the TOML table ``[search_es]`` and the
+        variables ``CHEESESHOP_SEARCH_ES__<KEY>``. A wrong value stops start-up naming its
+        key. ``None`` means the plugin has no settings.
+    """
+
+
+@hookspec
+def cheeseshop_configure(app: Quart, settings: Settings) -> None:
+    """Wire the plugin into the web application.
+
+    Called at start-up in the web process, after settings are validated and the
+    providers are chosen, before the first request. Add blueprints or routes, register
+    ``before_serving``/``after_serving`` callbacks to open and close clients. Read your
+    own section with ``settings.section("<plugin name>")``.
+
+    :param app: the Quart application being built.
+    :param settings: the validated settings.
+    :returns: nothing.
+    """
+
+
+# --------------------------------------------------------------------------------------
+# Providers: one implementation per slot. Called at start-up.
+# --------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def cheeseshop_file_storage(settings: Settings) -> FileStorage | None:
+    """Provide the storage that distribution files are written to and read from.
+
+    Called once at start-up in every process. The core's default stores files on local
+    disk under ``data_dir/files``. Enabling two plugins that both provide storage stops
+    start-up with a message naming both.
+
+    Stops at the first non-None result.
+
+    :param settings: the validated settings.
+    :returns: an object implementing :class:`cheeseshop.storage.FileStorage`, or ``None``
+        to leave the slot to another plugin.
+    """
+
+
+@hookspec(firstresult=True)
+def cheeseshop_event_dispatcher(settings: Settings) -> EventDispatcher | None:
+    """Provide what hands committed outbox events to a worker.
+
+    Called once at start-up in every process. The core's default delivers in the web
+    process itself, from a background loop (the embedded mode); a Celery plugin queues
+    a ``deliver`` task instead.
+
+    Stops at the first non-None result.
+
+    :param settings: the validated settings.
+    :returns: an object implementing :class:`cheeseshop.outbox.dispatch.EventDispatcher`,
+        or ``None`` to leave the slot to another plugin.
+    """
+
+
+# --------------------------------------------------------------------------------------
+# Upload: in the request, before anything is stored or committed.
+# --------------------------------------------------------------------------------------
+
+
+@hookspec
+def cheeseshop_validate_upload(candidate: UploadCandidate) -> None:
+    """Check an upload before it is stored.
+
+    Called in the upload request after the core's own checks pass and before the file
+    is written to storage or any row is written; nothing is committed yet. Every
+    implementation is called. Must be quick and must not change state.
+
+    :param candidate: the uploaded file (a temporary path, its digests and size), its
+        parsed filename, the form's metadata and the uploading user.
+    :raises cheeseshop.UploadRejected: to refuse the upload; its message is returned to
+        the client with status 400 (or the status it carries).
+    :returns: nothing; returning normally accepts.
+    """
+
+
+@hookspec
+def cheeseshop_file_uploaded(event: FileUploaded) -> None:
+    """React to a file that was accepted and committed.
+
+    Called after commit, by the worker (never in the request), through the outbox:
+    delivered at least once, possibly again after a failure or restart, so it must be
+    idempotent. An exception is logged and the delivery to this plugin alone is retried
+    with backoff; other plugins are neither blocked nor called again.
+
+    :param event: what was uploaded, where it is stored, and the journal serial.
+    :returns: nothing.
+    """
+
+
+# --------------------------------------------------------------------------------------
+# Publish: after commit, in the worker.
+# --------------------------------------------------------------------------------------
+
+
+@hookspec
+def cheeseshop_release_published(event: ReleasePublished) -> None:
+    """React to a new release becoming visible (its first file was committed).
+
+    Called after commit, by the worker, through the outbox, after the
+    ``cheeseshop_file_uploaded`` event of the same upload was recorded. Delivered at least
+    once: must be idempotent. An exception is retried for this plugin alone.
+
+    :param event: the project, the version and who published it.
+    :returns: nothing.
+    """
+
+
+def hook_names() -> list[str]:
+    """Every hook name in this module, in definition order."""
+    return [name for name, value in globals().items() if name.startswith("cheeseshop_") and callable(value)]
+

@@ -1,0 +1,88 @@
+"""The default event dispatcher: a background loop inside the web process.
+
+Used when no broker is configured (the embedded mode). Dispatched ids are delivered
+at once; every ``outbox_sweep_seconds`` (or sooner, when a retry falls due) the loop
+also delivers whatever the outbox still holds, so nothing is lost across restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from cheeseshop.config import Settings
+from cheeseshop.db.models import utcnow
+from cheeseshop.plugins import hookimpl
+
+if TYPE_CHECKING:
+    from cheeseshop.outbox import Outbox
+
+__all__ = ["EmbeddedDispatcher", "cheeseshop_event_dispatcher"]
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedDispatcher:
+    """Delivers outbox events from an asyncio task in this process."""
+
+    def __init__(self, sweep_seconds: float) -> None:
+        self.sweep_seconds = sweep_seconds
+        self._queue: asyncio.Queue[int] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, outbox: Outbox) -> None:
+        """Start the loop; it begins with a sweep of what earlier runs left."""
+        self._queue = asyncio.Queue()
+        self._task = asyncio.create_task(self._run(outbox), name="cheeseshop-outbox")
+
+    async def dispatch(self, event_ids: Sequence[int]) -> None:
+        """Queue ids for the loop."""
+        for event_id in event_ids:
+            self._queue.put_nowait(event_id)
+
+    async def stop(self) -> None:
+        """Cancel the loop and wait for it; an interrupted delivery is retried later."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    def _wait_seconds(self, upcoming: datetime | None) -> float:
+        if upcoming is None:
+            return self.sweep_seconds
+        return max(0.05, min(self.sweep_seconds, (upcoming - utcnow()).total_seconds()))
+
+    async def _run(self, outbox: Outbox) -> None:
+        wait = 0.0
+        while True:
+            ids: list[int] = []
+            try:
+                ids.append(await asyncio.wait_for(self._queue.get(), timeout=wait))
+                while not self._queue.empty():
+                    ids.append(self._queue.get_nowait())
+            except TimeoutError:
+                pass
+            try:
+                due, upcoming = await outbox.due()
+                for event_id in dict.fromkeys([*ids, *due]):
+                    await outbox.deliver(event_id)
+                if due or ids:
+                    _, upcoming = await outbox.due(limit=0)
+                wait = self._wait_seconds(upcoming)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox delivery loop failed; retrying in %.0fs", self.sweep_seconds)
+                wait = self.sweep_seconds
+
+
+@hookimpl(trylast=True)
+def cheeseshop_event_dispatcher(settings: Settings) -> EmbeddedDispatcher:
+    """Default dispatcher: deliver in-process."""
+    return EmbeddedDispatcher(settings.outbox_sweep_seconds)

@@ -1,0 +1,558 @@
+"""Reading the core metadata out of uploaded archives, and refusing unsafe archives.
+
+Both readers work on a file already on disk, extract nothing to disk and keep memory bounded
+whatever the archive declares: zip sizes are judged from the central directory and checked
+against the local headers, and tar archives are read as a stream under a budget.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+import struct
+import tarfile
+import zipfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, NoReturn
+
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+__all__ = [
+    "MAX_ARCHIVE_MEMBERS",
+    "MAX_METADATA_SIZE",
+    "METADATA_FILE_SUFFIX",
+    "TAR_STREAM_BUDGET",
+    "ZIP_BOMB_MIN_SIZE",
+    "ZIP_BOMB_RATIO",
+    "InvalidArchive",
+    "read_sdist_pkg_info",
+    "read_wheel_metadata",
+]
+
+METADATA_FILE_SUFFIX = ".metadata"
+"""Suffix of the metadata file served beside a wheel (PEP 658): ``<wheel filename>.metadata``."""
+
+MAX_METADATA_SIZE = 10 * 1024 * 1024
+"""Largest METADATA / PKG-INFO read out of an archive, in bytes."""
+
+MAX_ARCHIVE_MEMBERS = 100_000
+"""Most members (zip entries, tar headers) an archive may have."""
+
+ZIP_BOMB_MIN_SIZE = 64 * 1024 * 1024
+"""A zip whose members total more than this many bytes uncompressed..."""
+
+ZIP_BOMB_RATIO = 50
+"""...and compress by more than this ratio is refused as a compression bomb."""
+
+TAR_STREAM_BUDGET = 2 * 1024 * 1024 * 1024
+"""Most bytes of decompressed tar stream read while checking an sdist."""
+
+# Payload of one pax or GNU long-name header. tarfile reads each whole into memory (and a chain
+# of them recursively), so the cap keeps a header that declares gigabytes from being read.
+_MAX_TAR_HEADER_SIZE = 64 * 1024
+
+_EOCD = struct.Struct("<4s4H2LH")
+_EOCD_SIGNATURE = b"PK\x05\x06"
+_EOCD64_LOCATOR = struct.Struct("<4sLQL")
+_EOCD64_LOCATOR_SIGNATURE = b"PK\x06\x07"
+_EOCD64 = struct.Struct("<4sQ2H2L4Q")
+_EOCD64_SIGNATURE = b"PK\x06\x06"
+_LOCAL_HEADER = struct.Struct("<4s5H3L2H")
+_LOCAL_HEADER_SIGNATURE = b"PK\x03\x04"
+_ZIP64_EXTRA_ID = 0x0001
+_SIZE_IN_ZIP64_EXTRA = 0xFFFFFFFF
+_FLAG_ENCRYPTED = 0x0001
+_FLAG_DATA_DESCRIPTOR = 0x0008
+_FLAG_UTF8 = 0x0800
+
+_REBUILD = "rebuild it with a standard build tool (e.g. `python -m build`) and upload that"
+_NAME_DISPLAY_LIMIT = 200
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_WINDOWS_DRIVE = re.compile(r"[A-Za-z]:")
+
+_Fail = Callable[[str], NoReturn]
+
+
+class InvalidArchive(ValueError):
+    """An uploaded archive that is malformed, unsafe, or lacks its metadata.
+
+    ``str(exc)`` is a complete message for the uploader: it names the file, says what is wrong
+    and what to do. :attr:`filename` is the distribution's filename.
+    """
+
+    def __init__(self, message: str, *, filename: str) -> None:
+        super().__init__(message)
+        self.filename = filename
+
+
+def _failer(kind: str, filename: str) -> _Fail:
+    def fail(problem: str) -> NoReturn:
+        raise InvalidArchive(
+            f"Invalid {kind} {ascii(filename)}: {problem}; {_REBUILD}.", filename=filename
+        )
+
+    return fail
+
+
+def _show(name: str) -> str:
+    if len(name) > _NAME_DISPLAY_LIMIT:
+        name = name[:_NAME_DISPLAY_LIMIT] + "..."
+    return ascii(name)
+
+
+# --- wheels ---------------------------------------------------------------------------------
+
+
+def read_wheel_metadata(path: Path, *, filename: str) -> bytes:
+    """Check the wheel at *path* and return its ``.dist-info/METADATA`` exactly as stored.
+
+    *filename* is the wheel's filename; its first two dash-separated parts name the one
+    ``<name>-<version>.dist-info`` directory the wheel must have at its top level (compared
+    after normalizing name and version), holding ``METADATA``, ``WHEEL`` and ``RECORD``.
+
+    The archive is refused if it is not a zip; if it has data before, between or after its
+    entries, or local headers that disagree with the central directory; if a member name is
+    empty, absolute, contains ``..``, a backslash or a control character, or appears twice; if
+    a member is encrypted or compressed other than stored/deflated; if it has more than
+    :data:`MAX_ARCHIVE_MEMBERS` entries; or if it is a compression bomb (over
+    :data:`ZIP_BOMB_MIN_SIZE` uncompressed at a ratio over :data:`ZIP_BOMB_RATIO`). METADATA is
+    read with a cap of :data:`MAX_METADATA_SIZE` bytes whatever its declared size.
+
+    :raises InvalidArchive: with a message naming the file, what is wrong and what to do.
+    """
+    fail = _failer("wheel", filename)
+    with path.open("rb") as fp:
+        file_size = os.fstat(fp.fileno()).st_size
+        directory = _locate_central_directory(fp, file_size, fail)
+        try:
+            with zipfile.ZipFile(fp) as archive:
+                infos = archive.infolist()
+                _check_zip_members(infos, fail)
+                _check_zip_layout(fp, infos, directory, fail)
+                info = _wheel_metadata_member(infos, filename, fail)
+                if info.file_size > MAX_METADATA_SIZE:
+                    fail(f"{_show(info.orig_filename)} is larger than {MAX_METADATA_SIZE} bytes")
+                # zipfile stops at the declared size and checks the CRC; the cap is for the
+                # case where that declared size is itself the lie.
+                with archive.open(info) as member:
+                    data = member.read(MAX_METADATA_SIZE + 1)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError) as exc:
+            fail(f"it is not a valid zip archive ({exc})")
+        if len(data) > MAX_METADATA_SIZE:  # pragma: no cover - zipfile stops at file_size
+            fail(f"{_show(info.orig_filename)} is larger than {MAX_METADATA_SIZE} bytes")
+        return data
+
+
+@dataclass(frozen=True)
+class _CentralDirectory:
+    offset: int
+    entries: int
+
+
+def _locate_central_directory(fp: BinaryIO, file_size: int, fail: _Fail) -> _CentralDirectory:
+    """Find the end-of-central-directory record the way zipfile does, and insist it is the only
+    reading: nothing after the archive comment, nothing between the central directory and
+    its end records, and not so many entries that parsing them would cost unbounded memory."""
+    tail_size = min(file_size, _EOCD.size + 0xFFFF)
+    fp.seek(file_size - tail_size)
+    tail = fp.read(tail_size)
+    at = tail.rfind(_EOCD_SIGNATURE)
+    if at < 0 or at + _EOCD.size > len(tail):
+        fail("it is not a zip archive (a wheel must be a zip file)")
+    _, disk, cd_disk, disk_entries, entries, cd_size, cd_offset, comment_size = _EOCD.unpack_from(
+        tail, at
+    )
+    if at + _EOCD.size + comment_size != len(tail):
+        fail("it is not a well-formed zip archive (there is data after its end record)")
+    if disk != 0 or cd_disk != 0 or disk_entries != entries:
+        fail("it is a multi-disk zip archive")
+    cd_end = file_size - tail_size + at
+    locator_at = cd_end - _EOCD64_LOCATOR.size
+    if locator_at >= _EOCD64.size:
+        fp.seek(locator_at)
+        locator = fp.read(_EOCD64_LOCATOR.size)
+        if locator.startswith(_EOCD64_LOCATOR_SIGNATURE):
+            _, locator_disk, eocd64_at, disks = _EOCD64_LOCATOR.unpack(locator)
+            # zipfile reads the zip64 record from just before the locator, ignoring the
+            # locator's pointer; a pointer elsewhere would let two readers disagree.
+            if eocd64_at != locator_at - _EOCD64.size or locator_disk != 0 or disks != 1:
+                fail("its zip64 end records are inconsistent")
+            fp.seek(eocd64_at)
+            (sig, record_size, _, _, disk, cd_disk, disk_entries, entries, cd_size, cd_offset) = (
+                _EOCD64.unpack(fp.read(_EOCD64.size))
+            )
+            if sig != _EOCD64_SIGNATURE or record_size != _EOCD64.size - 12:
+                fail("its zip64 end record is malformed")
+            if disk != 0 or cd_disk != 0 or disk_entries != entries:
+                fail("it is a multi-disk zip archive")
+            cd_end = eocd64_at
+    if cd_offset + cd_size != cd_end:
+        fail(
+            "it is not a well-formed zip archive (its central directory is not where its end "
+            "record says, e.g. data was prepended to it)"
+        )
+    if entries > MAX_ARCHIVE_MEMBERS:
+        fail(f"it has {entries} entries, more than the {MAX_ARCHIVE_MEMBERS} allowed")
+    return _CentralDirectory(offset=cd_offset, entries=entries)
+
+
+def _check_zip_members(infos: list[zipfile.ZipInfo], fail: _Fail) -> None:
+    seen: set[str] = set()
+    total_compressed = total_uncompressed = 0
+    for info in infos:
+        # orig_filename keeps what zipfile's .filename cuts at a NUL byte.
+        name = info.orig_filename
+        shown = _show(name)
+        if not name:
+            fail("it has a member with an empty name")
+        if _CONTROL.search(name):
+            fail(f"member {shown} has a control character in its name")
+        if "\\" in name:
+            fail(f"member {shown} has a backslash in its name (zip paths use '/')")
+        if name.startswith("/") or _WINDOWS_DRIVE.match(name):
+            fail(f"member {shown} has an absolute path")
+        if ".." in name.split("/"):
+            fail(f"member {shown} has a '..' path segment")
+        if name in seen:
+            fail(f"member {shown} appears more than once")
+        seen.add(name)
+        if info.flag_bits & _FLAG_ENCRYPTED:
+            fail(f"member {shown} is encrypted")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            fail(
+                f"member {shown} uses compression method {info.compress_type}; only stored (0) "
+                f"and deflated (8) are accepted"
+            )
+        total_compressed += info.compress_size
+        total_uncompressed += info.file_size
+    if (
+        total_uncompressed > ZIP_BOMB_MIN_SIZE
+        and total_uncompressed > ZIP_BOMB_RATIO * total_compressed
+    ):
+        fail(
+            f"it expands to {total_uncompressed} bytes from {total_compressed} compressed, a "
+            f"ratio over {ZIP_BOMB_RATIO}:1 that is refused as a compression bomb"
+        )
+
+
+def _check_zip_layout(
+    fp: BinaryIO, infos: list[zipfile.ZipInfo], directory: _CentralDirectory, fail: _Fail
+) -> None:
+    """Insist that the local entries tile the file from byte 0 to the central directory and
+    that each local header says what the central directory says.
+
+    Installers that stream local headers (rather than read the central directory) must see
+    exactly the files that were checked here. This also makes the compressed sizes used for
+    the compression-bomb ratio trustworthy: together they cannot exceed the file's size.
+    """
+    if len(infos) != directory.entries:
+        fail("its central directory does not hold the number of entries its end record says")
+    expected = 0
+    for info in sorted(infos, key=lambda i: i.header_offset):
+        shown = _show(info.orig_filename)
+        if info.header_offset != expected:
+            where = "overlaps another" if info.header_offset < expected else "is not adjacent to"
+            fail(f"the entry for member {shown} {where} (unexplained or shared bytes)")
+        fp.seek(info.header_offset)
+        header = fp.read(_LOCAL_HEADER.size)
+        if len(header) != _LOCAL_HEADER.size:
+            fail(f"the local header of member {shown} is truncated")
+        (sig, _, flags, method, _, _, crc, compressed, uncompressed, name_size, extra_size) = (
+            _LOCAL_HEADER.unpack(header)
+        )
+        if sig != _LOCAL_HEADER_SIGNATURE:
+            fail(f"the local header of member {shown} is missing")
+        raw_name = fp.read(name_size)
+        extra = fp.read(extra_size)
+        if raw_name != _raw_name(info):
+            fail(f"the local header of member {shown} names a different file")
+        if flags & _FLAG_DATA_DESCRIPTOR:
+            fail(f"member {shown} uses a data descriptor (sizes written after the data)")
+        if _SIZE_IN_ZIP64_EXTRA in (compressed, uncompressed):
+            compressed, uncompressed = _zip64_local_sizes(extra, compressed, uncompressed)
+        if (method, crc, compressed, uncompressed) != (
+            info.compress_type,
+            info.CRC,
+            info.compress_size,
+            info.file_size,
+        ):
+            fail(f"the local header of member {shown} disagrees with the central directory")
+        expected = info.header_offset + _LOCAL_HEADER.size + name_size + extra_size
+        expected += info.compress_size
+    if expected != directory.offset:
+        fail("there are unexplained bytes between its last entry and its central directory")
+
+
+def _raw_name(info: zipfile.ZipInfo) -> bytes | None:
+    # zipfile decodes names as UTF-8 when flag bit 11 is set and as cp437 otherwise; cp437
+    # maps all 256 byte values, so encoding back gives the bytes from the central directory.
+    try:
+        return info.orig_filename.encode("utf-8" if info.flag_bits & _FLAG_UTF8 else "cp437")
+    except UnicodeEncodeError:
+        return None
+
+
+def _zip64_local_sizes(extra: bytes, compressed: int, uncompressed: int) -> tuple[int, int]:
+    """Replace the sizes a local header defers to its zip64 extra field with the field's values.
+
+    Returns (compressed, uncompressed); a size left at 0xFFFFFFFF means the field was absent.
+    """
+    at = 0
+    while at + 4 <= len(extra):
+        field_id, size = struct.unpack_from("<2H", extra, at)
+        data = extra[at + 4 : at + 4 + size]
+        at += 4 + size
+        if field_id != _ZIP64_EXTRA_ID:
+            continue
+        values = [v for (v,) in struct.iter_unpack("<Q", data[: len(data) // 8 * 8])]
+        # The spec puts both sizes in a local header's field, uncompressed first; be lenient
+        # with writers that store only the one that overflowed.
+        if len(values) >= 2:
+            return (
+                values[1] if compressed == _SIZE_IN_ZIP64_EXTRA else compressed,
+                values[0] if uncompressed == _SIZE_IN_ZIP64_EXTRA else uncompressed,
+            )
+        if len(values) == 1 and uncompressed == _SIZE_IN_ZIP64_EXTRA:
+            return compressed, values[0]
+        if len(values) == 1:
+            return values[0], uncompressed
+    return compressed, uncompressed
+
+
+def _wheel_metadata_member(
+    infos: list[zipfile.ZipInfo], filename: str, fail: _Fail
+) -> zipfile.ZipInfo:
+    parts = filename.split("-")
+    if len(parts) < 3:
+        fail("its filename does not name its distribution and version")
+    dist, version = parts[0], parts[1]
+    by_name = {info.orig_filename: info for info in infos}
+    # Same rule as pip: the top-level component of every member name, directory entry or not.
+    tops = {name.split("/", 1)[0] for name in by_name}
+    dist_infos = sorted(top for top in tops if top.endswith(".dist-info"))
+    if not dist_infos:
+        fail(f"it has no .dist-info directory (expected {dist}-{version}.dist-info/)")
+    if len(dist_infos) > 1:
+        fail(f"it has more than one .dist-info directory: {', '.join(map(_show, dist_infos))}")
+    dist_info = dist_infos[0]
+    stem_name, dash, stem_version = dist_info.removesuffix(".dist-info").rpartition("-")
+    if not (
+        dash
+        and canonicalize_name(stem_name) == canonicalize_name(dist)
+        and _same_version(stem_version, version)
+    ):
+        fail(
+            f"its .dist-info directory is {_show(dist_info)} but its filename calls for "
+            f"{dist}-{version}.dist-info"
+        )
+    missing = [
+        f"{dist_info}/{required}"
+        for required in ("METADATA", "WHEEL", "RECORD")
+        if f"{dist_info}/{required}" not in by_name
+    ]
+    if missing:
+        fail(f"it lacks {', '.join(map(_show, missing))}")
+    return by_name[f"{dist_info}/METADATA"]
+
+
+def _same_version(left: str, right: str) -> bool:
+    try:
+        return Version(left) == Version(right)
+    except InvalidVersion:
+        return False
+
+
+# --- sdists ---------------------------------------------------------------------------------
+
+
+def read_sdist_pkg_info(path: Path, *, filename: str) -> bytes:
+    """Check the sdist at *path* and return its ``<top>/PKG-INFO`` exactly as stored.
+
+    *filename* is the sdist's filename; ``<top>`` is that filename without ``.tar.gz``, and
+    every member must be that one top-level directory or inside it. The archive must be a
+    gzip-compressed tar and is read as a stream. It is refused if a member name is empty,
+    absolute, has a ``..`` segment or a control character, or appears twice; if a member lies
+    inside a symlink, or a symlink or hard link points outside ``<top>``; if a member is a
+    device, a FIFO, sparse or of any type but file, directory or link; if ``PKG-INFO`` is
+    missing, not a regular file or over :data:`MAX_METADATA_SIZE` bytes; or if checking it
+    would read more than :data:`TAR_STREAM_BUDGET` bytes of tar stream or more than
+    :data:`MAX_ARCHIVE_MEMBERS` members.
+
+    :raises InvalidArchive: with a message naming the file, what is wrong and what to do.
+    """
+    fail = _failer("sdist", filename)
+    if not filename.endswith(".tar.gz"):
+        fail("an sdist must be a .tar.gz file")
+    top = filename.removesuffix(".tar.gz")
+    pkg_info_name = f"{top}/PKG-INFO"
+    pkg_info: bytes | None = None
+    names: set[str] = set()
+    symlinks: dict[str, str] = {}
+    hardlinks: dict[str, str] = {}
+    try:
+        with path.open("rb") as raw, tarfile.open(
+            fileobj=raw,
+            mode="r|gz",
+            tarinfo=_GuardedTarInfo,
+            encoding="utf-8",
+            errors="surrogateescape",
+        ) as archive:
+            while (member := archive.next()) is not None:
+                # tarfile remembers every member; nothing here needs them once checked.
+                archive.members.clear()
+                if len(names) >= MAX_ARCHIVE_MEMBERS:
+                    fail(f"it has more than {MAX_ARCHIVE_MEMBERS} members")
+                # archive.offset is where the next header starts: the next call to next()
+                # decompresses everything up to it, so judge it before making that call.
+                if archive.offset > TAR_STREAM_BUDGET:
+                    fail(f"it expands to more than {TAR_STREAM_BUDGET} bytes of tar stream")
+                _check_tar_member(member, top, fail)
+                if member.name in names:
+                    fail(f"member {_show(member.name)} appears more than once")
+                names.add(member.name)
+                if member.issym():
+                    symlinks[member.name] = member.linkname
+                elif member.islnk():
+                    hardlinks[member.name] = member.linkname
+                if member.name == pkg_info_name:
+                    pkg_info = _read_pkg_info(archive, member, fail)
+    except _TarRefusal as exc:
+        fail(str(exc))
+    except InvalidArchive:
+        raise
+    except (tarfile.TarError, zlib.error, EOFError, ValueError, RecursionError) as exc:
+        fail(f"it is not a valid gzip-compressed tar archive ({exc})")
+    _check_tar_links(names, symlinks, hardlinks, top, fail)
+    if pkg_info is None:
+        fail(f"it has no {_show(pkg_info_name)}")
+    return pkg_info
+
+
+class _TarRefusal(ValueError):
+    """Raised from inside tarfile's header parsing; turned into InvalidArchive by the caller."""
+
+
+class _GuardedTarInfo(tarfile.TarInfo):
+    """TarInfo that refuses, before tarfile acts on them, the headers that would make it read
+    unbounded data into memory: oversized pax/GNU long-name payloads and sparse maps.
+
+    The ``_proc_gnusparse_*`` hooks are private to tarfile; a test checks they still exist.
+    """
+
+    @classmethod
+    def frombuf(cls, buf: bytes, encoding: str, errors: str) -> tarfile.TarInfo:
+        """Parse one 512-byte header, refusing sparse members and oversized header payloads."""
+        info = super().frombuf(buf, encoding, errors)
+        if info.type == tarfile.GNUTYPE_SPARSE:
+            raise _TarRefusal(f"member {_show(info.name)} is a sparse file")
+        if info.type in _HEADER_TYPES and info.size > _MAX_TAR_HEADER_SIZE:
+            raise _TarRefusal(
+                f"it has an extended header of {info.size} bytes, over {_MAX_TAR_HEADER_SIZE}"
+            )
+        return info
+
+    def _proc_gnusparse_00(self, next: tarfile.TarInfo, *args: object) -> None:
+        raise _TarRefusal(f"member {_show(next.name)} is a sparse file")
+
+    _proc_gnusparse_01 = _proc_gnusparse_00
+    _proc_gnusparse_10 = _proc_gnusparse_00
+
+
+_HEADER_TYPES = frozenset(
+    {
+        tarfile.XHDTYPE,
+        tarfile.XGLTYPE,
+        tarfile.SOLARIS_XHDTYPE,
+        tarfile.GNUTYPE_LONGNAME,
+        tarfile.GNUTYPE_LONGLINK,
+    }
+)
+
+
+def _check_tar_member(member: tarfile.TarInfo, top: str, fail: _Fail) -> None:
+    name = member.name
+    shown = _show(name)
+    if not name:
+        fail("it has a member with an empty name")
+    if _CONTROL.search(name) or _CONTROL.search(member.linkname):
+        fail(f"member {shown} has a control character in its name or link target")
+    if name.startswith("/"):
+        fail(f"member {shown} has an absolute path")
+    if ".." in name.split("/"):
+        fail(f"member {shown} has a '..' path segment")
+    if name.split("/", 1)[0] != top:
+        fail(f"member {shown} is outside the single top-level directory {_show(top)}")
+    if member.issparse():
+        fail(f"member {shown} is a sparse file")
+    if member.ischr() or member.isblk():
+        fail(f"member {shown} is a device file")
+    if member.isfifo():
+        fail(f"member {shown} is a FIFO")
+    if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
+        fail(f"member {shown} has unsupported type {member.type!r}")
+    if name == top and not member.isdir():
+        fail(f"its top-level entry {shown} is not a directory")
+
+
+def _check_tar_links(
+    names: set[str],
+    symlinks: dict[str, str],
+    hardlinks: dict[str, str],
+    top: str,
+    fail: _Fail,
+) -> None:
+    """Refuse links that lead outside ``top`` and members stored inside a symlink.
+
+    Done once every member is known, because a link may be defined after its use.
+    """
+    for name in names:
+        parts = name.split("/")
+        for depth in range(1, len(parts)):
+            if (parent := "/".join(parts[:depth])) in symlinks:
+                fail(f"member {_show(name)} is inside the symlink {_show(parent)}")
+    for name, target in symlinks.items():
+        _check_link_target(name, posixpath.dirname(name), target, symlinks, top, fail)
+    for name, target in hardlinks.items():
+        _check_link_target(name, "", target, symlinks, top, fail)
+
+
+def _check_link_target(
+    name: str, base: str, target: str, symlinks: dict[str, str], top: str, fail: _Fail
+) -> None:
+    escape = f"member {_show(name)} links to {_show(target)}, outside {_show(top)}"
+    if not target or target.startswith("/"):
+        fail(escape)
+    resolved: list[str] = []
+    for part in [*base.split("/"), *target.split("/")]:
+        if part in ("", "."):
+            continue
+        if part != "..":
+            resolved.append(part)
+            continue
+        # The system resolves ".." after a symlink from the symlink's target, not lexically.
+        if "/".join(resolved) in symlinks:
+            fail(f"member {_show(name)} links through the symlink {_show('/'.join(resolved))}")
+        if not resolved:
+            fail(escape)
+        resolved.pop()
+    if not resolved or resolved[0] != top:
+        fail(escape)
+
+
+def _read_pkg_info(archive: tarfile.TarFile, member: tarfile.TarInfo, fail: _Fail) -> bytes:
+    if not member.isreg():
+        fail(f"{_show(member.name)} is not a regular file")
+    if member.size > MAX_METADATA_SIZE:
+        fail(f"{_show(member.name)} is larger than {MAX_METADATA_SIZE} bytes")
+    stream = archive.extractfile(member)
+    if stream is None:  # pragma: no cover - isreg() members always have a stream
+        fail(f"{_show(member.name)} cannot be read")
+    data = stream.read(MAX_METADATA_SIZE + 1)
+    if len(data) > MAX_METADATA_SIZE:  # pragma: no cover - guarded by the size check above
+        fail(f"{_show(member.name)} is larger than {MAX_METADATA_SIZE} bytes")
+    return data

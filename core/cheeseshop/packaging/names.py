@@ -1,0 +1,44 @@
+"""Project names: validity, the PEP 503 normalized form, and the "too similar" fold."""
+
+from __future__ import annotations
+
+import re
+
+from packaging.utils import canonicalize_name
+
+__all__ = ["confusable_fold", "is_valid_project_name", "normalize"]
+
+# re.ASCII matters: with IGNORECASE alone, [A-Z] also matches the Kelvin sign (U+212A)
+# and the long s (U+017F), which fold to "k" and "s".
+_VALID_NAME = re.compile(r"[A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9]", re.IGNORECASE | re.ASCII)
+
+_CONFUSABLES = str.maketrans({"l": "1", "i": "1", "o": "0", ".": None, "_": None, "-": None})
+
+
+def normalize(name: str) -> str:
+    """Return the PEP 503 normalized form of *name*.
+
+    Runs of ``-``, ``_`` and ``.`` become a single ``-`` and the result is lower-cased, so
+    ``Foo.Bar__baz`` becomes ``foo-bar-baz``. Every lookup by project name goes through this.
+    The name is not validated; see :func:`is_valid_project_name`.
+    """
+    return str(canonicalize_name(name))
+
+
+def is_valid_project_name(name: str) -> bool:
+    """Return whether *name* is an acceptable project name.
+
+    A valid name is ASCII letters and digits, with ``.``, ``_`` and ``-`` allowed only between
+    them (never first or last). Non-ASCII look-alikes, such as a Cyrillic ``а``, are invalid.
+    """
+    return _VALID_NAME.fullmatch(name) is not None
+
+
+def confusable_fold(name: str) -> str:
+    """Return the fold of *name* used to refuse projects whose names are "too similar".
+
+    Separators (``.``, ``_``, ``-``) are removed, the name is lower-cased, ``l`` and ``i`` become
+    ``1`` and ``o`` becomes ``0``. Two names that fold equal are too similar: ``F1ask`` and
+    ``Flask`` both fold to ``f1ask``.
+    """
+    return name.lower().translate(_CONFUSABLES)

@@ -1,0 +1,233 @@
+"""Plugin discovery (stevedore) and the typed hook facade over pluggy.
+
+Load sequence: the core's default plugins (registered ``trylast`` in their hookimpls, so
+any other plugin overrides them), then the plugins named in settings, loaded by stevedore
+from the entry-point group ``cheeseshop.plugins``; then ``check_pending()`` (a hookimpl
+with no matching spec is an error) and the single-slot check.
+
+Core code calls :class:`Hooks` methods, never ``pm.hook.x(**kw)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable, Iterable, Sequence
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+from stevedore import NamedExtensionManager
+
+from cheeseshop import hookspecs
+from cheeseshop.config import ConfigError, PluginSettings, Settings, with_plugin_sections
+
+if TYPE_CHECKING:
+    from quart import Quart
+
+    from cheeseshop.outbox.dispatch import EventDispatcher
+    from cheeseshop.storage import FileStorage
+    from cheeseshop.upload.candidate import UploadCandidate
+
+__all__ = [
+    "DEFAULT_PLUGINS",
+    "ENTRY_POINT_GROUP",
+    "Hooks",
+    "PluginError",
+    "PluginInfo",
+    "hookimpl",
+    "installed_plugins",
+    "load_plugins",
+]
+
+ENTRY_POINT_GROUP = "cheeseshop.plugins"
+hookimpl = pluggy.HookimplMarker("cheeseshop")
+
+#: The core's own behaviour, shipped as plugins exactly like outside ones.
+DEFAULT_PLUGINS: dict[str, str] = {
+    "local_storage": "cheeseshop.storage.local",
+    "embedded_outbox": "cheeseshop.outbox.embedded",
+}
+
+#: Provider hooks of which exactly one implementation is used.
+SINGLE_SLOTS = ("cheeseshop_file_storage", "cheeseshop_event_dispatcher")
+
+
+class PluginError(ConfigError):
+    """A plugin could not be found, loaded or combined; stops start-up."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PluginInfo:
+    """One registered plugin, as shown by ``cheeseshop plugins``."""
+
+    name: str
+    module: str
+    version: str | None
+    default: bool
+    hooks: tuple[str, ...]
+
+
+def installed_plugins() -> dict[str, str]:
+    """Plugins installed in this environment: entry-point name -> ``module:attr``."""
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _load_named(names: Sequence[str]) -> list[tuple[str, Any, str | None]]:
+    missing: list[str] = []
+    failures: list[str] = []
+
+    def on_missing(found: Iterable[str]) -> None:
+        missing.extend(found)
+
+    def on_failure(_manager: Any, entrypoint: Any, error: Exception) -> None:
+        failures.append(f"{entrypoint.name} ({entrypoint.value}): {type(error).__name__}: {error}")
+
+    manager = NamedExtensionManager(
+        namespace=ENTRY_POINT_GROUP,
+        names=list(names),
+        invoke_on_load=False,
+        name_order=True,
+        on_missing_entrypoints_callback=on_missing,
+        on_load_failure_callback=on_failure,
+    )
+    if missing:
+        installed = ", ".join(sorted(installed_plugins())) or "none"
+        raise PluginError(
+            f"unknown plugin(s): {', '.join(sorted(missing))} (CHEESESHOP_PLUGINS); "
+            f"installed: {installed}"
+        )
+    if failures:
+        raise PluginError("plugin(s) failed to load: " + "; ".join(failures))
+    loaded = []
+    for extension in manager:
+        dist = getattr(extension.entry_point, "dist", None)
+        loaded.append((extension.name, extension.plugin, dist.version if dist else None))
+    return loaded
+
+
+def load_plugins(settings: Settings, *, extra: Sequence[tuple[str, object]] = ()) -> Hooks:
+    """Build the plugin manager for ``settings``.
+
+    ``extra`` registers further (name, plugin) pairs directly, as tests and embedding
+    applications do. Raises :class:`PluginError` naming what is wrong.
+    """
+    pm = pluggy.PluginManager("cheeseshop")
+    pm.add_hookspecs(hookspecs)
+    blocked = set(settings.blocked_plugins)
+    for name in blocked:
+        pm.set_blocked(name)
+    defaults = [name for name in DEFAULT_PLUGINS if name not in blocked]
+    for name in defaults:
+        pm.register(importlib.import_module(DEFAULT_PLUGINS[name]), name=name)
+    wanted = [name for name in dict.fromkeys(settings.plugins) if name not in blocked]
+    versions: dict[str, str | None] = {}
+    for name, plugin, version in [*_load_named(wanted), *((n, p, None) for n, p in extra)]:
+        if pm.has_plugin(name):
+            raise PluginError(f"two plugins are named {name!r}")
+        pm.register(plugin, name=name)
+        versions[name] = version
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as error:
+        raise PluginError(f"plugin {error.plugin!r} implements an unknown hook: {error}") from None
+    hooks = Hooks(pm, defaults=set(defaults), versions=versions)
+    hooks.check_single_slots()
+    return hooks
+
+
+class Hooks:
+    """The typed facade the core calls; one method per hook."""
+
+    def __init__(
+        self,
+        pm: pluggy.PluginManager,
+        *,
+        defaults: set[str],
+        versions: dict[str, str | None] | None = None,
+    ) -> None:
+        self.pm = pm
+        self.defaults = defaults
+        self.versions = versions or {}
+
+    def _impls(self, hook: str) -> list[pluggy.HookImpl]:
+        return getattr(self.pm.hook, hook).get_hookimpls()
+
+    def check_single_slots(self) -> None:
+        """Refuse two non-default plugins providing the same single slot."""
+        for hook in SINGLE_SLOTS:
+            providers = [i.plugin_name for i in self._impls(hook) if i.plugin_name not in self.defaults]
+            if len(providers) > 1:
+                slot = hook.removeprefix("cheeseshop_")
+                raise PluginError(
+                    f"plugins {' and '.join(sorted(providers))} both provide {slot}; "
+                    "enable only one of them"
+                )
+
+    # -- wiring -------------------------------------------------------------------------
+
+    def apply_settings(self, settings: Settings) -> Settings:
+        """Validate each plugin's settings section; return settings carrying them."""
+        models: dict[str, type[PluginSettings]] = {}
+        for impl in self._impls("cheeseshop_settings"):
+            model = impl.function()
+            if model is not None:
+                models[impl.plugin_name] = model
+        return with_plugin_sections(settings, models)
+
+    def configure(self, app: Quart, settings: Settings) -> None:
+        """Let every plugin wire itself into the web application."""
+        self.pm.hook.cheeseshop_configure(app=app, settings=settings)
+
+    # -- providers ----------------------------------------------------------------------
+
+    def file_storage(self, settings: Settings) -> FileStorage:
+        """The file storage of the first plugin that provides one."""
+        storage = self.pm.hook.cheeseshop_file_storage(settings=settings)
+        if storage is None:
+            raise PluginError("no plugin provides file storage (is local_storage blocked?)")
+        return storage
+
+    def event_dispatcher(self, settings: Settings) -> EventDispatcher:
+        """The event dispatcher of the first plugin that provides one."""
+        dispatcher = self.pm.hook.cheeseshop_event_dispatcher(settings=settings)
+        if dispatcher is None:
+            raise PluginError("no plugin provides event dispatch (is embedded_outbox blocked?)")
+        return dispatcher
+
+    # -- upload -------------------------------------------------------------------------
+
+    def validate_upload(self, candidate: UploadCandidate) -> None:
+        """Run every plugin's upload check; the first ``UploadRejected`` propagates."""
+        self.pm.hook.cheeseshop_validate_upload(candidate=candidate)
+
+    # -- events (called by the outbox only) ---------------------------------------------
+
+    def receivers(self, hook: str) -> list[tuple[str, Callable[..., Any]]]:
+        """(plugin name, function) of each implementation of an event hook.
+
+        The outbox calls each one separately so that it can record and retry deliveries
+        plugin by plugin.
+        """
+        return [(impl.plugin_name, impl.function) for impl in reversed(self._impls(hook))]
+
+    # -- introspection ------------------------------------------------------------------
+
+    def describe(self) -> list[PluginInfo]:
+        """Every registered plugin with the hooks it implements."""
+        infos = []
+        for name, plugin in self.pm.list_name_plugin():
+            if plugin is None:
+                continue
+            hooks = tuple(sorted(h.name for h in self.pm.get_hookcallers(plugin) or ()))
+            module = getattr(plugin, "__name__", type(plugin).__qualname__)
+            infos.append(
+                PluginInfo(
+                    name=name,
+                    module=module,
+                    version=self.versions.get(name),
+                    default=name in self.defaults,
+                    hooks=hooks,
+                )
+            )
+        return infos

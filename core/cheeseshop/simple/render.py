@@ -1,0 +1,121 @@
+"""Render Simple API pages from plain view data. Pure: no database, no request."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from html import escape
+
+__all__ = ["API_VERSION", "FileView", "ProjectLink", "project_html", "project_json", "root_html", "root_json"]
+
+#: The highest Simple API version whose fields every page emits.
+API_VERSION = "1.1"
+
+
+@dataclasses.dataclass(frozen=True)
+class FileView:
+    """One file as the Simple API shows it."""
+
+    filename: str
+    url: str
+    sha256: str
+    requires_python: str | None
+    size: int
+    upload_time: datetime
+    yanked: bool
+    yanked_reason: str | None
+    metadata_sha256: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class ProjectLink:
+    """One project in the root index."""
+
+    name: str
+    normalized_name: str
+    last_serial: int
+
+
+def _upload_time(value: datetime) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _yanked(file: FileView) -> bool | str:
+    if not file.yanked:
+        return False
+    return file.yanked_reason or True
+
+
+def project_json(
+    name: str, *, last_serial: int, versions: Sequence[str], files: Sequence[FileView]
+) -> str:
+    """PEP 691 JSON for a project page."""
+    metadata = lambda f: {"sha256": f.metadata_sha256} if f.metadata_sha256 else False  # noqa: E731
+    body = {
+        "meta": {"api-version": API_VERSION, "_last-serial": last_serial},
+        "name": name,
+        "versions": list(versions),
+        "files": [
+            {
+                "filename": f.filename,
+                "url": f.url,
+                "hashes": {"sha256": f.sha256},
+                "requires-python": f.requires_python,
+                "size": f.size,
+                "upload-time": _upload_time(f.upload_time),
+                "yanked": _yanked(f),
+                "core-metadata": metadata(f),
+                "dist-info-metadata": metadata(f),
+            }
+            for f in files
+        ],
+    }
+    return json.dumps(body, separators=(",", ":"))
+
+
+def _head(title: str) -> str:
+    return (
+        "<!DOCTYPE html>\n<html>\n  <head>\n"
+        f'    <meta name="pypi:repository-version" content="{API_VERSION}">\n'
+        f"    <title>{escape(title)}</title>\n  </head>\n  <body>\n"
+    )
+
+
+def project_html(name: str, *, files: Sequence[FileView]) -> str:
+    """PEP 503 HTML for a project page: one anchor per file."""
+    lines = [_head(f"Links for {name}"), f"    <h1>Links for {escape(name)}</h1>\n"]
+    for f in files:
+        attributes = [f'href="{escape(f.url)}#sha256={f.sha256}"']
+        if f.requires_python:
+            attributes.append(f'data-requires-python="{escape(f.requires_python)}"')
+        if f.yanked:
+            attributes.append(
+                f'data-yanked="{escape(f.yanked_reason)}"' if f.yanked_reason else "data-yanked"
+            )
+        if f.metadata_sha256:
+            # Both spellings: PEP 714 renamed the attribute; older pips read the first.
+            attributes.append(f'data-dist-info-metadata="sha256={f.metadata_sha256}"')
+            attributes.append(f'data-core-metadata="sha256={f.metadata_sha256}"')
+        lines.append(f"    <a {' '.join(attributes)}>{escape(f.filename)}</a><br />\n")
+    lines.append("  </body>\n</html>\n")
+    return "".join(lines)
+
+
+def root_json(*, last_serial: int, projects: Sequence[ProjectLink]) -> str:
+    """PEP 691 JSON for the root index."""
+    body = {
+        "meta": {"api-version": API_VERSION, "_last-serial": last_serial},
+        "projects": [{"name": p.name, "_last-serial": p.last_serial} for p in projects],
+    }
+    return json.dumps(body, separators=(",", ":"))
+
+
+def root_html(*, projects: Sequence[ProjectLink]) -> str:
+    """PEP 503 HTML for the root index."""
+    lines = [_head("Simple index")]
+    for p in projects:
+        lines.append(f'    <a href="{p.normalized_name}/">{escape(p.name)}</a><br />\n')
+    lines.append("  </body>\n</html>\n")
+    return "".join(lines)

@@ -1,0 +1,78 @@
+"""The default file storage: a directory on local disk (``data_dir/files``)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import BinaryIO
+
+from cheeseshop.config import Settings
+from cheeseshop.plugins import hookimpl
+
+__all__ = ["LocalFileStorage", "cheeseshop_file_storage"]
+
+
+class LocalFileStorage:
+    """Files under one root directory, written through a temporary file and a rename."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalFileStorage:
+        """Storage rooted at ``data_dir/files``."""
+        return cls(settings.data_dir / "files")
+
+    def _full(self, path: str) -> Path:
+        full = (self.root / path).resolve()
+        # Paths come from our own storage_path(), but a bad one must never escape the root.
+        if not full.is_relative_to(self.root) or full == self.root:
+            raise FileNotFoundError(path)
+        return full
+
+    def put(self, path: str, source: Path) -> None:
+        """Copy ``source`` to ``path`` via a temporary file and an atomic rename."""
+        target = self._full(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+        try:
+            with os.fdopen(fd, "wb") as out, source.open("rb") as src:
+                shutil.copyfileobj(src, out, 1024 * 1024)
+                out.flush()
+                os.fsync(out.fileno())
+            os.chmod(temporary, 0o644)
+            os.replace(temporary, target)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+    def open(self, path: str) -> BinaryIO:
+        """Open the stored file for reading."""
+        return self._full(path).open("rb")
+
+    def size(self, path: str) -> int:
+        """Size of the stored file in bytes."""
+        return self._full(path).stat().st_size
+
+    def exists(self, path: str) -> bool:
+        """Whether the file is stored."""
+        try:
+            return self._full(path).is_file()
+        except FileNotFoundError:
+            return False
+
+    def delete(self, path: str) -> None:
+        """Remove the file if present."""
+        self._full(path).unlink(missing_ok=True)
+
+    def url(self, path: str) -> str | None:
+        """None: the core streams local files itself."""
+        return None
+
+
+@hookimpl(trylast=True)
+def cheeseshop_file_storage(settings: Settings) -> LocalFileStorage:
+    """Default storage: local disk under ``data_dir/files``."""
+    return LocalFileStorage.from_settings(settings)

@@ -1,0 +1,1 @@
+"""Test kit for Cheeseshop and its plugin authors."""

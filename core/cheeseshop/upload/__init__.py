@@ -1,0 +1,1 @@
+"""The legacy upload API (``POST /legacy/``): validate, store, record, commit, emit."""

@@ -1,0 +1,211 @@
+"""Read the upload form's fields into typed values. Pure: no I/O.
+
+Clients spell fields differently (twine, uv, hatch, flit, poetry); every spelling is
+taken. An empty string or ``UNKNOWN`` means absent; unknown fields are ignored. Every
+problem found is reported at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping, Sequence
+
+from packaging.version import InvalidVersion, Version
+
+from cheeseshop.packaging.names import is_valid_project_name, normalize
+
+__all__ = ["FormError", "UploadRequest", "read_form"]
+
+SINGLE_FIELDS = {
+    "metadata_version",
+    "name",
+    "version",
+    "summary",
+    "description",
+    "description_content_type",
+    "keywords",
+    "home_page",
+    "download_url",
+    "author",
+    "author_email",
+    "maintainer",
+    "maintainer_email",
+    "license",
+    "license_expression",
+    "requires_python",
+    "filetype",
+    "pyversion",
+    "md5_digest",
+    "sha256_digest",
+    "blake2_256_digest",
+    "comment",
+    "protocol_version",
+    ":action",
+}
+MULTI_FIELDS = {
+    "classifiers": ("classifiers",),
+    "platform": ("platform",),
+    "supported_platform": ("supported_platform",),
+    "requires_dist": ("requires_dist",),
+    "provides_dist": ("provides_dist",),
+    "obsoletes_dist": ("obsoletes_dist",),
+    "requires_external": ("requires_external",),
+    "provides_extra": ("provides_extra",),
+    "project_urls": ("project_urls",),
+    "license_files": ("license_files", "license_file"),
+    "dynamic": ("dynamic",),
+    "import_names": ("import_names", "import_name"),
+    "import_namespaces": ("import_namespaces", "import_namespace"),
+}
+METADATA_VERSIONS = ("1.0", "1.1", "1.2", "2.1", "2.2", "2.3", "2.4", "2.5")
+FILETYPES = ("sdist", "bdist_wheel")
+HEX = re.compile(r"^[0-9a-fA-F]+$")
+
+
+class FormError(ValueError):
+    """The form is not a valid upload; ``problems`` lists every reason."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__(" ".join(problems))
+        self.problems = list(problems)
+
+
+@dataclasses.dataclass(frozen=True)
+class UploadRequest:
+    """A well-formed upload form."""
+
+    name: str
+    normalized_name: str
+    version: Version
+    version_string: str
+    filetype: str
+    pyversion: str
+    metadata_version: str
+    digests: Mapping[str, str]  # algorithm ("md5", "sha256", "blake2_256") -> lower-case hex
+    metadata: Mapping[str, str | list[str] | dict[str, str] | None]
+
+
+def _value(raw: Sequence[str]) -> str | None:
+    values = [v for v in raw if v.strip() and v.strip() != "UNKNOWN"]
+    return values[0] if values else None
+
+
+def read_form(fields: Mapping[str, Sequence[str]]) -> UploadRequest:
+    """Validate the form's fields; raise :class:`FormError` listing every problem."""
+    problems: list[str] = []
+    single: dict[str, str | None] = {}
+    for key in SINGLE_FIELDS:
+        raw = fields.get(key, ())
+        distinct = {v for v in raw if v.strip() and v.strip() != "UNKNOWN"}
+        if len(distinct) > 1:
+            problems.append(f"Field {key!r} was given {len(distinct)} different values; give one.")
+        single[key] = _value(raw)
+
+    action = single[":action"]
+    if action is None:
+        problems.append("Missing ':action' field; use ':action=file_upload'.")
+    protocol = single["protocol_version"] or "1"
+    if protocol != "1":
+        problems.append(f"Unknown protocol_version {protocol!r}; only '1' is supported.")
+
+    name = (single["name"] or "").strip()
+    if not name:
+        problems.append("Missing 'name' field: the project name.")
+    elif not is_valid_project_name(name):
+        problems.append(
+            f"Invalid project name {name!r}: use ASCII letters, digits, and '.', '_' or '-' "
+            "inside the name only."
+        )
+
+    version_string = (single["version"] or "").strip()
+    version: Version | None = None
+    if not version_string:
+        problems.append("Missing 'version' field.")
+    else:
+        try:
+            version = Version(version_string)
+        except InvalidVersion:
+            problems.append(
+                f"Invalid version {version_string!r}: see "
+                "https://packaging.python.org/specifications/version-specifiers/"
+            )
+        else:
+            if version.local is not None:
+                problems.append(
+                    f"Version {version_string!r} has a local part ('+{version.local}'); "
+                    "local versions cannot be uploaded to an index."
+                )
+
+    filetype = single["filetype"] or ""
+    if filetype not in FILETYPES:
+        problems.append(
+            f"Invalid filetype {filetype!r}: use 'bdist_wheel' for wheels or 'sdist' for "
+            ".tar.gz source distributions."
+        )
+    pyversion = single["pyversion"] or ""
+    if filetype == "bdist_wheel" and not pyversion:
+        problems.append("Missing 'pyversion' field, required for wheels.")
+    if filetype == "sdist":
+        pyversion = "source"
+
+    metadata_version = single["metadata_version"] or ""
+    if metadata_version not in METADATA_VERSIONS:
+        problems.append(
+            f"Invalid metadata_version {metadata_version!r}: use one of "
+            f"{', '.join(METADATA_VERSIONS)}."
+        )
+
+    digests: dict[str, str] = {}
+    for algorithm, length in (("md5", 32), ("sha256", 64), ("blake2_256", 64)):
+        value = single[f"{algorithm}_digest"]
+        if value is None:
+            continue
+        value = value.strip()
+        if len(value) != length or not HEX.match(value):
+            problems.append(f"Invalid {algorithm}_digest: expected {length} hex digits.")
+        else:
+            digests[algorithm] = value.lower()
+    if not digests and not any(single[f"{a}_digest"] for a in ("md5", "sha256", "blake2_256")):
+        problems.append(
+            "Missing digest: give at least one of md5_digest, sha256_digest or blake2_256_digest."
+        )
+
+    metadata: dict[str, str | list[str] | dict[str, str] | None] = {
+        key: single[key]
+        for key in SINGLE_FIELDS
+        if key
+        not in {":action", "protocol_version", "filetype", "pyversion", "comment", "name", "version"}
+        and not key.endswith("_digest")
+    }
+    for key, spellings in MULTI_FIELDS.items():
+        values: list[str] = []
+        for spelling in spellings:
+            values.extend(v.strip() for v in fields.get(spelling, ()) if v.strip())
+        metadata[key] = values
+    metadata["project_urls"] = _project_urls(metadata["project_urls"], problems)  # type: ignore[arg-type]
+
+    if problems or version is None:
+        raise FormError(problems or ["Invalid upload."])
+    return UploadRequest(
+        name=name,
+        normalized_name=normalize(name),
+        version=version,
+        version_string=version_string,
+        filetype=filetype,
+        pyversion=pyversion,
+        metadata_version=metadata_version,
+        digests=digests,
+        metadata=metadata,
+    )
+
+
+def _project_urls(values: list[str], problems: list[str]) -> dict[str, str]:
+    urls: dict[str, str] = {}
+    for value in values:
+        label, sep, url = value.partition(",")
+        if not sep or not label.strip() or not url.strip():
+            problems.append(f"Invalid project_urls value {value!r}: use 'Label, https://…'.")
+            continue
+        urls[label.strip()] = url.strip()
+    return urls

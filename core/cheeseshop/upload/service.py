@@ -1,0 +1,389 @@
+"""The upload pipeline: validate -> check against the index -> store -> record -> commit -> emit.
+
+Each step is a small function. Order matters for R1/R2: the bytes are stored before the
+transaction that makes them visible commits, so a 200 means both exist; a crash in
+between leaves at most an unreferenced stored file, never a row without its bytes.
+Uniqueness races are settled by database constraints, then re-examined to give the
+answer a lone request would have had.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import tempfile
+from pathlib import Path
+
+from packaging.utils import canonicalize_version
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cheeseshop.accounts.service import Principal, role_for
+from cheeseshop.db.models import (
+    File,
+    FilenameRegistry,
+    Project,
+    ProjectStatus,
+    Release,
+    Role,
+    RoleName,
+    utcnow,
+)
+from cheeseshop.errors import APIError
+from cheeseshop.events import Event, FileUploaded, ReleasePublished
+from cheeseshop.journal import record_change
+from cheeseshop.outbox import record
+from cheeseshop.packaging.archives import InvalidArchive, read_sdist_pkg_info, read_wheel_metadata
+from cheeseshop.packaging.filenames import InvalidFilename, ParsedFilename, parse_filename
+from cheeseshop.services import Services
+from cheeseshop.storage import storage_path
+from cheeseshop.upload.candidate import UploadCandidate, UploadRejected
+from cheeseshop.upload.form import FormError, UploadRequest, read_form
+from cheeseshop.upload.multipart import ReceivedFile, UploadForm
+
+__all__ = ["handle_upload"]
+
+ALREADY_EXISTS = "File already exists"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Checked:
+    request: UploadRequest
+    file: ReceivedFile
+    parsed: ParsedFilename
+    core_metadata: bytes | None
+
+
+async def handle_upload(services: Services, principal: Principal, form: UploadForm) -> str:
+    """Carry out one upload; returns the 200 body (warnings), raises APIError otherwise."""
+    checked = await _validate(form)
+    existing = await _existing(services, principal, checked)
+    if existing == "identical":
+        return ""
+    candidate = _candidate(principal, checked, new_project=existing == "new project")
+    try:
+        await asyncio.to_thread(services.hooks.validate_upload, candidate)
+    except UploadRejected as rejection:
+        raise APIError(rejection.status, rejection.message) from None
+    paths = await asyncio.to_thread(_store, services, checked)
+    try:
+        event_ids = await _commit(services, principal, checked, paths)
+    except IntegrityError:
+        # A racing request committed first; answer as if we had come second.
+        if await _existing(services, principal, checked) == "identical":
+            return ""
+        raise APIError(400, f"{ALREADY_EXISTS}. (A concurrent upload of {checked.file.filename}.)") from None
+    await services.outbox.dispatch(event_ids)
+    return ""
+
+
+# -- validate (pure, plus reading the archive) -----------------------------------------
+
+
+async def _validate(form: UploadForm) -> _Checked:
+    action = (form.fields.get(":action") or [""])[0]
+    if action in {"submit", "doc_upload", "verify"}:
+        raise APIError(410, f"':action={action}' is no longer supported; upload files only.")
+    if action and action != "file_upload":
+        raise APIError(400, f"Unknown ':action' {action!r}; use 'file_upload'.")
+    try:
+        request = read_form(form.fields)
+    except FormError as error:
+        raise APIError(400, " ".join(error.problems)) from None
+    if form.fields.get("attestations"):
+        raise APIError(
+            400, "Attestations are not supported by this index yet; upload without them."
+        )
+    if form.file is None:
+        raise APIError(400, "Missing file: upload it in the 'content' field.")
+    file = form.file
+    try:
+        parsed = parse_filename(file.filename)
+    except InvalidFilename as error:
+        raise APIError(400, str(error)) from None
+    if parsed.packagetype != request.filetype:
+        raise APIError(
+            400,
+            f"Filetype {request.filetype!r} does not match the file {file.filename!r}, "
+            f"which is a {parsed.packagetype}.",
+        )
+    if parsed.name != request.normalized_name:
+        raise APIError(
+            400,
+            f"Start filename for {request.name!r} with "
+            f"{request.normalized_name.replace('-', '_')!r}: {file.filename!r} names "
+            f"another project.",
+        )
+    if parsed.version != request.version:
+        raise APIError(
+            400,
+            f"Version in filename ({parsed.version}) does not match the form's version "
+            f"({request.version_string}).",
+        )
+    computed = {"md5": file.md5, "sha256": file.sha256, "blake2_256": file.blake2_256}
+    for algorithm, claimed in request.digests.items():
+        if claimed != computed[algorithm]:
+            raise APIError(
+                400,
+                f"The {algorithm}_digest given ({claimed}) does not match the uploaded file "
+                f"({computed[algorithm]}); the upload may be corrupt, try again.",
+            )
+    try:
+        if parsed.packagetype == "bdist_wheel":
+            core_metadata: bytes | None = await asyncio.to_thread(
+                read_wheel_metadata, file.path, filename=file.filename
+            )
+        else:
+            await asyncio.to_thread(read_sdist_pkg_info, file.path, filename=file.filename)
+            core_metadata = None
+    except InvalidArchive as error:
+        raise APIError(400, f"Invalid distribution file {file.filename!r}: {error}") from None
+    return _Checked(request=request, file=file, parsed=parsed, core_metadata=core_metadata)
+
+
+def _candidate(principal: Principal, checked: _Checked, *, new_project: bool) -> UploadCandidate:
+    return UploadCandidate(
+        project=checked.request.name,
+        normalized_name=checked.request.normalized_name,
+        version=checked.request.version_string,
+        filename=checked.file.filename,
+        packagetype=checked.parsed.packagetype,
+        path=checked.file.path,
+        size=checked.file.size,
+        md5=checked.file.md5,
+        sha256=checked.file.sha256,
+        blake2_256=checked.file.blake2_256,
+        core_metadata=checked.core_metadata,
+        metadata=dict(checked.request.metadata),
+        username=principal.user.username,
+        new_project=new_project,
+    )
+
+
+# -- check against what the index holds ------------------------------------------------
+
+
+async def _existing(services: Services, principal: Principal, checked: _Checked) -> str:
+    """'identical' (nothing to do), 'new project', or 'new file'; else raises APIError."""
+    file = checked.file
+    async with services.db.read() as session:
+        same_name = await session.scalar(select(File).where(File.filename == file.filename))
+        if same_name is not None:
+            if same_name.blake2_256_digest == file.blake2_256:
+                await _authorize(session, principal, checked, must_exist=True)
+                return "identical"
+            raise APIError(400, f"{ALREADY_EXISTS} ({file.filename}) with different contents.")
+        same_bytes = await session.scalar(
+            select(File.filename).where(File.blake2_256_digest == file.blake2_256)
+        )
+        if same_bytes is not None:
+            raise APIError(400, f"{ALREADY_EXISTS}: these bytes were uploaded as {same_bytes}.")
+        if await session.get(FilenameRegistry, file.filename) is not None:
+            raise APIError(
+                400,
+                f"This filename has already been used ({file.filename}); a filename can never "
+                "be reused, even after deletion. Use a new version.",
+            )
+        project = await _authorize(session, principal, checked, must_exist=False)
+        if project is not None and checked.parsed.packagetype == "sdist":
+            release = await _release(session, project, checked.request)
+            if release is not None and await session.scalar(
+                select(File.id).where(File.release_id == release.id, File.packagetype == "sdist")
+            ):
+                raise APIError(400, f"{ALREADY_EXISTS}: only one sdist may be uploaded per release.")
+        return "new project" if project is None else "new file"
+
+
+async def _authorize(
+    session: AsyncSession, principal: Principal, checked: _Checked, *, must_exist: bool
+) -> Project | None:
+    name = checked.request.normalized_name
+    project = await session.scalar(select(Project).where(Project.normalized_name == name))
+    if not principal.allows_project(name):
+        raise APIError(403, f"This API token is not valid for project {checked.request.name!r}.")
+    if project is None:
+        if must_exist:
+            raise APIError(403, f"No project {checked.request.name!r}.")
+        if principal.claims.projects is not None:
+            raise APIError(403, "A project-scoped API token cannot create a new project.")
+        return None
+    if await role_for(session, principal.user, project) is None:
+        raise APIError(
+            403,
+            f"The user '{principal.user.username}' isn't allowed to upload to project "
+            f"'{project.name}'.",
+        )
+    if project.status in (ProjectStatus.ARCHIVED, ProjectStatus.QUARANTINED):
+        raise APIError(
+            400, f"Project {project.name!r} is {project.status}; it does not accept uploads."
+        )
+    return project
+
+
+async def _release(session: AsyncSession, project: Project, request: UploadRequest) -> Release | None:
+    canonical = canonicalize_version(request.version, strip_trailing_zero=True)
+    return await session.scalar(
+        select(Release).where(Release.project_id == project.id, Release.canonical_version == canonical)
+    )
+
+
+# -- store -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Paths:
+    file: str
+    metadata: str | None
+    metadata_sha256: str | None
+    metadata_blake2_256: str | None
+
+
+def _store(services: Services, checked: _Checked) -> _Paths:
+    file = checked.file
+    path = storage_path(file.blake2_256, file.filename)
+    services.storage.put(path, file.path)
+    if checked.core_metadata is None:
+        return _Paths(path, None, None, None)
+    metadata_path = f"{path}.metadata"
+    with tempfile.NamedTemporaryFile(dir=file.path.parent, prefix="metadata-") as handle:
+        handle.write(checked.core_metadata)
+        handle.flush()
+        services.storage.put(metadata_path, Path(handle.name))
+    return _Paths(
+        path,
+        metadata_path,
+        hashlib.sha256(checked.core_metadata).hexdigest(),
+        hashlib.blake2b(checked.core_metadata, digest_size=32).hexdigest(),
+    )
+
+
+# -- record and commit -------------------------------------------------------------------
+
+
+async def _commit(services: Services, principal: Principal, checked: _Checked, paths: _Paths) -> list[int]:
+    request, file = checked.request, checked.file
+    user = principal.user
+    events: list[Event] = []
+    async with services.db.write() as session:
+        project = await session.scalar(
+            select(Project).where(Project.normalized_name == request.normalized_name).with_for_update()
+        )
+        if project is None:
+            project = Project(name=request.name, normalized_name=request.normalized_name)
+            session.add(project)
+            await session.flush()
+            session.add(Role(user_id=user.id, project_id=project.id, role_name=RoleName.OWNER.value))
+            await record_change(session, project, "create", submitted_by=user.username)
+            await record_change(
+                session, project, f"add Owner {user.username}", submitted_by=user.username
+            )
+        elif await role_for(session, user, project) is None:
+            raise APIError(403, f"The user '{user.username}' isn't allowed to upload to project '{project.name}'.")
+
+        release = await _release(session, project, request)
+        if release is None:
+            release = _new_release(project, request, uploader_id=user.id)
+            session.add(release)
+            await session.flush()
+            serial = await record_change(
+                session, project, "new release", version=release.version, submitted_by=user.username
+            )
+            events.append(
+                ReleasePublished(
+                    project=project.name,
+                    normalized_name=project.normalized_name,
+                    version=release.version,
+                    published_by=user.username,
+                    created=release.created,
+                    serial=serial,
+                )
+            )
+        now = utcnow()
+        session.add(
+            File(
+                release_id=release.id,
+                filename=file.filename,
+                path=paths.file,
+                size=file.size,
+                md5_digest=file.md5,
+                sha256_digest=file.sha256,
+                blake2_256_digest=file.blake2_256,
+                packagetype=checked.parsed.packagetype,
+                python_version=request.pyversion,
+                requires_python=_text(request.metadata.get("requires_python")),
+                upload_time=now,
+                uploaded_by_id=user.id,
+                metadata_sha256=paths.metadata_sha256,
+                metadata_blake2_256=paths.metadata_blake2_256,
+            )
+        )
+        session.add(FilenameRegistry(filename=file.filename, created=now))
+        project.total_size = (project.total_size or 0) + file.size
+        await session.flush()
+        serial = await record_change(
+            session,
+            project,
+            f"add {request.pyversion} file {file.filename}",
+            version=release.version,
+            submitted_by=user.username,
+        )
+        file_event = FileUploaded(
+            project=project.name,
+            normalized_name=project.normalized_name,
+            version=release.version,
+            filename=file.filename,
+            path=paths.file,
+            metadata_path=paths.metadata,
+            packagetype=checked.parsed.packagetype,
+            size=file.size,
+            sha256=file.sha256,
+            blake2_256=file.blake2_256,
+            uploaded_by=user.username,
+            upload_time=now,
+            serial=serial,
+        )
+        # The file event first: a release is announced after its file is recorded.
+        return await record(session, [file_event, *events])
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _list(value: object) -> list[str]:
+    return list(value) if isinstance(value, list) else []
+
+
+def _new_release(project: Project, request: UploadRequest, *, uploader_id: int) -> Release:
+    meta = request.metadata
+    return Release(
+        project_id=project.id,
+        version=request.version_string,
+        canonical_version=canonicalize_version(request.version, strip_trailing_zero=True),
+        is_prerelease=request.version.is_prerelease,
+        created=utcnow(),
+        metadata_version=request.metadata_version,
+        summary=_text(meta.get("summary")),
+        description=_text(meta.get("description")),
+        description_content_type=_text(meta.get("description_content_type")),
+        author=_text(meta.get("author")),
+        author_email=_text(meta.get("author_email")),
+        maintainer=_text(meta.get("maintainer")),
+        maintainer_email=_text(meta.get("maintainer_email")),
+        license=_text(meta.get("license")),
+        license_expression=_text(meta.get("license_expression")),
+        keywords=_text(meta.get("keywords")),
+        home_page=_text(meta.get("home_page")),
+        download_url=_text(meta.get("download_url")),
+        requires_python=_text(meta.get("requires_python")),
+        classifiers=_list(meta.get("classifiers")),
+        platforms=_list(meta.get("platform")),
+        requires_dist=_list(meta.get("requires_dist")),
+        provides_extra=_list(meta.get("provides_extra")),
+        license_files=_list(meta.get("license_files")),
+        dynamic=_list(meta.get("dynamic")),
+        project_urls=dict(meta.get("project_urls") or {}),  # type: ignore[arg-type]
+        uploader_id=uploader_id,
+    )

@@ -1,0 +1,1 @@
+"""Web plumbing shared by the blueprints: error rendering, reason phrases, headers."""
