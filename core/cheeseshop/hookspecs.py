@@ -104,7 +104,7 @@ def cheeseshop_event_dispatcher(settings: Settings) -> EventDispatcher | None:
 
 
 @hookspec
-def cheeseshop_validate_upload(candidate: UploadCandidate) -> None:
+def cheeseshop_validate_upload(candidate: UploadCandidate, settings: Settings) -> None:
     """Check an upload before it is stored.
 
     Called in the upload request after the core's own checks pass and before the file
@@ -113,6 +113,7 @@ def cheeseshop_validate_upload(candidate: UploadCandidate) -> None:
 
     :param candidate: the uploaded file (a temporary path, its digests and size), its
         parsed filename, the form's metadata and the uploading user.
+    :param settings: the validated settings.
     :raises cheeseshop.UploadRejected: to refuse the upload; its message is returned to
         the client with status 400 (or the status it carries).
     :returns: nothing; returning normally accepts.
@@ -120,7 +121,7 @@ def cheeseshop_validate_upload(candidate: UploadCandidate) -> None:
 
 
 @hookspec
-def cheeseshop_file_uploaded(event: FileUploaded) -> None:
+def cheeseshop_file_uploaded(event: FileUploaded, settings: Settings) -> None:
     """React to a file that was accepted and committed.
 
     Called after commit, by the worker (never in the request), through the outbox:
@@ -129,6 +130,7 @@ def cheeseshop_file_uploaded(event: FileUploaded) -> None:
     with backoff; other plugins are neither blocked nor called again.
 
     :param event: what was uploaded, where it is stored, and the journal serial.
+    :param settings: the validated settings (read your section with ``settings.section``).
     :returns: nothing.
     """
 
@@ -139,7 +141,7 @@ def cheeseshop_file_uploaded(event: FileUploaded) -> None:
 
 
 @hookspec
-def cheeseshop_release_published(event: ReleasePublished) -> None:
+def cheeseshop_release_published(event: ReleasePublished, settings: Settings) -> None:
     """React to a new release becoming visible (its first file was committed).
 
     Called after commit, by the worker, through the outbox, after the
@@ -147,6 +149,7 @@ def cheeseshop_release_published(event: ReleasePublished) -> None:
     once: must be idempotent. An exception is retried for this plugin alone.
 
     :param event: the project, the version and who published it.
+    :param settings: the validated settings.
     :returns: nothing.
     """
 

@@ -197,19 +197,22 @@ class Hooks:
 
     # -- upload -------------------------------------------------------------------------
 
-    def validate_upload(self, candidate: UploadCandidate) -> None:
+    def validate_upload(self, candidate: UploadCandidate, settings: Settings) -> None:
         """Run every plugin's upload check; the first ``UploadRejected`` propagates."""
-        self.pm.hook.cheeseshop_validate_upload(candidate=candidate)
+        self.pm.hook.cheeseshop_validate_upload(candidate=candidate, settings=settings)
 
     # -- events (called by the outbox only) ---------------------------------------------
 
-    def receivers(self, hook: str) -> list[tuple[str, Callable[..., Any]]]:
-        """(plugin name, function) of each implementation of an event hook.
+    def receivers(self, hook: str) -> list[tuple[str, Callable[..., Any], tuple[str, ...]]]:
+        """(plugin name, function, argument names) of each implementation of an event hook.
 
         The outbox calls each one separately so that it can record and retry deliveries
         plugin by plugin.
         """
-        return [(impl.plugin_name, impl.function) for impl in reversed(self._impls(hook))]
+        return [
+            (impl.plugin_name, impl.function, tuple(impl.argnames))
+            for impl in reversed(self._impls(hook))
+        ]
 
     # -- introspection ------------------------------------------------------------------
 

@@ -51,6 +51,7 @@ class Outbox:
     def __init__(self, db: Database, hooks: Hooks, settings: Settings, dispatcher: EventDispatcher):
         self.db = db
         self.hooks = hooks
+        self.settings = settings
         self.dispatcher = dispatcher
         self.retry = timedelta(seconds=settings.outbox_retry_seconds)
         self.max_retry = timedelta(seconds=settings.outbox_max_retry_seconds)
@@ -136,7 +137,8 @@ class Outbox:
             if previous is not None and previous.next_attempt and previous.next_attempt > now:
                 pending.append(previous.next_attempt)
                 continue
-            kwargs = {name: event for name in argnames if name == "event"}
+            available = {"event": event, "settings": self.settings}
+            kwargs = {name: available[name] for name in argnames}
             try:
                 await asyncio.to_thread(function, **kwargs)
             except Exception as error:

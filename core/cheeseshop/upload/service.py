@@ -64,7 +64,7 @@ async def handle_upload(services: Services, principal: Principal, form: UploadFo
         return ""
     candidate = _candidate(principal, checked, new_project=existing == "new project")
     try:
-        await asyncio.to_thread(services.hooks.validate_upload, candidate)
+        await asyncio.to_thread(services.hooks.validate_upload, candidate, services.settings)
     except UploadRejected as rejection:
         raise APIError(rejection.status, rejection.message) from None
     paths = await asyncio.to_thread(_store, services, checked)
