@@ -11,6 +11,7 @@ Plugins add their own typed sections (a pydantic model returned by their
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import tomllib
@@ -196,7 +197,9 @@ def load_settings(
     }
     known = set(Settings.model_fields) - {"sections"}
     values = {**core_table, **{k: v for k, v in env_values.items() if k in known}}
-    values.update(overrides or {})
+    # Overrides are given like the TOML file: plain values for the core, tables for plugins.
+    override_tables = {k: v for k, v in (overrides or {}).items() if isinstance(v, Mapping)}
+    values.update({k: v for k, v in (overrides or {}).items() if k not in override_tables})
     unknown = sorted(set(core_table) - known)
     if unknown:
         raise ConfigError(f"unknown setting(s) in {config_file}: {', '.join(unknown)}")
@@ -210,8 +213,20 @@ def load_settings(
     for key, value in env.items():
         if key.startswith(ENV_PREFIX) and "__" in key:
             section, _, field = key[len(ENV_PREFIX) :].partition("__")
-            raw_sections.setdefault(section.lower(), {})[field.lower()] = value
+            raw_sections.setdefault(section.lower(), {})[field.lower()] = _env_value(value)
+    for section, table in override_tables.items():
+        raw_sections.setdefault(section, {}).update(table)
     return settings.model_copy(update={"sections": {"__raw__": raw_sections}})
+
+
+def _env_value(value: str) -> Any:
+    """Plugin settings from the environment: JSON for lists and tables, else the string."""
+    if value.lstrip().startswith(("[", "{")):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
 
 
 def with_plugin_sections(

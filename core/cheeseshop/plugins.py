@@ -99,9 +99,11 @@ def _load_named(names: Sequence[str]) -> list[tuple[str, Any, str | None]]:
         )
     if failures:
         raise PluginError("plugin(s) failed to load: " + "; ".join(failures))
+    # stevedore caches entry points without their distribution; ask importlib for it.
+    dists = {ep.name: ep.dist for ep in entry_points(group=ENTRY_POINT_GROUP)}
     loaded = []
     for extension in manager:
-        dist = getattr(extension.entry_point, "dist", None)
+        dist = dists.get(extension.name)
         loaded.append((extension.name, extension.plugin, dist.version if dist else None))
     return loaded
 

@@ -1,0 +1,701 @@
+"""Tests for cheeseshop.packaging.archives.
+
+Archives are built here: well-formed ones with zipfile/tarfile, malformed zips byte by byte
+with `raw_zip`, whose well-formed output is itself tested to be accepted.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import tarfile
+import warnings
+import zipfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from cheeseshop.packaging import archives
+from cheeseshop.packaging.archives import (
+    METADATA_FILE_SUFFIX,
+    InvalidArchive,
+    read_sdist_pkg_info,
+    read_wheel_metadata,
+)
+
+WHEEL = "foo-1.0-py3-none-any.whl"
+SDIST = "foo-1.0.tar.gz"
+METADATA = b"Metadata-Version: 2.4\r\nName: foo\nVersion: 1.0\n\nDescription \xff\xfe bytes\n"
+MiB = 1024 * 1024
+
+
+def refused(read: Callable[..., bytes], path: Path, filename: str, *words: str) -> str:
+    with pytest.raises(InvalidArchive) as info:
+        read(path, filename=filename)
+    exc = info.value
+    assert isinstance(exc, ValueError)
+    assert exc.filename == filename
+    message = str(exc)
+    assert ascii(filename) in message, "every message names the file"
+    message.encode("latin-1")  # shown as an HTTP reason phrase
+    for word in words:
+        assert word in message
+    return message
+
+
+def test_metadata_file_suffix() -> None:
+    assert METADATA_FILE_SUFFIX == ".metadata"
+
+
+# --- wheels built with zipfile ------------------------------------------------------------------
+
+
+def wheel_members(dist_info: str = "foo-1.0.dist-info") -> dict[str, bytes]:
+    return {
+        "foo/__init__.py": b"x = 1\n",
+        f"{dist_info}/METADATA": METADATA,
+        f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        f"{dist_info}/RECORD": b"",
+    }
+
+
+def write_wheel(
+    path: Path,
+    members: dict[str, bytes],
+    *,
+    compression: int = zipfile.ZIP_DEFLATED,
+    force_zip64: bool = False,
+) -> Path:
+    with zipfile.ZipFile(path, "w", compression) as zf:
+        for name, data in members.items():
+            info = zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0))
+            info.compress_type = compression
+            with zf.open(info, "w", force_zip64=force_zip64) as member:
+                member.write(data)
+    return path
+
+
+@pytest.fixture
+def wheel(tmp_path: Path) -> Path:
+    return write_wheel(tmp_path / WHEEL, wheel_members())
+
+
+def test_wheel_metadata_is_returned_exactly(wheel: Path) -> None:
+    assert read_wheel_metadata(wheel, filename=WHEEL) == METADATA
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
+def test_wheel_stored_or_deflated(tmp_path: Path, compression: int) -> None:
+    path = write_wheel(tmp_path / WHEEL, wheel_members(), compression=compression)
+    assert read_wheel_metadata(path, filename=WHEEL) == METADATA
+
+
+def test_wheel_with_zip64_local_headers(tmp_path: Path) -> None:
+    path = write_wheel(tmp_path / WHEEL, wheel_members(), force_zip64=True)
+    assert read_wheel_metadata(path, filename=WHEEL) == METADATA
+
+
+@pytest.mark.parametrize(
+    ("filename", "dist_info"),
+    [
+        ("Foo-1.0-py3-none-any.whl", "foo-1.0.dist-info"),
+        ("foo-1.0-py3-none-any.whl", "Foo-1.0.dist-info"),
+        ("Foo.Bar-1.0-py3-none-any.whl", "foo_bar-1.0.dist-info"),
+        ("foo-1.0-py3-none-any.whl", "foo-1.0.0.dist-info"),
+        ("foo-1.0rc1-py3-none-any.whl", "foo-1.0RC1.dist-info"),
+    ],
+)
+def test_wheel_dist_info_matched_after_normalizing(
+    tmp_path: Path, filename: str, dist_info: str
+) -> None:
+    path = write_wheel(tmp_path / filename, wheel_members(dist_info))
+    assert read_wheel_metadata(path, filename=filename) == METADATA
+
+
+@pytest.mark.parametrize("dist_info", ["bar-1.0.dist-info", "foo-2.0.dist-info", "foo.dist-info"])
+def test_wheel_dist_info_must_match_filename(tmp_path: Path, dist_info: str) -> None:
+    path = write_wheel(tmp_path / WHEEL, wheel_members(dist_info))
+    refused(read_wheel_metadata, path, WHEEL, dist_info, "foo-1.0.dist-info")
+
+
+def test_wheel_without_dist_info(tmp_path: Path) -> None:
+    path = write_wheel(tmp_path / WHEEL, {"foo/__init__.py": b"", "foo/METADATA": METADATA})
+    refused(read_wheel_metadata, path, WHEEL, "no .dist-info directory")
+
+
+def test_wheel_with_two_dist_info_directories(tmp_path: Path) -> None:
+    members = wheel_members() | {"bar-1.0.dist-info/METADATA": METADATA}
+    path = write_wheel(tmp_path / WHEEL, members)
+    refused(read_wheel_metadata, path, WHEEL, "more than one .dist-info")
+
+
+def test_wheel_nested_dist_info_does_not_count(tmp_path: Path) -> None:
+    members = {f"sub/{name}": data for name, data in wheel_members().items()}
+    path = write_wheel(tmp_path / WHEEL, members)
+    refused(read_wheel_metadata, path, WHEEL, "no .dist-info directory")
+
+
+@pytest.mark.parametrize("required", ["METADATA", "WHEEL", "RECORD"])
+def test_wheel_requires_dist_info_files(tmp_path: Path, required: str) -> None:
+    members = wheel_members()
+    del members[f"foo-1.0.dist-info/{required}"]
+    path = write_wheel(tmp_path / WHEEL, members)
+    refused(read_wheel_metadata, path, WHEEL, f"foo-1.0.dist-info/{required}")
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
+def test_wheel_refuses_other_compression(tmp_path: Path, compression: int) -> None:
+    path = write_wheel(tmp_path / WHEEL, wheel_members(), compression=compression)
+    refused(read_wheel_metadata, path, WHEEL, f"compression method {compression}")
+
+
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        pytest.param("/etc/passwd", "absolute", id="absolute"),
+        pytest.param("C:/Windows/evil.dll", "absolute", id="drive"),
+        pytest.param("foo/../../evil.py", "'..'", id="dotdot"),
+        pytest.param("..", "'..'", id="dotdot-alone"),
+        pytest.param("foo\\evil.py", "backslash", id="backslash"),
+        pytest.param("foo/evil\n.py", "control character", id="newline"),
+    ],
+)
+def test_wheel_refuses_bad_member_names(tmp_path: Path, name: str, words: str) -> None:
+    path = write_wheel(tmp_path / WHEEL, wheel_members() | {name: b""})
+    refused(read_wheel_metadata, path, WHEEL, words)
+
+
+def test_wheel_refuses_duplicate_member_names(tmp_path: Path) -> None:
+    path = tmp_path / WHEEL
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zipfile warns "Duplicate name"
+        with zipfile.ZipFile(path, "w") as zf:
+            for name, data in wheel_members().items():
+                zf.writestr(name, data)
+            zf.writestr("foo-1.0.dist-info/METADATA", b"Name: evil\n")
+    refused(read_wheel_metadata, path, WHEEL, "appears more than once")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(b"", id="empty"),
+        pytest.param(b"not a zip at all" * 10, id="text"),
+        pytest.param(METADATA, id="metadata"),
+    ],
+)
+def test_wheel_refuses_non_zip(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / WHEEL
+    path.write_bytes(content)
+    refused(read_wheel_metadata, path, WHEEL, "not a zip archive")
+
+
+def test_wheel_refuses_tar_renamed_whl(tmp_path: Path) -> None:
+    path = write_sdist(tmp_path / WHEEL, sdist_members())
+    refused(read_wheel_metadata, path, WHEEL, "not a zip archive")
+
+
+def test_wheel_refuses_prepended_data(tmp_path: Path, wheel: Path) -> None:
+    path = tmp_path / "prepended.whl"
+    path.write_bytes(b"#!/bin/sh\n" + wheel.read_bytes())
+    with zipfile.ZipFile(path) as zf:  # zipfile alone would take it
+        assert zf.read("foo-1.0.dist-info/METADATA") == METADATA
+    refused(read_wheel_metadata, path, WHEEL, "central directory is not where")
+
+
+def test_wheel_refuses_appended_data(tmp_path: Path, wheel: Path) -> None:
+    path = tmp_path / "appended.whl"
+    path.write_bytes(wheel.read_bytes() + b"trailing")
+    refused(read_wheel_metadata, path, WHEEL, "data after its end record")
+
+
+def test_wheel_refuses_concatenated_zips(tmp_path: Path, wheel: Path) -> None:
+    other = write_wheel(tmp_path / "other.whl", {"evil.py": b""})
+    path = tmp_path / "concatenated.whl"
+    path.write_bytes(other.read_bytes() + wheel.read_bytes())
+    refused(read_wheel_metadata, path, WHEEL, "central directory is not where")
+
+
+# --- wheels built byte by byte ------------------------------------------------------------------
+
+
+@dataclass
+class Entry:
+    name: bytes
+    data: bytes = b""
+    method: int = zipfile.ZIP_STORED
+    flags: int = 0x0800
+    uncompressed: int | None = None
+    crc: int | None = None
+    local_name: bytes | None = None
+    offset: int | None = None
+    """Central directory's local header offset, when it must lie; None for the true one."""
+
+
+@dataclass
+class RawZip:
+    entries: list[Entry]
+    zip64_end: bool = False
+    comment: bytes = b""
+    extra_count: int = 0
+    written_offsets: list[int] = field(default_factory=list)
+
+
+def deflate(data: bytes) -> bytes:
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+    return compressor.compress(data) + compressor.flush()
+
+
+def metadata_entries(metadata: bytes = METADATA) -> list[Entry]:
+    return [
+        Entry(b"foo/__init__.py", b"x = 1\n"),
+        Entry(b"foo-1.0.dist-info/METADATA", metadata),
+        Entry(b"foo-1.0.dist-info/WHEEL", b"Wheel-Version: 1.0\n"),
+        Entry(b"foo-1.0.dist-info/RECORD", b""),
+    ]
+
+
+def raw_zip(spec: RawZip) -> bytes:
+    """A zip written field by field, so each test can get exactly one thing wrong."""
+    body = bytearray()
+    central = bytearray()
+    for entry in spec.entries:
+        offset = len(body)
+        uncompressed = len(entry.data) if entry.uncompressed is None else entry.uncompressed
+        crc = zlib.crc32(entry.data) if entry.crc is None else entry.crc
+        local_name = entry.name if entry.local_name is None else entry.local_name
+        body += struct.pack(
+            "<4s5H3L2H",
+            b"PK\x03\x04", 20, entry.flags, entry.method, 0, 0x5821,
+            crc, len(entry.data), uncompressed, len(local_name), 0,
+        )  # fmt: skip
+        body += local_name + entry.data
+        central += struct.pack(
+            "<4s6H3L5H2L",
+            b"PK\x01\x02", 20, 20, entry.flags, entry.method, 0, 0x5821,
+            crc, len(entry.data), uncompressed, len(entry.name), 0, 0, 0, 0, 0,
+            offset if entry.offset is None else entry.offset,
+        )  # fmt: skip
+        central += entry.name
+    count = len(spec.entries) + spec.extra_count
+    out = body + central
+    if spec.zip64_end:
+        eocd64_at = len(out)
+        out += struct.pack(
+            "<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, count, count, len(central), len(body)
+        )
+        out += struct.pack("<4sLQL", b"PK\x06\x07", 0, eocd64_at, 1)
+        out += struct.pack(
+            "<4s4H2LH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF,
+            len(spec.comment),
+        )  # fmt: skip
+    else:
+        out += struct.pack(
+            "<4s4H2LH", b"PK\x05\x06", 0, 0, count, count, len(central), len(body),
+            len(spec.comment),
+        )  # fmt: skip
+    return bytes(out + spec.comment)
+
+
+def write_raw(tmp_path: Path, spec: RawZip) -> Path:
+    path = tmp_path / WHEEL
+    path.write_bytes(raw_zip(spec))
+    return path
+
+
+@pytest.mark.parametrize("zip64_end", [False, True])
+def test_raw_zip_is_accepted(tmp_path: Path, zip64_end: bool) -> None:
+    spec = RawZip(metadata_entries(), zip64_end=zip64_end, comment=b"built by hand")
+    assert read_wheel_metadata(write_raw(tmp_path, spec), filename=WHEEL) == METADATA
+
+
+def test_wheel_refuses_nul_in_member_name(tmp_path: Path) -> None:
+    # zipfile's .filename stops at the NUL ("foo/ok.py"); the stored name does not.
+    entries = [*metadata_entries(), Entry(b"foo/ok.py\x00.exe")]
+    refused(read_wheel_metadata, write_raw(tmp_path, RawZip(entries)), WHEEL, "control character")
+
+
+def test_wheel_refuses_empty_member_name(tmp_path: Path) -> None:
+    entries = [*metadata_entries(), Entry(b"")]
+    refused(read_wheel_metadata, write_raw(tmp_path, RawZip(entries)), WHEEL, "empty name")
+
+
+def test_wheel_refuses_local_name_differing_from_central(tmp_path: Path) -> None:
+    entries = metadata_entries()
+    entries[0].local_name = b"foo/__evil__.py"
+    refused(read_wheel_metadata, write_raw(tmp_path, RawZip(entries)), WHEEL, "different file")
+
+
+def test_wheel_refuses_local_sizes_differing_from_central(tmp_path: Path) -> None:
+    spec = RawZip(metadata_entries())
+    data = bytearray(raw_zip(spec))
+    struct.pack_into("<L", data, 18, 999)  # compressed size in the first local header
+    path = tmp_path / WHEEL
+    path.write_bytes(bytes(data))
+    refused(read_wheel_metadata, path, WHEEL, "disagrees with the central directory")
+
+
+def test_wheel_refuses_overlapping_entries(tmp_path: Path) -> None:
+    entries = [*metadata_entries(), Entry(b"foo/alias.py", b"x = 1\n", offset=0)]
+    refused(read_wheel_metadata, write_raw(tmp_path, RawZip(entries)), WHEEL, "overlaps")
+
+
+def test_wheel_refuses_hidden_local_entries(tmp_path: Path) -> None:
+    # A local entry the central directory does not list: seen only by streaming readers.
+    hidden = raw_zip(RawZip([Entry(b"foo/evil.py", b"import os\n")]))
+    hidden_local = hidden[: hidden.index(b"PK\x01\x02")]
+    visible = raw_zip(RawZip(metadata_entries()))
+    cd_at = visible.index(b"PK\x01\x02")
+    data = bytearray(visible[:cd_at] + hidden_local + visible[cd_at:])
+    eocd_at = data.rindex(b"PK\x05\x06")
+    struct.pack_into("<L", data, eocd_at + 16, cd_at + len(hidden_local))
+    path = tmp_path / WHEEL
+    path.write_bytes(bytes(data))
+    refused(read_wheel_metadata, path, WHEEL, "unexplained bytes")
+
+
+def test_wheel_refuses_data_descriptors(tmp_path: Path) -> None:
+    entries = metadata_entries()
+    entries[0].flags |= 0x0008
+    refused(read_wheel_metadata, write_raw(tmp_path, RawZip(entries)), WHEEL, "data descriptor")
+
+
+def test_wheel_refuses_encrypted_members(tmp_path: Path) -> None:
+    entries = metadata_entries()
+    entries[0].flags |= 0x0001
+    refused(read_wheel_metadata, write_raw(tmp_path, RawZip(entries)), WHEEL, "encrypted")
+
+
+def test_wheel_refuses_entry_count_mismatch(tmp_path: Path) -> None:
+    spec = RawZip(metadata_entries(), extra_count=1)
+    refused(read_wheel_metadata, write_raw(tmp_path, spec), WHEEL)
+
+
+def test_wheel_refuses_too_many_entries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(archives, "MAX_ARCHIVE_MEMBERS", 3)
+    spec = RawZip(metadata_entries())
+    refused(read_wheel_metadata, write_raw(tmp_path, spec), WHEEL, "4 entries", "3 allowed")
+
+
+def big_entry(uncompressed: int, compressed: int) -> Entry:
+    # Never read: the bomb is judged from the central directory alone.
+    return Entry(b"foo/big.bin", bytes(compressed), zipfile.ZIP_DEFLATED, uncompressed=uncompressed)
+
+
+def test_wheel_refuses_compression_bomb(tmp_path: Path) -> None:
+    entries = [*metadata_entries(), big_entry(65 * MiB, 64 * 1024)]
+    refused(read_wheel_metadata, write_raw(tmp_path, RawZip(entries)), WHEEL, "compression bomb")
+
+
+def test_wheel_large_but_not_too_compressed_is_accepted(tmp_path: Path) -> None:
+    entries = [*metadata_entries(), big_entry(65 * MiB, 2 * MiB)]  # ratio 32.5
+    assert read_wheel_metadata(write_raw(tmp_path, RawZip(entries)), filename=WHEEL) == METADATA
+
+
+def test_wheel_very_compressed_but_small_is_accepted(tmp_path: Path) -> None:
+    entries = [*metadata_entries(), big_entry(60 * MiB, 1024)]  # ratio 61440, under 64 MiB
+    assert read_wheel_metadata(write_raw(tmp_path, RawZip(entries)), filename=WHEEL) == METADATA
+
+
+def test_wheel_metadata_declared_too_large(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(archives, "MAX_METADATA_SIZE", 16)
+    refused(read_wheel_metadata, write_raw(tmp_path, RawZip(metadata_entries())), WHEEL, "larger")
+
+
+def test_wheel_metadata_larger_than_declared_is_not_trusted(tmp_path: Path) -> None:
+    # Declares 10 bytes but inflates to 4 MiB: reading stops at 10 and the CRC fails.
+    payload = b"Name: foo\n" + bytes(4 * MiB)
+    entries = metadata_entries()
+    entries[1] = Entry(
+        b"foo-1.0.dist-info/METADATA",
+        deflate(payload),
+        zipfile.ZIP_DEFLATED,
+        uncompressed=10,
+        crc=zlib.crc32(payload),
+    )
+    refused(read_wheel_metadata, write_raw(tmp_path, RawZip(entries)), WHEEL, "not a valid zip")
+
+
+def test_wheel_metadata_bad_crc(tmp_path: Path) -> None:
+    entries = metadata_entries()
+    entries[1].crc = 0x12345678
+    refused(read_wheel_metadata, write_raw(tmp_path, RawZip(entries)), WHEEL, "CRC")
+
+
+# --- sdists -------------------------------------------------------------------------------------
+
+PKG_INFO = b"Metadata-Version: 2.4\nName: foo\nVersion: 1.0\n\n\xe2\x98\x83\r\n"
+
+Member = tuple[tarfile.TarInfo, bytes]
+
+
+def member(name: str, data: bytes = b"", **attributes: object) -> Member:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 1_700_000_000
+    for key, value in attributes.items():
+        setattr(info, key, value)
+    return info, data
+
+
+def directory(name: str) -> Member:
+    return member(name, type=tarfile.DIRTYPE, mode=0o755)
+
+
+def symlink(name: str, target: str) -> Member:
+    return member(name, type=tarfile.SYMTYPE, linkname=target)
+
+
+def hardlink(name: str, target: str) -> Member:
+    return member(name, type=tarfile.LNKTYPE, linkname=target)
+
+
+def sdist_members(top: str = "foo-1.0") -> list[Member]:
+    return [
+        directory(top),
+        member(f"{top}/PKG-INFO", PKG_INFO),
+        member(f"{top}/pyproject.toml", b"[project]\nname = 'foo'\n"),
+        directory(f"{top}/src"),
+        member(f"{top}/src/foo.py", b"x = 1\n"),
+    ]
+
+
+def write_sdist(
+    path: Path,
+    members: list[Member],
+    *,
+    format: int = tarfile.PAX_FORMAT,
+    pax_headers: dict[str, str] | None = None,
+    compression: str = "gz",
+) -> Path:
+    with tarfile.open(
+        path, f"w:{compression}", format=format, pax_headers=pax_headers or {}
+    ) as tf:
+        for info, data in members:
+            tf.addfile(info, io.BytesIO(data) if info.isreg() else None)
+    return path
+
+
+@pytest.fixture
+def sdist(tmp_path: Path) -> Path:
+    return write_sdist(tmp_path / SDIST, sdist_members())
+
+
+def test_sdist_pkg_info_is_returned_exactly(sdist: Path) -> None:
+    assert read_sdist_pkg_info(sdist, filename=SDIST) == PKG_INFO
+
+
+@pytest.mark.parametrize("format", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_sdist_tar_formats(tmp_path: Path, format: int) -> None:
+    path = write_sdist(tmp_path / SDIST, sdist_members(), format=format)
+    assert read_sdist_pkg_info(path, filename=SDIST) == PKG_INFO
+
+
+def test_sdist_git_archive_global_header_is_accepted(tmp_path: Path) -> None:
+    path = write_sdist(tmp_path / SDIST, sdist_members(), pax_headers={"comment": "a" * 40})
+    assert read_sdist_pkg_info(path, filename=SDIST) == PKG_INFO
+
+
+def test_sdist_without_top_level_directory_entry(tmp_path: Path) -> None:
+    path = write_sdist(tmp_path / SDIST, sdist_members()[1:])
+    assert read_sdist_pkg_info(path, filename=SDIST) == PKG_INFO
+
+
+def test_sdist_links_inside_top_are_accepted(tmp_path: Path) -> None:
+    members = [
+        *sdist_members(),
+        directory("foo-1.0/docs"),
+        symlink("foo-1.0/docs/PKG-INFO.txt", "../PKG-INFO"),
+        symlink("foo-1.0/here", "."),
+        hardlink("foo-1.0/src/copy.py", "foo-1.0/src/foo.py"),
+    ]
+    path = write_sdist(tmp_path / SDIST, members)
+    assert read_sdist_pkg_info(path, filename=SDIST) == PKG_INFO
+
+
+def test_sdist_filename_must_be_tar_gz(sdist: Path) -> None:
+    refused(read_sdist_pkg_info, sdist, "foo-1.0.zip", ".tar.gz")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(b"", id="empty"),
+        pytest.param(b"not gzip" * 100, id="text"),
+        pytest.param(b"\x1f\x8b\x08\x00" + b"\x00" * 6 + b"garbage" * 50, id="bad-deflate"),
+    ],
+)
+def test_sdist_refuses_non_gzip(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / SDIST
+    path.write_bytes(content)
+    refused(read_sdist_pkg_info, path, SDIST, "not a valid gzip-compressed tar")
+
+
+def test_sdist_refuses_uncompressed_tar(tmp_path: Path) -> None:
+    path = write_sdist(tmp_path / SDIST, sdist_members(), compression="")
+    refused(read_sdist_pkg_info, path, SDIST, "not a valid gzip-compressed tar")
+
+
+def test_sdist_refuses_zip_renamed(tmp_path: Path, wheel: Path) -> None:
+    refused(read_sdist_pkg_info, wheel, SDIST, "not a valid gzip-compressed tar")
+
+
+def test_sdist_refuses_gzip_of_non_tar(tmp_path: Path) -> None:
+    path = tmp_path / SDIST
+    path.write_bytes(zlib.compress(b"hello", wbits=31))
+    refused(read_sdist_pkg_info, path, SDIST, "not a valid gzip-compressed tar")
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        pytest.param([*sdist_members(), member("foo-1.1/evil.py")], id="second-top"),
+        pytest.param([member("README"), *sdist_members()], id="top-level-file"),
+        pytest.param(sdist_members("foo-1.1"), id="wrong-top"),
+        pytest.param(sdist_members("./foo-1.0"), id="dot-slash"),
+        pytest.param(sdist_members("Foo-1.0"), id="case"),
+    ],
+)
+def test_sdist_needs_one_top_level_directory_named_after_the_file(
+    tmp_path: Path, members: list[Member]
+) -> None:
+    path = write_sdist(tmp_path / SDIST, members)
+    refused(read_sdist_pkg_info, path, SDIST, "outside the single top-level directory 'foo-1.0'")
+
+
+def test_sdist_top_level_entry_must_be_a_directory(tmp_path: Path) -> None:
+    path = write_sdist(tmp_path / SDIST, [member("foo-1.0"), *sdist_members()[1:]])
+    refused(read_sdist_pkg_info, path, SDIST, "not a directory")
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        pytest.param(sdist_members()[2:], id="missing"),
+        pytest.param(
+            [directory("foo-1.0"), directory("foo-1.0/sub"), member("foo-1.0/sub/PKG-INFO")],
+            id="nested",
+        ),
+        pytest.param([directory("foo-1.0"), member("foo-1.0/pkg-info", PKG_INFO)], id="case"),
+    ],
+)
+def test_sdist_requires_top_level_pkg_info(tmp_path: Path, members: list[Member]) -> None:
+    path = write_sdist(tmp_path / SDIST, members)
+    refused(read_sdist_pkg_info, path, SDIST, "has no 'foo-1.0/PKG-INFO'")
+
+
+def test_sdist_pkg_info_must_be_a_regular_file(tmp_path: Path) -> None:
+    members = [
+        directory("foo-1.0"),
+        member("foo-1.0/real", PKG_INFO),
+        symlink("foo-1.0/PKG-INFO", "real"),
+    ]
+    path = write_sdist(tmp_path / SDIST, members)
+    refused(read_sdist_pkg_info, path, SDIST, "not a regular file")
+
+
+def test_sdist_pkg_info_size_is_capped(sdist: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(archives, "MAX_METADATA_SIZE", 16)
+    refused(read_sdist_pkg_info, sdist, SDIST, "larger than 16 bytes")
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        pytest.param(member("/foo-1.0/x"), "absolute", id="absolute"),
+        pytest.param(member("foo-1.0/../foo-1.0/x"), "'..'", id="dotdot"),
+        pytest.param(member("foo-1.0/a\nb"), "control character", id="newline"),
+        pytest.param(member(""), "empty name", id="empty"),
+        pytest.param(member("foo-1.0/src/foo.py", b"evil"), "more than once", id="duplicate"),
+        pytest.param(member("foo-1.0/tty", type=tarfile.CHRTYPE), "device", id="chr"),
+        pytest.param(member("foo-1.0/sda", type=tarfile.BLKTYPE), "device", id="blk"),
+        pytest.param(member("foo-1.0/pipe", type=tarfile.FIFOTYPE), "FIFO", id="fifo"),
+        pytest.param(member("foo-1.0/vol", type=b"V"), "unsupported type", id="volume"),
+    ],
+)
+def test_sdist_refuses_bad_members(tmp_path: Path, extra: Member, words: str) -> None:
+    path = write_sdist(tmp_path / SDIST, [*sdist_members(), extra], format=tarfile.GNU_FORMAT)
+    refused(read_sdist_pkg_info, path, SDIST, words)
+
+
+@pytest.mark.parametrize(
+    "links",
+    [
+        pytest.param([symlink("foo-1.0/l", "../../etc/passwd")], id="symlink-up"),
+        pytest.param([symlink("foo-1.0/l", "/etc/passwd")], id="symlink-absolute"),
+        pytest.param([symlink("foo-1.0/l", "../bar-1.0/x")], id="symlink-sibling"),
+        pytest.param([symlink("foo-1.0/l", "")], id="symlink-empty"),
+        pytest.param([hardlink("foo-1.0/l", "etc/passwd")], id="hardlink-outside"),
+        pytest.param([hardlink("foo-1.0/l", "/etc/passwd")], id="hardlink-absolute"),
+        pytest.param([hardlink("foo-1.0/l", "foo-1.0/../../x")], id="hardlink-up"),
+    ],
+)
+def test_sdist_refuses_links_leading_outside(tmp_path: Path, links: list[Member]) -> None:
+    path = write_sdist(tmp_path / SDIST, [*sdist_members(), *links])
+    refused(read_sdist_pkg_info, path, SDIST, "outside 'foo-1.0'")
+
+
+def test_sdist_refuses_link_through_a_symlink(tmp_path: Path) -> None:
+    # Lexically "foo-1.0/x/../y" is inside, but "x" resolves to foo-1.0 so ".." leaves it.
+    members = [*sdist_members(), symlink("foo-1.0/x", "."), symlink("foo-1.0/y", "x/../../z")]
+    path = write_sdist(tmp_path / SDIST, members)
+    refused(read_sdist_pkg_info, path, SDIST, "through the symlink 'foo-1.0/x'")
+
+
+def test_sdist_refuses_member_inside_a_symlink(tmp_path: Path) -> None:
+    members = [*sdist_members(), symlink("foo-1.0/out", "src"), member("foo-1.0/out/evil.py")]
+    path = write_sdist(tmp_path / SDIST, members)
+    refused(read_sdist_pkg_info, path, SDIST, "inside the symlink 'foo-1.0/out'")
+
+
+def test_sdist_refuses_gnu_sparse_member(tmp_path: Path) -> None:
+    members = [*sdist_members(), member("foo-1.0/sparse", type=tarfile.GNUTYPE_SPARSE)]
+    path = write_sdist(tmp_path / SDIST, members, format=tarfile.GNU_FORMAT)
+    refused(read_sdist_pkg_info, path, SDIST, "sparse")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({"GNU.sparse.size": "4", "GNU.sparse.offset": "0"}, id="0.0"),
+        pytest.param({"GNU.sparse.map": "0,4"}, id="0.1"),
+        pytest.param({"GNU.sparse.major": "1", "GNU.sparse.minor": "0"}, id="1.0"),
+    ],
+)
+def test_sdist_refuses_pax_sparse_member(tmp_path: Path, headers: dict[str, str]) -> None:
+    members = [*sdist_members(), member("foo-1.0/sparse", b"1\n0\n4\n", pax_headers=headers)]
+    path = write_sdist(tmp_path / SDIST, members)
+    refused(read_sdist_pkg_info, path, SDIST, "sparse")
+
+
+def test_tarfile_still_has_the_sparse_hooks_we_override() -> None:
+    for hook in ("_proc_gnusparse_00", "_proc_gnusparse_01", "_proc_gnusparse_10"):
+        assert callable(getattr(tarfile.TarInfo, hook))
+    assert "frombuf" in vars(tarfile.TarInfo)
+
+
+def test_sdist_refuses_oversized_extended_header(tmp_path: Path) -> None:
+    long_name = "foo-1.0/" + "x" * 70_000
+    path = write_sdist(tmp_path / SDIST, [*sdist_members(), member(long_name)])
+    refused(read_sdist_pkg_info, path, SDIST, "extended header")
+
+
+def test_sdist_stream_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(archives, "TAR_STREAM_BUDGET", 16 * 1024)
+    members = [*sdist_members(), member("foo-1.0/big.bin", bytes(32 * 1024))]
+    path = write_sdist(tmp_path / SDIST, members)
+    refused(read_sdist_pkg_info, path, SDIST, "more than 16384 bytes of tar stream")
+
+
+def test_sdist_member_budget(sdist: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(archives, "MAX_ARCHIVE_MEMBERS", 3)
+    refused(read_sdist_pkg_info, sdist, SDIST, "more than 3 members")
+
+
+def test_sdist_budgets_do_not_refuse_a_normal_sdist(sdist: Path) -> None:
+    assert archives.TAR_STREAM_BUDGET == 2 * 1024 * MiB
+    assert archives.MAX_ARCHIVE_MEMBERS == 100_000
+    assert read_sdist_pkg_info(sdist, filename=SDIST) == PKG_INFO

@@ -1,0 +1,380 @@
+"""Fixtures for the end-to-end suite: a real ``cheeseshop serve`` process, real clients.
+
+Every process gets an environment built from scratch, so a developer's ``CHEESESHOP_*``,
+``PIP_*``, ``UV_*``, proxy or keyring settings cannot change an outcome, and nothing is
+sent anywhere but 127.0.0.1.
+
+The server is module-scoped, once per database (SQLite in a data dir, and PostgreSQL), and
+so is ``published``: alice's token and the two releases uploaded through twine and uv.
+Each test then checks one thing against that state and never relies on another test
+having run first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cheeseshop.testing.dists import Dist, build_sdist, build_wheel
+from cheeseshop.testing.services import create_postgres_database, drop_postgres_database
+
+BIN = Path(sys.executable).parent
+CHEESESHOP = BIN / "cheeseshop"
+TWINE = BIN / "twine"
+UV = BIN / "uv"
+
+PROJECT = "Round-Trip"
+IMPORT_NAME = "round_trip"
+SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
+
+#: Bounds, in seconds. Generous for slow CI machines; the suite normally takes a fraction.
+READY_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+COMMAND_TIMEOUT = 120.0
+
+# No proxy, even one set in this process's environment: traffic stays on 127.0.0.1.
+_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+# -- running commands ----------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """A finished command. ``str()`` gives the command, exit status and output, for messages."""
+
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        """stdout and stderr together."""
+        return self.stdout + self.stderr
+
+    def __str__(self) -> str:
+        return (
+            f"\n$ {' '.join(self.args)}\n(exit status {self.returncode})\n"
+            f"--- stdout ---\n{self.stdout}\n--- stderr ---\n{self.stderr}"
+        )
+
+
+def run(
+    command: Sequence[str | os.PathLike[str]],
+    *,
+    env: Mapping[str, str],
+    timeout: float = COMMAND_TIMEOUT,
+    cwd: Path | None = None,
+) -> Result:
+    """Run ``command`` to completion (bounded), stdin closed, output captured as text."""
+    args = [str(part) for part in command]
+    try:
+        completed = subprocess.run(
+            args,
+            env=dict(env),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as error:
+        pytest.fail(
+            f"timed out after {timeout:.0f} s: {' '.join(args)}\n"
+            f"--- stdout ---\n{_text(error.stdout)}\n--- stderr ---\n{_text(error.stderr)}",
+            pytrace=False,
+        )
+    return Result(args, completed.returncode, completed.stdout, completed.stderr)
+
+
+def _text(data: bytes | str | None) -> str:
+    if isinstance(data, bytes):
+        return data.decode(errors="replace")
+    return data or ""
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# -- the server ------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Server:
+    """A running ``cheeseshop serve`` process and the environment it was started with."""
+
+    database: str
+    port: int
+    env: dict[str, str]
+    events: Path
+    log: Path
+    process: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        """Base URL, without a trailing slash."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def simple_url(self) -> str:
+        return f"{self.url}/simple/"
+
+    @property
+    def upload_url(self) -> str:
+        return f"{self.url}/legacy/"
+
+    def output(self) -> str:
+        """The server's log so far, for an assertion message."""
+        try:
+            return f"\n--- server log ({self.log}) ---\n{self.log.read_text(errors='replace')}"
+        except FileNotFoundError:
+            return "\n(no server log)"
+
+    def cli(self, *args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """Run ``cheeseshop ARGS`` with the server's environment (plus ``env``)."""
+        return run([CHEESESHOP, *args], env={**self.env, **(env or {})})
+
+    def get(self, path: str, *, accept: str | None = None) -> tuple[int, dict[str, str], bytes]:
+        """``GET path`` directly (no proxy): status, headers, body. Error statuses too."""
+        request = urllib.request.Request(self.url + path, headers={"Accept": accept} if accept else {})
+        try:
+            with _HTTP.open(request, timeout=10) as response:
+                return response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, dict(error.headers), error.read()
+
+    def simple_json(self, path: str) -> dict[str, Any]:
+        """A Simple API page (``/simple/...``) in its PEP 691 JSON form."""
+        status, headers, body = self.get(path, accept=SIMPLE_JSON)
+        assert status == 200, f"GET {path}: {status} {body!r}" + self.output()
+        assert headers.get("Content-Type", "").startswith(SIMPLE_JSON), headers
+        return json.loads(body)
+
+
+def _server_env(root: Path, database_url: str | None) -> dict[str, str]:
+    home = root / "home"
+    home.mkdir(exist_ok=True)
+    env = {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "HOME": str(home),
+        # So the log on failure holds everything up to the moment it was read.
+        "PYTHONUNBUFFERED": "1",
+        "CHEESESHOP_DATA_DIR": str(root / "data"),
+        "CHEESESHOP_PLUGINS": "recorder",
+        "CHEESESHOP_RECORDER__PATH": str(root / "events.jsonl"),
+    }
+    if database_url is not None:
+        env["CHEESESHOP_DATABASE_URL"] = database_url
+    return env
+
+
+def _wait_until_ready(server: Server) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:
+        if server.process.poll() is not None:
+            pytest.fail(
+                f"cheeseshop serve exited with status {server.process.returncode} before "
+                f"answering GET /simple/" + server.output(),
+                pytrace=False,
+            )
+        try:
+            status, _, _ = server.get("/simple/")
+        except OSError:
+            status = None
+        if status == 200:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"cheeseshop serve did not answer GET /simple/ within {READY_TIMEOUT:.0f} s "
+                f"(last status: {status})" + server.output(),
+                pytrace=False,
+            )
+        time.sleep(0.1)
+
+
+def _start(database: str, root: Path, env: dict[str, str]) -> Server:
+    """Start the server; a port lost to another process in the meantime is retried."""
+    for attempt in range(3):
+        port = _free_port()
+        log = root / f"server-{attempt}.log"
+        with log.open("wb") as sink:
+            process = subprocess.Popen(
+                [str(CHEESESHOP), "serve", "--host", "127.0.0.1", "--port", str(port)],
+                env=env,
+                cwd=root,
+                stdin=subprocess.DEVNULL,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
+        server = Server(database, port, env, root / "events.jsonl", log, process)
+        try:
+            _wait_until_ready(server)
+        except BaseException:
+            _stop(server, check=False)
+            if "address already in use" in server.output().lower() and attempt < 2:
+                continue
+            raise
+        return server
+    raise AssertionError("unreachable")
+
+
+def _stop(server: Server, *, check: bool = True) -> None:
+    """SIGTERM, then SIGKILL after STOP_TIMEOUT; with ``check``, assert a clean exit."""
+    process = server.process
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=STOP_TIMEOUT)
+            if check:
+                pytest.fail(
+                    f"cheeseshop serve ignored SIGTERM for {STOP_TIMEOUT:.0f} s and was killed"
+                    + server.output(),
+                    pytrace=False,
+                )
+    if check:
+        assert process.returncode is not None, "cheeseshop serve is still running"
+        assert process.returncode == 0, (
+            f"cheeseshop serve exited with status {process.returncode} on SIGTERM" + server.output()
+        )
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """``cheeseshop serve`` on a free port of 127.0.0.1, with the recorder plugin enabled.
+
+    On SQLite the database lives in the data dir; on PostgreSQL it is a database of its
+    own, dropped afterwards. Either way ``serve`` migrates it itself (auto_migrate).
+    """
+    database: str = request.param
+    root = tmp_path_factory.mktemp(f"e2e-{database}")
+    database_url = None
+    name = f"cheeseshop_e2e_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{os.getpid()}"
+    if database == "postgresql":
+        database_url = create_postgres_database(name)
+    try:
+        server = _start(database, root, _server_env(root, database_url))
+        try:
+            yield server
+        finally:
+            _stop(server)
+    finally:
+        if database_url is not None:
+            drop_postgres_database(name)
+
+
+# -- clients ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def client_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment for twine, uv, pip and python: no user config, keyring, cache or prompt."""
+    root = tmp_path_factory.mktemp("clients")
+    (root / "home").mkdir()
+    return {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "HOME": str(root / "home"),
+        # Rich (twine) wraps at 80 columns when not on a terminal; keep messages on one line.
+        "COLUMNS": "250",
+        "TWINE_NON_INTERACTIVE": "1",
+        "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
+        "PIP_CONFIG_FILE": os.devnull,
+        "PIP_NO_INPUT": "1",
+        "UV_CACHE_DIR": str(root / "uv-cache"),
+        "UV_PYTHON_DOWNLOADS": "never",
+        "UV_NO_PROGRESS": "1",
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class Published:
+    """What ``published`` uploaded: the token, and each release's wheel and sdist on disk."""
+
+    token: str
+    files: dict[str, list[Path]]  # version -> [wheel, sdist]
+    dists: dict[str, list[Dist]]
+
+
+def twine_upload(
+    server: Server, env: Mapping[str, str], token: str, files: Sequence[Path]
+) -> subprocess.CompletedProcess[str]:
+    """``twine upload`` of ``files`` to ``server`` with ``token``."""
+    return run(
+        [
+            TWINE, "upload",
+            "--repository-url", server.upload_url,
+            "-u", "__token__", "-p", token,
+            "--non-interactive", "--disable-progress-bar",
+            *files,
+        ],
+        env=env,
+    )  # fmt: skip
+
+
+def uv_publish(
+    server: Server, env: Mapping[str, str], token: str, files: Sequence[Path]
+) -> subprocess.CompletedProcess[str]:
+    """``uv publish`` of ``files`` to ``server``, checking the index for existing files first."""
+    return run(
+        [
+            UV, "publish", "--no-config",
+            "--publish-url", server.upload_url,
+            "--token", token,
+            "--check-url", server.simple_url,
+            *files,
+        ],
+        env=env,
+    )  # fmt: skip
+
+
+def release(version: str, **changes: str) -> list[Dist]:
+    """The wheel and sdist of ``Round-Trip`` at ``version``."""
+    return [
+        build_wheel(PROJECT, version, import_name=IMPORT_NAME, **changes),
+        build_sdist(PROJECT, version, import_name=IMPORT_NAME, **changes),
+    ]
+
+
+@pytest.fixture(scope="module")
+def published(
+    server: Server, client_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Published:
+    """Alice and her token made with the CLI; 1.0 uploaded by twine, then 1.1 by uv."""
+    checked(
+        server.cli(
+            "user", "create", "alice", "--email", "alice@example.com",
+            env={"CHEESESHOP_NEW_PASSWORD": "correct horse battery staple"},
+        )
+    )  # fmt: skip
+    minted = checked(server.cli("token", "create", "alice"))
+    token = minted.stdout.strip().splitlines()[-1]
+    assert token.startswith("cheeseshop-"), report(minted)
+
+    directory = tmp_path_factory.mktemp("dists")
+    dists = {version: release(version) for version in ("1.0", "1.1")}
+    files = {version: [dist.write(directory) for dist in built] for version, built in dists.items()}
+    result = twine_upload(server, client_env, token, files["1.0"])
+    assert result.returncode == 0, report(result) + server.output()
+    result = uv_publish(server, client_env, token, files["1.1"])
+    assert result.returncode == 0, report(result) + server.output()
+    return Published(token=token, files=files, dists=dists)
