@@ -28,7 +28,6 @@ from typing import Any
 
 import pytest
 
-from cheeseshop.testing.dists import Dist, build_sdist, build_wheel
 from cheeseshop.testing.services import create_postgres_database, drop_postgres_database
 
 BIN = Path(sys.executable).parent
@@ -36,8 +35,6 @@ CHEESESHOP = BIN / "cheeseshop"
 TWINE = BIN / "twine"
 UV = BIN / "uv"
 
-PROJECT = "Round-Trip"
-IMPORT_NAME = "round_trip"
 SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
 
 #: Bounds, in seconds. Generous for slow CI machines; the suite normally takes a fraction.
@@ -148,7 +145,7 @@ class Server:
         except FileNotFoundError:
             return "\n(no server log)"
 
-    def cli(self, *args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str, env: Mapping[str, str] | None = None) -> Result:
         """Run ``cheeseshop ARGS`` with the server's environment (plus ``env``)."""
         return run([CHEESESHOP, *args], env={**self.env, **(env or {})})
 
@@ -286,15 +283,83 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 # -- clients ---------------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True)
+class Clients:
+    """twine, uv, pip and python, each run as its own process against ``server``.
+
+    Their environment names no user config, keyring, cache or terminal, so none can prompt
+    or read anything from the developer's machine.
+    """
+
+    server: Server
+    env: dict[str, str]
+
+    def twine_upload(self, token: str, files: Sequence[Path]) -> Result:
+        """``twine upload`` of ``files`` with an API token."""
+        return run(
+            [
+                TWINE, "upload",
+                "--repository-url", self.server.upload_url,
+                "-u", "__token__", "-p", token,
+                "--non-interactive", "--disable-progress-bar",
+                *files,
+            ],
+            env=self.env,
+        )  # fmt: skip
+
+    def uv_publish(self, token: str, files: Sequence[Path]) -> Result:
+        """``uv publish`` of ``files``, asking the Simple API first which already exist."""
+        return run(
+            [
+                UV, "publish", "--no-config",
+                "--publish-url", self.server.upload_url,
+                "--token", token,
+                "--check-url", self.server.simple_url,
+                *files,
+            ],
+            env=self.env,
+        )  # fmt: skip
+
+    def pip_install(self, target: Path, *requirements: str) -> Result:
+        """``pip install --target`` from this index only."""
+        return run(
+            [
+                sys.executable, "-m", "pip", "install",
+                "--isolated", "--no-cache-dir", "--disable-pip-version-check",
+                "--index-url", self.server.simple_url,
+                "--target", target,
+                *requirements,
+            ],
+            env=self.env,
+        )  # fmt: skip
+
+    def uv_install(self, target: Path, *requirements: str) -> Result:
+        """``uv pip install --target`` from this index only, for this interpreter."""
+        return run(
+            [
+                UV, "pip", "install", "--no-config", "--no-cache",
+                "--index-url", self.server.simple_url,
+                "--target", target,
+                "--python", sys.executable,
+                *requirements,
+            ],
+            env=self.env,
+        )  # fmt: skip
+
+    def python(self, code: str, *, path: Path) -> Result:
+        """``python -c code`` with only ``path`` added to its import path."""
+        return run([sys.executable, "-c", code], env={**self.env, "PYTHONPATH": str(path)})
+
+
 @pytest.fixture(scope="module")
-def client_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Environment for twine, uv, pip and python: no user config, keyring, cache or prompt."""
+def clients(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Clients:
+    """The real clients, pointed at ``server``."""
     root = tmp_path_factory.mktemp("clients")
     (root / "home").mkdir()
-    return {
+    env = {
         "PATH": os.environ.get("PATH", os.defpath),
         "HOME": str(root / "home"),
-        # Rich (twine) wraps at 80 columns when not on a terminal; keep messages on one line.
+        # Rich (in twine) wraps at 80 columns off a terminal; keep each message on one line.
         "COLUMNS": "250",
         "TWINE_NON_INTERACTIVE": "1",
         "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
@@ -304,77 +369,4 @@ def client_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "UV_PYTHON_DOWNLOADS": "never",
         "UV_NO_PROGRESS": "1",
     }
-
-
-@dataclasses.dataclass(frozen=True)
-class Published:
-    """What ``published`` uploaded: the token, and each release's wheel and sdist on disk."""
-
-    token: str
-    files: dict[str, list[Path]]  # version -> [wheel, sdist]
-    dists: dict[str, list[Dist]]
-
-
-def twine_upload(
-    server: Server, env: Mapping[str, str], token: str, files: Sequence[Path]
-) -> subprocess.CompletedProcess[str]:
-    """``twine upload`` of ``files`` to ``server`` with ``token``."""
-    return run(
-        [
-            TWINE, "upload",
-            "--repository-url", server.upload_url,
-            "-u", "__token__", "-p", token,
-            "--non-interactive", "--disable-progress-bar",
-            *files,
-        ],
-        env=env,
-    )  # fmt: skip
-
-
-def uv_publish(
-    server: Server, env: Mapping[str, str], token: str, files: Sequence[Path]
-) -> subprocess.CompletedProcess[str]:
-    """``uv publish`` of ``files`` to ``server``, checking the index for existing files first."""
-    return run(
-        [
-            UV, "publish", "--no-config",
-            "--publish-url", server.upload_url,
-            "--token", token,
-            "--check-url", server.simple_url,
-            *files,
-        ],
-        env=env,
-    )  # fmt: skip
-
-
-def release(version: str, **changes: str) -> list[Dist]:
-    """The wheel and sdist of ``Round-Trip`` at ``version``."""
-    return [
-        build_wheel(PROJECT, version, import_name=IMPORT_NAME, **changes),
-        build_sdist(PROJECT, version, import_name=IMPORT_NAME, **changes),
-    ]
-
-
-@pytest.fixture(scope="module")
-def published(
-    server: Server, client_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-) -> Published:
-    """Alice and her token made with the CLI; 1.0 uploaded by twine, then 1.1 by uv."""
-    checked(
-        server.cli(
-            "user", "create", "alice", "--email", "alice@example.com",
-            env={"CHEESESHOP_NEW_PASSWORD": "correct horse battery staple"},
-        )
-    )  # fmt: skip
-    minted = checked(server.cli("token", "create", "alice"))
-    token = minted.stdout.strip().splitlines()[-1]
-    assert token.startswith("cheeseshop-"), report(minted)
-
-    directory = tmp_path_factory.mktemp("dists")
-    dists = {version: release(version) for version in ("1.0", "1.1")}
-    files = {version: [dist.write(directory) for dist in built] for version, built in dists.items()}
-    result = twine_upload(server, client_env, token, files["1.0"])
-    assert result.returncode == 0, report(result) + server.output()
-    result = uv_publish(server, client_env, token, files["1.1"])
-    assert result.returncode == 0, report(result) + server.output()
-    return Published(token=token, files=files, dists=dists)
+    return Clients(server, env)

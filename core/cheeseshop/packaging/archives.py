@@ -535,7 +535,7 @@ def _check_link_target(
             resolved.append(part)
             continue
         # The system resolves ".." after a symlink from the symlink's target, not lexically.
-        if False:
+        if "/".join(resolved) in symlinks:
             fail(f"member {_show(name)} links through the symlink {_show('/'.join(resolved))}")
         if not resolved:
             fail(escape)

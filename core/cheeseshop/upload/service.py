@@ -282,6 +282,13 @@ async def _commit(services: Services, principal: Principal, checked: _Checked, p
         elif await role_for(session, user, project) is None:
             raise APIError(403, f"The user '{user.username}' isn't allowed to upload to project '{project.name}'.")
 
+        limit = project.total_size_limit or services.settings.max_project_size
+        if (project.total_size or 0) + file.size > limit:
+            raise APIError(
+                400,
+                f"Project size too large: the limit for project {project.name!r} is "
+                f"{limit / 2**30:g} GiB in total. Delete old files or ask for a higher limit.",
+            )
         release = await _release(session, project, request)
         if release is None:
             release = _new_release(project, request, uploader_id=user.id)

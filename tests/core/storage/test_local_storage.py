@@ -1,0 +1,120 @@
+"""The local disk storage passes the storage contract, and writes files the way it says."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from cheeseshop.config import load_settings
+from cheeseshop.storage import storage_path
+from cheeseshop.storage.local import LocalFileStorage, cheeseshop_file_storage
+from cheeseshop.testing.contracts import FileStorageContract
+
+CONTENT = b"wheel bytes"
+PATH = storage_path(hashlib.blake2b(CONTENT, digest_size=32).hexdigest(), "pkg-1.0-py3-none-any.whl")
+
+
+class TestLocalFileStorage(FileStorageContract):
+    @pytest.fixture
+    def storage(self, tmp_path: Path) -> LocalFileStorage:
+        return LocalFileStorage(tmp_path / "files")
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> LocalFileStorage:
+    return LocalFileStorage(tmp_path / "files")
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    path = tmp_path / "upload.whl"
+    path.write_bytes(CONTENT)
+    return path
+
+
+def _leftovers(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.name.startswith(".incoming-")]
+
+
+def test_stored_file_lives_at_its_path_under_the_root(
+    storage: LocalFileStorage, source: Path, tmp_path: Path
+) -> None:
+    storage.put(PATH, source)
+    assert (tmp_path / "files" / PATH).read_bytes() == CONTENT
+
+
+def test_stored_files_are_world_readable(storage: LocalFileStorage, source: Path, tmp_path: Path) -> None:
+    # mkstemp creates 0o600; a web server running as another user must still read the file.
+    storage.put(PATH, source)
+    assert (tmp_path / "files" / PATH).stat().st_mode & 0o777 == 0o644
+
+
+def test_put_leaves_no_temporary_file(storage: LocalFileStorage, source: Path, tmp_path: Path) -> None:
+    storage.put(PATH, source)
+    storage.put(PATH, source)
+    assert _leftovers(tmp_path / "files") == []
+    assert os.listdir((tmp_path / "files" / PATH).parent) == ["pkg-1.0-py3-none-any.whl"]
+
+
+def test_failing_copy_leaves_no_partial_target(storage: LocalFileStorage, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        storage.put(PATH, tmp_path / "does-not-exist.whl")
+    assert not storage.exists(PATH)
+    assert not (tmp_path / "files" / PATH).exists()
+    assert _leftovers(tmp_path / "files") == []
+
+
+def test_failing_reput_keeps_the_stored_file(
+    storage: LocalFileStorage, source: Path, tmp_path: Path
+) -> None:
+    storage.put(PATH, source)
+    with pytest.raises(FileNotFoundError):
+        storage.put(PATH, tmp_path / "does-not-exist.whl")
+    assert (tmp_path / "files" / PATH).read_bytes() == CONTENT
+    assert _leftovers(tmp_path / "files") == []
+
+
+def test_escaping_paths_never_write_or_delete_outside(
+    storage: LocalFileStorage, source: Path, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"not the storage's")
+    for path in ("../outside.txt", str(outside), "ab/../../outside.txt"):
+        with pytest.raises((FileNotFoundError, ValueError)):
+            storage.put(path, source)
+        try:
+            storage.delete(path)
+        except (FileNotFoundError, ValueError):
+            pass
+        assert outside.read_bytes() == b"not the storage's"
+    assert list(tmp_path.glob("*.incoming-*")) == [] and _leftovers(tmp_path) == []
+
+
+def test_symlink_out_of_the_root_is_not_followed(storage: LocalFileStorage, tmp_path: Path) -> None:
+    secret = tmp_path / "elsewhere" / "secret.txt"
+    secret.parent.mkdir()
+    secret.write_bytes(b"secret")
+    (tmp_path / "files" / "ab").mkdir(parents=True)
+    (tmp_path / "files" / "ab" / "link").symlink_to(secret.parent)
+    with pytest.raises(FileNotFoundError):
+        storage.open("ab/link/secret.txt")
+    assert storage.exists("ab/link/secret.txt") is False
+
+
+def test_the_root_itself_is_not_a_file(storage: LocalFileStorage, source: Path) -> None:
+    for path in ("", ".", "ab/.."):
+        assert storage.exists(path) is False
+        with pytest.raises(FileNotFoundError):
+            storage.put(path, source)
+
+
+def test_default_plugin_stores_under_data_dir(tmp_path: Path, source: Path) -> None:
+    settings = load_settings(environ={}, overrides={"data_dir": tmp_path / "data"})
+    storage = cheeseshop_file_storage(settings)
+    assert isinstance(storage, LocalFileStorage)
+    storage.put(PATH, source)
+    assert (tmp_path / "data" / "files" / PATH).read_bytes() == CONTENT
+    assert storage.url(PATH) is None
