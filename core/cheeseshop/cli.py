@@ -51,6 +51,7 @@ def _run(make: Callable[[], Awaitable[T]]) -> T:
 def main(config: Path | None) -> None:
     """Cheeseshop, a self-hostable Python package index."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 # -- serve -------------------------------------------------------------------------------
@@ -65,29 +66,31 @@ def serve(ctx: click.Context, host: str, port: int, workers: int) -> None:
     """Serve the index with hypercorn (migrating the database first when auto_migrate)."""
     from hypercorn.config import Config
 
+    from cheeseshop.app import create_app
     from cheeseshop.db import upgrade
     from cheeseshop.web import reason
 
     settings = _settings(ctx)
-    _services(ctx)  # fail fast, before binding, on a bad plugin or setting
+    try:
+        # Built before binding, so a bad plugin or setting stops start-up at once.
+        app = create_app(settings)
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
     if settings.auto_migrate:
         upgrade(settings.resolved_database_url)
     reason.install()
     config = Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.workers = workers
-    config.accesslog = "-"
-    config.errorlog = "-"
+    # Logger objects, not "-": hypercorn then adds no handler of its own, so each line
+    # is written once, by the root handler.
+    config.accesslog = logging.getLogger("hypercorn.access")
+    config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = 10
     click.echo(f"Cheeseshop serving on http://{config.bind[0]}/ (database: "
                f"{redacted(settings)['core']['database_url']})", err=True)
     if workers == 1:
-        from hypercorn.asyncio import serve as hypercorn_serve
-
-        from cheeseshop.app import create_app
-
-        app = create_app(settings)
-        asyncio.run(hypercorn_serve(app, config))  # type: ignore[arg-type]
+        asyncio.run(_serve_until_signalled(app, config))
     else:
         from hypercorn.run import run
 
@@ -98,6 +101,19 @@ def serve(ctx: click.Context, host: str, port: int, workers: int) -> None:
 
             os.environ["CHEESESHOP_CONFIG"] = str(ctx.find_root().params["config"])
         sys.exit(run(config))
+
+
+async def _serve_until_signalled(app: Any, config: Any) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully (after_serving runs)."""
+    import signal
+
+    from hypercorn.asyncio import serve as hypercorn_serve
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await hypercorn_serve(app, config, shutdown_trigger=stop.wait)
 
 
 # -- db ----------------------------------------------------------------------------------

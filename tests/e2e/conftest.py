@@ -23,6 +23,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -120,10 +121,10 @@ class Server:
 
     database: str
     port: int
-    env: dict[str, str]
+    env: dict[str, str] = dataclasses.field(repr=False)
     events: Path
     log: Path
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[bytes] = dataclasses.field(repr=False)
 
     @property
     def url(self) -> str:
@@ -149,20 +150,20 @@ class Server:
         """Run ``cheeseshop ARGS`` with the server's environment (plus ``env``)."""
         return run([CHEESESHOP, *args], env={**self.env, **(env or {})})
 
-    def get(self, path: str, *, accept: str | None = None) -> tuple[int, dict[str, str], bytes]:
+    def get(self, path: str, *, accept: str | None = None) -> tuple[int, Message, bytes]:
         """``GET path`` directly (no proxy): status, headers, body. Error statuses too."""
         request = urllib.request.Request(self.url + path, headers={"Accept": accept} if accept else {})
         try:
             with _HTTP.open(request, timeout=10) as response:
-                return response.status, dict(response.headers), response.read()
+                return response.status, response.headers, response.read()
         except urllib.error.HTTPError as error:
-            return error.code, dict(error.headers), error.read()
+            return error.code, error.headers, error.read()
 
     def simple_json(self, path: str) -> dict[str, Any]:
         """A Simple API page (``/simple/...``) in its PEP 691 JSON form."""
         status, headers, body = self.get(path, accept=SIMPLE_JSON)
         assert status == 200, f"GET {path}: {status} {body!r}" + self.output()
-        assert headers.get("Content-Type", "").startswith(SIMPLE_JSON), headers
+        assert (headers["Content-Type"] or "").startswith(SIMPLE_JSON), dict(headers)
         return json.loads(body)
 
 

@@ -124,7 +124,7 @@ def _check_characters(filename: str) -> None:
         )
     elif "/" in filename or "\\" in filename:
         problem = "it contains a path separator ('/' or '\\'); send the bare filename, not a path"
-    elif False:
+    elif not filename.isascii():
         problem = (
             "it contains non-ASCII characters; distribution filenames are ASCII only, "
             "rename the file to the name your build tool produced"
