@@ -14,13 +14,19 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import tempfile
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 __all__ = [
     "ConfigError",
@@ -112,7 +118,21 @@ class Settings(BaseSettings):
     )
 
     # Plugin sections, keyed by plugin name. Filled by load_settings.
-    sections: dict[str, Any] = Field(default_factory=dict, exclude=True)
+    sections: dict[str, Any] = Field(default_factory=dict, exclude=True, repr=False)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # load_settings passes every value explicitly. Left on, pydantic-settings would
+        # read os.environ a second time (model_validate runs __init__), so environ={}
+        # would not keep a developer's CHEESESHOP_* variables out of a test.
+        return (init_settings,)
 
     @field_validator("plugins", "blocked_plugins", mode="before")
     @classmethod
@@ -145,9 +165,18 @@ class Settings(BaseSettings):
         path = self.data_dir / "secret_key"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_urlsafe(48))
+            # Written whole to a private temporary file, then linked into place: a process
+            # racing us either wins the link or reads the complete file the winner linked.
+            fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".secret_key-")
+            try:
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(secrets.token_urlsafe(48))
+                try:
+                    os.link(temporary, path)
+                except FileExistsError:
+                    pass
+            finally:
+                os.unlink(temporary)
         return path.read_text().strip()
 
 
@@ -243,7 +272,17 @@ def with_plugin_sections(
     return settings.model_copy(update={"sections": sections})
 
 
-_SECRET_WORDS = ("secret", "password", "credential", "api_key", "access_key", "_token")
+_SECRET_WORDS = (
+    "secret", "password", "passphrase", "credential", "api_key", "access_key", "_token", "dsn"
+)
+# Secret only as the last word of a key: ``token``, ``auth_token``, ``application_key``
+# are secrets; ``token_prefix`` and ``key_id`` are not.
+_SECRET_LAST_WORDS = ("key", "token")
+
+
+def _looks_secret(key: str) -> bool:
+    key = key.lower()
+    return any(word in key for word in _SECRET_WORDS) or key.split("_")[-1] in _SECRET_LAST_WORDS
 
 
 def redacted(settings: Settings) -> dict[str, Any]:
@@ -256,7 +295,7 @@ def redacted(settings: Settings) -> dict[str, Any]:
                 value = value.model_dump(mode="json")
             if isinstance(value, Mapping):
                 shown[key] = mask(value)
-            elif value is not None and any(word in key.lower() for word in _SECRET_WORDS):
+            elif value is not None and _looks_secret(key):
                 shown[key] = "********"
             else:
                 shown[key] = value

@@ -175,6 +175,14 @@ class Hooks:
             model = impl.function()
             if model is not None:
                 models[impl.plugin_name] = model
+        raw = settings.sections.get("__raw__", {})
+        known = set(models) | set(installed_plugins()) | set(DEFAULT_PLUGINS)
+        strays = sorted(set(raw) - known)
+        if strays:
+            raise PluginError(
+                f"settings section(s) {', '.join(strays)} belong to no installed plugin "
+                "(a misspelt plugin name?)"
+            )
         return with_plugin_sections(settings, models)
 
     def configure(self, app: Quart, settings: Settings) -> None:

@@ -28,6 +28,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from cheeseshop.packaging.archives import METADATA_FILE_SUFFIX
+
 __all__ = [
     "ApiToken",
     "Base",
@@ -197,7 +199,7 @@ class File(Base):
     @property
     def metadata_path(self) -> str | None:
         """Storage path of the PEP 658 metadata file, when there is one."""
-        return f"{self.path}.metadata" if self.metadata_sha256 else None
+        return f"{self.path}{METADATA_FILE_SUFFIX}" if self.metadata_sha256 else None
 
 
 class FilenameRegistry(Base):

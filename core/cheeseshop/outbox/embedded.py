@@ -32,10 +32,12 @@ class EmbeddedDispatcher:
         self.sweep_seconds = sweep_seconds
         self._queue: asyncio.Queue[int] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     async def start(self, outbox: Outbox) -> None:
         """Start the loop; it begins with a sweep of what earlier runs left."""
         self._queue = asyncio.Queue()
+        self._stopping = asyncio.Event()
         self._task = asyncio.create_task(self._run(outbox), name="cheeseshop-outbox")
 
     async def dispatch(self, event_ids: Sequence[int]) -> None:
@@ -43,34 +45,56 @@ class EmbeddedDispatcher:
         for event_id in event_ids:
             self._queue.put_nowait(event_id)
 
-    async def stop(self) -> None:
-        """Cancel the loop and wait for it; an interrupted delivery is retried later."""
-        if self._task is not None:
+    async def stop(self, *, grace: float = 10.0) -> None:
+        """Let the delivery in progress finish (up to ``grace`` seconds), then stop.
+
+        Cancelling in the middle of a database call would leave the driver's thread
+        talking to a closed loop; a delivery cut short by the grace period is simply
+        retried later (its lease expires).
+        """
+        if self._task is None:
+            return
+        self._stopping.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout=grace)
+        except TimeoutError:
             self._task.cancel()
             try:
                 await self._task
             except asyncio.CancelledError:
                 pass
-            self._task = None
+        self._task = None
 
     def _wait_seconds(self, upcoming: datetime | None) -> float:
         if upcoming is None:
             return self.sweep_seconds
         return max(0.05, min(self.sweep_seconds, (upcoming - utcnow()).total_seconds()))
 
+    async def _next_ids(self, wait: float) -> list[int]:
+        """Ids dispatched within ``wait`` seconds (empty on time-out or stop)."""
+        getter = asyncio.ensure_future(self._queue.get())
+        stopper = asyncio.ensure_future(self._stopping.wait())
+        done, _ = await asyncio.wait({getter, stopper}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if getter not in done:
+            getter.cancel()
+            return []
+        ids = [getter.result()]
+        while not self._queue.empty():
+            ids.append(self._queue.get_nowait())
+        return ids
+
     async def _run(self, outbox: Outbox) -> None:
         wait = 0.0
-        while True:
-            ids: list[int] = []
-            try:
-                ids.append(await asyncio.wait_for(self._queue.get(), timeout=wait))
-                while not self._queue.empty():
-                    ids.append(self._queue.get_nowait())
-            except TimeoutError:
-                pass
+        while not self._stopping.is_set():
+            ids = await self._next_ids(wait)
+            if self._stopping.is_set():
+                return
             try:
                 due, upcoming = await outbox.due()
                 for event_id in dict.fromkeys([*ids, *due]):
+                    if self._stopping.is_set():
+                        return
                     await outbox.deliver(event_id)
                 if due or ids:
                     _, upcoming = await outbox.due(limit=0)

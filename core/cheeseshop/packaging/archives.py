@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, NoReturn
+from typing import BinaryIO, NoReturn, Self
 
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
@@ -93,7 +93,7 @@ class InvalidArchive(ValueError):
 def _failer(kind: str, filename: str) -> _Fail:
     def fail(problem: str) -> NoReturn:
         raise InvalidArchive(
-            f"Invalid {kind} {ascii(filename)}: {problem}; {_REBUILD}.", filename=filename
+            f"Invalid {kind} {filename!a}: {problem}; {_REBUILD}.", filename=filename
         )
 
     return fail
@@ -141,7 +141,10 @@ def read_wheel_metadata(path: Path, *, filename: str) -> bytes:
                 # case where that declared size is itself the lie.
                 with archive.open(info) as member:
                     data = member.read(MAX_METADATA_SIZE + 1)
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError) as exc:
+        except InvalidArchive:
+            raise
+        # ValueError covers a member name that is not the UTF-8 its flag says it is.
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, ValueError) as exc:
             fail(f"it is not a valid zip archive ({exc})")
         if len(data) > MAX_METADATA_SIZE:  # pragma: no cover - zipfile stops at file_size
             fail(f"{_show(info.orig_filename)} is larger than {MAX_METADATA_SIZE} bytes")
@@ -260,7 +263,7 @@ def _check_zip_layout(
             fail(f"the entry for member {shown} {where} (unexplained or shared bytes)")
         fp.seek(info.header_offset)
         header = fp.read(_LOCAL_HEADER.size)
-        if len(header) != _LOCAL_HEADER.size:
+        if len(header) != _LOCAL_HEADER.size:  # pragma: no cover - the central directory follows
             fail(f"the local header of member {shown} is truncated")
         (sig, _, flags, method, _, _, crc, compressed, uncompressed, name_size, extra_size) = (
             _LOCAL_HEADER.unpack(header)
@@ -395,16 +398,20 @@ def read_sdist_pkg_info(path: Path, *, filename: str) -> bytes:
     symlinks: dict[str, str] = {}
     hardlinks: dict[str, str] = {}
     try:
-        with path.open("rb") as raw, tarfile.open(
-            fileobj=raw,
-            mode="r|gz",
-            tarinfo=_GuardedTarInfo,
-            encoding="utf-8",
-            errors="surrogateescape",
-        ) as archive:
+        with (
+            path.open("rb") as raw,
+            tarfile.open(
+                fileobj=raw,
+                mode="r|gz",
+                tarinfo=_GuardedTarInfo,
+                encoding="utf-8",
+                errors="surrogateescape",
+            ) as archive,
+        ):
             while (member := archive.next()) is not None:
-                # tarfile remembers every member; nothing here needs them once checked.
-                archive.members.clear()
+                # TarFile keeps every member it has read in .members (not in the typeshed
+                # stubs); nothing here needs them once checked, so memory stays flat.
+                archive.members.clear()  # type: ignore[attr-defined]
                 if len(names) >= MAX_ARCHIVE_MEMBERS:
                     fail(f"it has more than {MAX_ARCHIVE_MEMBERS} members")
                 # archive.offset is where the next header starts: the next call to next()
@@ -445,7 +452,7 @@ class _GuardedTarInfo(tarfile.TarInfo):
     """
 
     @classmethod
-    def frombuf(cls, buf: bytes, encoding: str, errors: str) -> tarfile.TarInfo:
+    def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> Self:
         """Parse one 512-byte header, refusing sparse members and oversized header payloads."""
         info = super().frombuf(buf, encoding, errors)
         if info.type == tarfile.GNUTYPE_SPARSE:

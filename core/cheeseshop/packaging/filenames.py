@@ -15,15 +15,14 @@ from packaging.version import Version
 
 from cheeseshop.packaging.names import is_valid_project_name
 
-__all__ = ["InvalidFilename", "ParsedFilename", "parse_filename"]
+__all__ = ["MAX_FILENAME_LENGTH", "InvalidFilename", "ParsedFilename", "parse_filename"]
 
 # Longer names cannot be stored on common filesystems (255 bytes per path component).
 MAX_FILENAME_LENGTH = 255
 
 _UPLOAD_HINT = "upload a wheel (.whl) or a source distribution (.tar.gz) instead"
 
-# Formats PyPI once took and no longer does. Longest suffix first: ".tar.gz" must not be
-# mistaken for ".gz".
+# Formats PyPI once took (or never took) and this index refuses, with what to call them.
 _RETIRED_FORMATS: tuple[tuple[str, str], ...] = (
     (".tar.bz2", "bzip2-compressed tar sdists"),
     (".tar.xz", "xz-compressed tar sdists"),

@@ -29,7 +29,8 @@ def is_valid_project_name(name: str) -> bool:
     """Return whether *name* is an acceptable project name.
 
     A valid name is ASCII letters and digits, with ``.``, ``_`` and ``-`` allowed only between
-    them (never first or last). Non-ASCII look-alikes, such as a Cyrillic ``а``, are invalid.
+    them (never first or last). Non-ASCII look-alikes, such as CYRILLIC SMALL LETTER A (U+0430)
+    standing in for ``a``, are invalid.
     """
     return _VALID_NAME.fullmatch(name) is not None
 

@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from cheeseshop.db.models import File, Project, ProjectStatus, Release
 from cheeseshop.errors import APIError
+from cheeseshop.packaging.archives import METADATA_FILE_SUFFIX
 from cheeseshop.services import current_services
 from cheeseshop.storage import FileStorage
 
@@ -26,7 +27,6 @@ __all__ = ["blueprint", "parse_range"]
 blueprint = Blueprint("files", __name__)
 
 CHUNK = 256 * 1024
-METADATA_SUFFIX = ".metadata"
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -46,8 +46,8 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         return None
     if not first:
         length = int(last)
-        if length == 0:
-            raise ValueError("empty suffix range")
+        if length == 0 or size == 0:
+            raise ValueError("empty suffix range, or an empty file")
         return max(size - length, 0), size - 1
     start = int(first)
     end = int(last) if last else size - 1
@@ -73,8 +73,10 @@ async def _stream(storage: FileStorage, path: str, start: int, length: int) -> A
 
 async def _lookup(path: str) -> tuple[str, str]:
     """(storage path, sha256) of a visible file or metadata file at ``path``."""
-    is_metadata = path.endswith(METADATA_SUFFIX)
-    file_path = path[: -len(METADATA_SUFFIX)] if is_metadata else path
+    if "\x00" in path:  # PostgreSQL raises on a NUL in text instead of finding nothing
+        raise APIError(404, "No such file.")
+    is_metadata = path.endswith(METADATA_FILE_SUFFIX)
+    file_path = path[: -len(METADATA_FILE_SUFFIX)] if is_metadata else path
     async with current_services().db.read() as session:
         row = (
             await session.execute(
@@ -115,7 +117,7 @@ async def download(path: str) -> Response:
     except FileNotFoundError:
         # The row exists but the bytes are gone: an operator problem, not the client's.
         raise APIError(503, "The file is temporarily unavailable; try again later.") from None
-    content_type = "text/plain; charset=utf-8" if path.endswith(METADATA_SUFFIX) else "application/octet-stream"
+    content_type = "text/plain; charset=utf-8" if path.endswith(METADATA_FILE_SUFFIX) else "application/octet-stream"
     try:
         span = parse_range(request.headers.get("Range"), size)
     except ValueError:

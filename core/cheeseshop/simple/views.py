@@ -8,7 +8,7 @@ from sqlalchemy.orm import selectinload
 
 from cheeseshop.db.models import File, JournalEntry, Project, ProjectStatus, Release
 from cheeseshop.errors import APIError
-from cheeseshop.packaging.names import normalize
+from cheeseshop.packaging.names import is_valid_project_name, normalize
 from cheeseshop.services import current_services
 from cheeseshop.simple import negotiate, render
 from cheeseshop.simple.render import FileView, ProjectLink
@@ -31,7 +31,10 @@ def file_url(path: str) -> str:
 
 def _content_type() -> str:
     try:
-        return negotiate.choose(request.headers.get("Accept"), request.args.get("format"))
+        # A literal "+" in a typed URL (?format=…v1+json) arrives decoded as a space;
+        # media types never contain spaces.
+        override = (request.args.get("format") or "").replace(" ", "+")
+        return negotiate.choose(request.headers.get("Accept"), override or None)
     except negotiate.NotAcceptable:
         raise APIError(
             406,
@@ -80,6 +83,9 @@ async def project_page(project: str) -> Response:
     if normalized != project:
         return redirect(url_for("simple.project_page", project=normalized), 301)
     content_type = _content_type()
+    if not is_valid_project_name(normalized):
+        # No such project can exist; and PostgreSQL raises on a NUL in text.
+        raise APIError(404, f"No project named {project!r}.")
     async with current_services().db.read() as session:
         record = await session.scalar(
             select(Project)

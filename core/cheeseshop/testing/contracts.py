@@ -90,7 +90,9 @@ class FileStorageContract:
     def test_is_a_file_storage(self, storage: FileStorage) -> None:
         assert isinstance(storage, FileStorage)
 
-    def test_put_then_open_returns_the_exact_bytes(self, storage: FileStorage, tmp_path: Path) -> None:
+    def test_put_then_open_returns_the_exact_bytes(
+        self, storage: FileStorage, tmp_path: Path
+    ) -> None:
         # Every byte value, and line endings that a text-mode mistake would rewrite.
         content = bytes(range(256)) + b"\r\n\n\r\x00\x1a"
         path = self._store(storage, tmp_path, content)
@@ -118,13 +120,17 @@ class FileStorageContract:
         assert storage.exists(path) is True
         assert storage.exists(storage_path(_blake2(b"absent"), "pkg-1.0.tar.gz")) is False
 
-    def test_exists_is_per_file_not_per_directory(self, storage: FileStorage, tmp_path: Path) -> None:
+    def test_exists_is_per_file_not_per_directory(
+        self, storage: FileStorage, tmp_path: Path
+    ) -> None:
         path = self._store(storage, tmp_path, b"content")
         parent = path.rpartition("/")[0]
         assert storage.exists(parent) is False
         assert storage.exists(path.replace("pkg-1.0.tar.gz", "pkg-1.0.zip")) is False
 
-    def test_put_the_same_bytes_again_is_harmless(self, storage: FileStorage, tmp_path: Path) -> None:
+    def test_put_the_same_bytes_again_is_harmless(
+        self, storage: FileStorage, tmp_path: Path
+    ) -> None:
         content = b"the same bytes, stored twice"
         path = self._store(storage, tmp_path, content)
         self._store(storage, tmp_path, content)

@@ -94,6 +94,11 @@ def _value(raw: Sequence[str]) -> str | None:
 def read_form(fields: Mapping[str, Sequence[str]]) -> UploadRequest:
     """Validate the form's fields; raise :class:`FormError` listing every problem."""
     problems: list[str] = []
+    known = SINGLE_FIELDS.union(*MULTI_FIELDS.values())
+    for key in sorted(known.intersection(fields)):
+        # PostgreSQL cannot store a NUL in text; refuse it here rather than fail there.
+        if any("\x00" in value for value in fields[key]):
+            problems.append(f"Field {key!r} contains a NUL character; remove it.")
     single: dict[str, str | None] = {}
     for key in SINGLE_FIELDS:
         raw = fields.get(key, ())

@@ -95,7 +95,7 @@ class _FileSink:
 def boundary_of(content_type: str | None) -> bytes:
     """The multipart boundary from a Content-Type header, or a 400 saying what is wrong."""
     mimetype, options = parse_options_header(content_type or "")
-    if mimetype != "multipart/form-data":
+    if mimetype.lower() != "multipart/form-data":  # media types are case-insensitive
         raise APIError(400, "Uploads must be sent as multipart/form-data.")
     boundary = options.get("boundary", "")
     if not boundary or len(boundary) > 200:
@@ -114,7 +114,14 @@ async def receive_upload(
     max_file_size: int,
 ) -> UploadForm:
     """Parse a multipart body; the ``content`` part streams to a file in ``directory``."""
-    decoder = MultipartDecoder(boundary_of(content_type), max_form_memory_size=None, max_parts=MAX_PARTS)
+    boundary = boundary_of(content_type)
+    decoder = MultipartDecoder(boundary, max_form_memory_size=None, max_parts=MAX_PARTS)
+    # werkzeug (<= 3.1.9, pallets/werkzeug#3285) adds a stray b"\r" to the last part when a
+    # chunk ends inside the closing delimiter ("\r\n--<boundary>-"). Holding back the
+    # stream's last len("\r\n--<boundary>--\r\n") bytes until the body ends means the
+    # decoder only ever sees the closing delimiter whole.
+    hold = len(boundary) + 8
+    pending = bytearray()
     fields: dict[str, list[str]] = {}
     field_bytes = 0
     received: ReceivedFile | None = None
@@ -130,9 +137,14 @@ async def receive_upload(
                 try:
                     chunk = await anext(chunks)
                 except StopAsyncIteration:
+                    decoder.receive_data(bytes(pending))
+                    pending.clear()
                     decoder.receive_data(None)
                 else:
-                    decoder.receive_data(chunk)
+                    pending += chunk
+                    if len(pending) > hold:
+                        decoder.receive_data(bytes(pending[:-hold]))
+                        del pending[:-hold]
                 continue
             if isinstance(event, Epilogue):
                 finished = True

@@ -35,7 +35,12 @@ from cheeseshop.errors import APIError
 from cheeseshop.events import Event, FileUploaded, ReleasePublished
 from cheeseshop.journal import record_change
 from cheeseshop.outbox import record
-from cheeseshop.packaging.archives import InvalidArchive, read_sdist_pkg_info, read_wheel_metadata
+from cheeseshop.packaging.archives import (
+    METADATA_FILE_SUFFIX,
+    InvalidArchive,
+    read_sdist_pkg_info,
+    read_wheel_metadata,
+)
 from cheeseshop.packaging.filenames import InvalidFilename, ParsedFilename, parse_filename
 from cheeseshop.services import Services
 from cheeseshop.storage import storage_path
@@ -139,7 +144,7 @@ async def _validate(form: UploadForm) -> _Checked:
             await asyncio.to_thread(read_sdist_pkg_info, file.path, filename=file.filename)
             core_metadata = None
     except InvalidArchive as error:
-        raise APIError(400, f"Invalid distribution file {file.filename!r}: {error}") from None
+        raise APIError(400, str(error)) from None
     return _Checked(request=request, file=file, parsed=parsed, core_metadata=core_metadata)
 
 
@@ -246,7 +251,7 @@ def _store(services: Services, checked: _Checked) -> _Paths:
     services.storage.put(path, file.path)
     if checked.core_metadata is None:
         return _Paths(path, None, None, None)
-    metadata_path = f"{path}.metadata"
+    metadata_path = f"{path}{METADATA_FILE_SUFFIX}"
     with tempfile.NamedTemporaryFile(dir=file.path.parent, prefix="metadata-") as handle:
         handle.write(checked.core_metadata)
         handle.flush()

@@ -15,6 +15,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -318,6 +319,16 @@ def test_wheel_refuses_nul_in_member_name(tmp_path: Path) -> None:
     refused(read_wheel_metadata, write_raw(tmp_path, RawZip(entries)), WHEEL, "control character")
 
 
+def test_wheel_refuses_name_that_is_not_the_utf8_it_claims(tmp_path: Path) -> None:
+    entries = [*metadata_entries(), Entry(b"foo/\xff\xfe.py", flags=0x0800)]
+    refused(read_wheel_metadata, write_raw(tmp_path, RawZip(entries)), WHEEL, "not a valid zip")
+
+
+def test_wheel_accepts_cp437_names(tmp_path: Path) -> None:
+    entries = [*metadata_entries(), Entry(b"foo/caf\x82.txt", flags=0)]
+    assert read_wheel_metadata(write_raw(tmp_path, RawZip(entries)), filename=WHEEL) == METADATA
+
+
 def test_wheel_refuses_empty_member_name(tmp_path: Path) -> None:
     entries = [*metadata_entries(), Entry(b"")]
     refused(read_wheel_metadata, write_raw(tmp_path, RawZip(entries)), WHEEL, "empty name")
@@ -369,6 +380,41 @@ def test_wheel_refuses_encrypted_members(tmp_path: Path) -> None:
     refused(read_wheel_metadata, write_raw(tmp_path, RawZip(entries)), WHEEL, "encrypted")
 
 
+def patched(tmp_path: Path, at: Callable[[bytes], int], fmt: str, value: int | bytes) -> Path:
+    data = bytearray(raw_zip(RawZip(metadata_entries(), zip64_end=True)))
+    struct.pack_into(fmt, data, at(bytes(data)), value)
+    path = tmp_path / WHEEL
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("at", "fmt", "value", "words"),
+    [
+        pytest.param(lambda d: d.rindex(b"PK\x05\x06") + 4, "<H", 1, "multi-disk", id="eocd-disk"),
+        pytest.param(
+            lambda d: d.rindex(b"PK\x06\x06") + 16, "<L", 1, "multi-disk", id="eocd64-disk"
+        ),
+        pytest.param(lambda d: d.rindex(b"PK\x06\x07") + 8, "<Q", 0, "zip64", id="locator-pointer"),
+        pytest.param(lambda d: d.rindex(b"PK\x06\x07") + 16, "<L", 2, "zip64", id="locator-disks"),
+        pytest.param(lambda d: d.rindex(b"PK\x06\x06") + 4, "<Q", 60, "zip64", id="eocd64-size"),
+    ],
+)
+def test_wheel_refuses_bad_end_records(
+    tmp_path: Path, at: Callable[[bytes], int], fmt: str, value: int, words: str
+) -> None:
+    refused(read_wheel_metadata, patched(tmp_path, at, fmt, value), WHEEL, words)
+
+
+def test_wheel_refuses_missing_local_header(tmp_path: Path) -> None:
+    path = patched(tmp_path, lambda d: 0, "<4s", b"XK\x03\x04")
+    refused(read_wheel_metadata, path, WHEEL, "local header of member 'foo/__init__.py' is missing")
+
+
+def test_wheel_filename_must_name_dist_and_version(wheel: Path) -> None:
+    refused(read_wheel_metadata, wheel, "foo.whl", "does not name its distribution")
+
+
 def test_wheel_refuses_entry_count_mismatch(tmp_path: Path) -> None:
     spec = RawZip(metadata_entries(), extra_count=1)
     refused(read_wheel_metadata, write_raw(tmp_path, spec), WHEEL)
@@ -401,8 +447,11 @@ def test_wheel_very_compressed_but_small_is_accepted(tmp_path: Path) -> None:
 
 
 def test_wheel_metadata_declared_too_large(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Refused on the declared size alone, before reading (reading would fail differently).
     monkeypatch.setattr(archives, "MAX_METADATA_SIZE", 16)
-    refused(read_wheel_metadata, write_raw(tmp_path, RawZip(metadata_entries())), WHEEL, "larger")
+    entries = metadata_entries()
+    entries[1] = Entry(b"foo-1.0.dist-info/METADATA", b"Name: foo\n", uncompressed=17)
+    refused(read_wheel_metadata, write_raw(tmp_path, RawZip(entries)), WHEEL, "larger than 16")
 
 
 def test_wheel_metadata_larger_than_declared_is_not_trusted(tmp_path: Path) -> None:
@@ -469,11 +518,9 @@ def write_sdist(
     *,
     format: int = tarfile.PAX_FORMAT,
     pax_headers: dict[str, str] | None = None,
-    compression: str = "gz",
+    mode: Literal["w:gz", "w:"] = "w:gz",
 ) -> Path:
-    with tarfile.open(
-        path, f"w:{compression}", format=format, pax_headers=pax_headers or {}
-    ) as tf:
+    with tarfile.open(path, mode, format=format, pax_headers=pax_headers or {}) as tf:
         for info, data in members:
             tf.addfile(info, io.BytesIO(data) if info.isreg() else None)
     return path
@@ -535,7 +582,7 @@ def test_sdist_refuses_non_gzip(tmp_path: Path, content: bytes) -> None:
 
 
 def test_sdist_refuses_uncompressed_tar(tmp_path: Path) -> None:
-    path = write_sdist(tmp_path / SDIST, sdist_members(), compression="")
+    path = write_sdist(tmp_path / SDIST, sdist_members(), mode="w:")
     refused(read_sdist_pkg_info, path, SDIST, "not a valid gzip-compressed tar")
 
 
@@ -666,9 +713,17 @@ def test_sdist_refuses_gnu_sparse_member(tmp_path: Path) -> None:
     ],
 )
 def test_sdist_refuses_pax_sparse_member(tmp_path: Path, headers: dict[str, str]) -> None:
-    members = [*sdist_members(), member("foo-1.0/sparse", b"1\n0\n4\n", pax_headers=headers)]
+    # A 1.0 map claiming a million entries: tarfile would read the stream to its end for it.
+    data = b"1000000\n0\n4\n"
+    members = [*sdist_members(), member("foo-1.0/sparse", data, pax_headers=headers)]
     path = write_sdist(tmp_path / SDIST, members)
     refused(read_sdist_pkg_info, path, SDIST, "sparse")
+
+
+def test_gnu_sparse_header_refused_before_tarfile_reads_its_map() -> None:
+    header = member("foo-1.0/sparse", type=tarfile.GNUTYPE_SPARSE)[0].tobuf(tarfile.GNU_FORMAT)
+    with pytest.raises(ValueError, match="sparse"):
+        archives._GuardedTarInfo.frombuf(header, "utf-8", "surrogateescape")
 
 
 def test_tarfile_still_has_the_sparse_hooks_we_override() -> None:
@@ -696,6 +751,6 @@ def test_sdist_member_budget(sdist: Path, monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_sdist_budgets_do_not_refuse_a_normal_sdist(sdist: Path) -> None:
-    assert archives.TAR_STREAM_BUDGET == 2 * 1024 * MiB
+    assert archives.TAR_STREAM_BUDGET == 2 * 1024 * 1024 * 1024
     assert archives.MAX_ARCHIVE_MEMBERS == 100_000
     assert read_sdist_pkg_info(sdist, filename=SDIST) == PKG_INFO

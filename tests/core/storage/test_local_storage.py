@@ -14,7 +14,9 @@ from cheeseshop.storage.local import LocalFileStorage, cheeseshop_file_storage
 from cheeseshop.testing.contracts import FileStorageContract
 
 CONTENT = b"wheel bytes"
-PATH = storage_path(hashlib.blake2b(CONTENT, digest_size=32).hexdigest(), "pkg-1.0-py3-none-any.whl")
+PATH = storage_path(
+    hashlib.blake2b(CONTENT, digest_size=32).hexdigest(), "pkg-1.0-py3-none-any.whl"
+)
 
 
 class TestLocalFileStorage(FileStorageContract):
@@ -46,13 +48,17 @@ def test_stored_file_lives_at_its_path_under_the_root(
     assert (tmp_path / "files" / PATH).read_bytes() == CONTENT
 
 
-def test_stored_files_are_world_readable(storage: LocalFileStorage, source: Path, tmp_path: Path) -> None:
+def test_stored_files_are_world_readable(
+    storage: LocalFileStorage, source: Path, tmp_path: Path
+) -> None:
     # mkstemp creates 0o600; a web server running as another user must still read the file.
     storage.put(PATH, source)
     assert (tmp_path / "files" / PATH).stat().st_mode & 0o777 == 0o644
 
 
-def test_put_leaves_no_temporary_file(storage: LocalFileStorage, source: Path, tmp_path: Path) -> None:
+def test_put_leaves_no_temporary_file(
+    storage: LocalFileStorage, source: Path, tmp_path: Path
+) -> None:
     storage.put(PATH, source)
     storage.put(PATH, source)
     assert _leftovers(tmp_path / "files") == []
