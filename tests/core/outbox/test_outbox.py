@@ -63,6 +63,18 @@ async def eventually(predicate, *, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
+def release_event(name: str) -> ReleasePublished:
+    """An event as the upload pipeline would record it, for tests that record it directly."""
+    return ReleasePublished(
+        project=name,
+        normalized_name=name,
+        version="1.0",
+        published_by="alice",
+        created=datetime.now(UTC),
+        serial=1,
+    )
+
+
 async def completed_events(services) -> list[OutboxEvent]:
     async with services.db.read() as session:
         return list(await session.scalars(select(OutboxEvent).order_by(OutboxEvent.id)))
@@ -128,14 +140,7 @@ async def test_release_published_once_per_release_after_its_file(upload, cheeses
 async def test_event_dispatcher_sweeps_events_nobody_dispatched(cheeseshop_services, flaky, steady):
     """An event committed without a dispatch (a lost hint, a crash) is still delivered."""
     flaky.failures = 0
-    event = ReleasePublished(
-        project="Swept",
-        normalized_name="swept",
-        version="1.0",
-        published_by="alice",
-        created=datetime.now(UTC),
-        serial=1,
-    )
+    event = release_event("swept")
     async with cheeseshop_services.db.write() as session:
         await record(session, [event])
     await eventually(lambda: steady.count("release_published") == 1)
@@ -147,14 +152,7 @@ async def test_concurrent_deliveries_of_one_event_call_each_plugin_once(cheesesh
     flaky.failures = 0
     steady.delay = 0.2
     await cheeseshop_services.outbox.dispatcher.stop()  # only this test's calls deliver
-    event = ReleasePublished(
-        project="Raced",
-        normalized_name="raced",
-        version="1.0",
-        published_by="alice",
-        created=datetime.now(UTC),
-        serial=1,
-    )
+    event = release_event("raced")
     async with cheeseshop_services.db.write() as session:
         [event_id] = await record(session, [event])
     results = await asyncio.gather(*(cheeseshop_services.outbox.deliver(event_id) for _ in range(4)))
