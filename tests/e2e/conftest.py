@@ -2,12 +2,10 @@
 
 Every process gets an environment built from scratch, so a developer's ``CHEESESHOP_*``,
 ``PIP_*``, ``UV_*``, proxy or keyring settings cannot change an outcome, and nothing is
-sent anywhere but 127.0.0.1.
+sent anywhere but 127.0.0.1. Every command is bounded by a timeout.
 
-The server is module-scoped, once per database (SQLite in a data dir, and PostgreSQL), and
-so is ``published``: alice's token and the two releases uploaded through twine and uv.
-Each test then checks one thing against that state and never relies on another test
-having run first.
+``server`` is module-scoped and parametrized over the database: SQLite in its data dir,
+and a PostgreSQL database of its own. ``clients`` runs twine, uv, pip and python against it.
 """
 
 from __future__ import annotations
@@ -152,7 +150,8 @@ class Server:
 
     def get(self, path: str, *, accept: str | None = None) -> tuple[int, Message, bytes]:
         """``GET path`` directly (no proxy): status, headers, body. Error statuses too."""
-        request = urllib.request.Request(self.url + path, headers={"Accept": accept} if accept else {})
+        headers = {"Accept": accept} if accept else {}
+        request = urllib.request.Request(self.url + path, headers=headers)
         try:
             with _HTTP.open(request, timeout=10) as response:
                 return response.status, response.headers, response.read()
@@ -173,8 +172,10 @@ def _server_env(root: Path, database_url: str | None) -> dict[str, str]:
     env = {
         "PATH": os.environ.get("PATH", os.defpath),
         "HOME": str(home),
-        # So the log on failure holds everything up to the moment it was read.
+        # So the log on failure holds everything up to the moment it was read, and, should
+        # shutdown hang, the stack of every thread (see _stop).
         "PYTHONUNBUFFERED": "1",
+        "PYTHONFAULTHANDLER": "1",
         "CHEESESHOP_DATA_DIR": str(root / "data"),
         "CHEESESHOP_PLUGINS": "recorder",
         "CHEESESHOP_RECORDER__PATH": str(root / "events.jsonl"),
@@ -184,10 +185,16 @@ def _server_env(root: Path, database_url: str | None) -> dict[str, str]:
     return env
 
 
+class _PortTaken(Exception):
+    """Another process got the port between our probe and the server's bind."""
+
+
 def _wait_until_ready(server: Server) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
     while True:
         if server.process.poll() is not None:
+            if "address already in use" in server.output().lower():
+                raise _PortTaken(server.port)
             pytest.fail(
                 f"cheeseshop serve exited with status {server.process.returncode} before "
                 f"answering GET /simple/" + server.output(),
@@ -198,7 +205,7 @@ def _wait_until_ready(server: Server) -> None:
         except OSError:
             status = None
         if status == 200:
-            return
+            break
         if time.monotonic() > deadline:
             pytest.fail(
                 f"cheeseshop serve did not answer GET /simple/ within {READY_TIMEOUT:.0f} s "
@@ -206,10 +213,15 @@ def _wait_until_ready(server: Server) -> None:
                 pytrace=False,
             )
         time.sleep(0.1)
+    # Whoever answered might be another test run's server that took the port first; ours
+    # is the one whose recorder writes to our events file.
+    status, _, body = server.get("/-/recorder")
+    if status != 200 or json.loads(body).get("path") != str(server.events):
+        raise _PortTaken(server.port)
 
 
 def _start(database: str, root: Path, env: dict[str, str]) -> Server:
-    """Start the server; a port lost to another process in the meantime is retried."""
+    """Start the server on a free port, trying another port if that one is taken first."""
     for attempt in range(3):
         port = _free_port()
         log = root / f"server-{attempt}.log"
@@ -225,25 +237,36 @@ def _start(database: str, root: Path, env: dict[str, str]) -> Server:
         server = Server(database, port, env, root / "events.jsonl", log, process)
         try:
             _wait_until_ready(server)
+        except _PortTaken:
+            _stop(server, check=False)
+            if attempt == 2:
+                pytest.fail(f"port {port} was taken by another process" + server.output())
+            continue
         except BaseException:
             _stop(server, check=False)
-            if "address already in use" in server.output().lower() and attempt < 2:
-                continue
             raise
         return server
     raise AssertionError("unreachable")
 
 
 def _stop(server: Server, *, check: bool = True) -> None:
-    """SIGTERM, then SIGKILL after STOP_TIMEOUT; with ``check``, assert a clean exit."""
+    """SIGTERM, then kill after STOP_TIMEOUT; with ``check``, assert a clean exit.
+
+    The kill is a SIGABRT first, so that faulthandler writes every thread's stack to the
+    server log, saying where shutdown hung; then SIGKILL if even that did not end it.
+    """
     process = server.process
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout=STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=STOP_TIMEOUT)
+            process.send_signal(signal.SIGABRT)
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=STOP_TIMEOUT)
             if check:
                 pytest.fail(
                     f"cheeseshop serve ignored SIGTERM for {STOP_TIMEOUT:.0f} s and was killed"
@@ -258,7 +281,9 @@ def _stop(server: Server, *, check: bool = True) -> None:
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
     """``cheeseshop serve`` on a free port of 127.0.0.1, with the recorder plugin enabled.
 
     On SQLite the database lives in the data dir; on PostgreSQL it is a database of its
@@ -362,6 +387,7 @@ def clients(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Clients
         "HOME": str(root / "home"),
         # Rich (in twine) wraps at 80 columns off a terminal; keep each message on one line.
         "COLUMNS": "250",
+        "NO_COLOR": "1",
         "TWINE_NON_INTERACTIVE": "1",
         "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
         "PIP_CONFIG_FILE": os.devnull,

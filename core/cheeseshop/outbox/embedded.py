@@ -45,7 +45,7 @@ class EmbeddedDispatcher:
         for event_id in event_ids:
             self._queue.put_nowait(event_id)
 
-    async def stop(self, *, grace: float = 10.0) -> None:
+    async def stop(self, *, grace: float = 5.0) -> None:
         """Let the delivery in progress finish (up to ``grace`` seconds), then stop.
 
         Cancelling in the middle of a database call would leave the driver's thread
