@@ -104,6 +104,13 @@ class Settings(BaseSettings):
     max_project_size: int = Field(
         default=10 * GiB, gt=0, description="Total size limit of one project, bytes."
     )
+    prohibit_stdlib_names: bool = Field(
+        default=True,
+        description="Refuse new projects named like a standard-library module (as PyPI does).",
+    )
+    prohibited_names: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Further project names no one may register."
+    )
     auto_migrate: bool = Field(
         default=True, description="Apply database migrations when `cheeseshop serve` starts."
     )
@@ -134,7 +141,7 @@ class Settings(BaseSettings):
         # would not keep a developer's CHEESESHOP_* variables out of a test.
         return (init_settings,)
 
-    @field_validator("plugins", "blocked_plugins", mode="before")
+    @field_validator("plugins", "blocked_plugins", "prohibited_names", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
         return _comma_list(value)

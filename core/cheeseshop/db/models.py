@@ -29,6 +29,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 from cheeseshop.packaging.archives import METADATA_FILE_SUFFIX
+from cheeseshop.packaging.names import confusable_fold
 
 __all__ = [
     "ApiToken",
@@ -110,6 +111,12 @@ class Project(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     normalized_name: Mapped[str] = mapped_column(String(200), unique=True)
+    # confusable_fold(name): "F1ask" and "Flask" fold alike, so only one can exist.
+    ultranormalized_name: Mapped[str] = mapped_column(
+        String(200),
+        unique=True,
+        default=lambda context: confusable_fold(context.get_current_parameters()["name"]),
+    )
     status: Mapped[str] = mapped_column(String(20), default=ProjectStatus.ACTIVE.value)
     status_reason: Mapped[str | None] = mapped_column(Text)
     created: Mapped[datetime] = mapped_column(default=utcnow)
@@ -137,6 +144,9 @@ class Release(Base):
     summary: Mapped[str | None] = mapped_column(String(512))
     description: Mapped[str | None] = mapped_column(Text)
     description_content_type: Mapped[str | None] = mapped_column(String(200))
+    # Rendered and sanitized at upload (readme_renderer), then passed through plugins'
+    # cheeseshop_render_description; None when there is no description.
+    description_html: Mapped[str | None] = mapped_column(Text)
     author: Mapped[str | None] = mapped_column(Text)
     author_email: Mapped[str | None] = mapped_column(Text)
     maintainer: Mapped[str | None] = mapped_column(Text)

@@ -6,7 +6,7 @@ import re
 
 from packaging.utils import canonicalize_name
 
-__all__ = ["confusable_fold", "is_valid_project_name", "normalize"]
+__all__ = ["STDLIB_NAMES", "confusable_fold", "is_valid_project_name", "normalize", "prohibited_reason"]
 
 # re.ASCII matters: with IGNORECASE alone, [A-Z] also matches the Kelvin sign (U+212A)
 # and the long s (U+017F), which fold to "k" and "s".
@@ -43,3 +43,30 @@ def confusable_fold(name: str) -> str:
     ``Flask`` both fold to ``f1ask``.
     """
     return name.lower().translate(_CONFUSABLES)
+
+
+def _stdlib_names() -> frozenset[str]:
+    import sys
+
+    return frozenset(normalize(module) for module in sys.stdlib_module_names if not module.startswith("_"))
+
+
+STDLIB_NAMES: frozenset[str] = _stdlib_names()
+
+
+def prohibited_reason(name: str, *, stdlib: bool, extra: frozenset[str] = frozenset()) -> str | None:
+    """Why a NEW project may not take *name*, or None when it may.
+
+    ``stdlib`` refuses standard-library module names (``os``, ``asyncio``): a project of
+    that name would shadow, or be mistaken for, the module. ``extra`` holds further
+    normalized names an operator prohibits.
+    """
+    normalized = normalize(name)
+    if stdlib and normalized in STDLIB_NAMES:
+        return (
+            f"The name {name!r} is not allowed: it is the name of a Python standard-library "
+            "module. Choose another name."
+        )
+    if normalized in extra:
+        return f"The name {name!r} is not allowed on this index. Choose another name."
+    return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.parser
 import hashlib
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
@@ -36,12 +37,14 @@ def upload_fields(
     else:
         dist_name, dist_version = parse_sdist_filename(dist.filename)
         filetype, pyversion = "sdist", "source"
+    # twine sends the Name and Version of the core metadata, as written there.
+    headers = email.parser.BytesHeaderParser().parsebytes(dist.metadata)
     fields: dict[str, str | Sequence[str] | None] = {
         ":action": "file_upload",
         "protocol_version": "1",
-        "metadata_version": "2.4",
-        "name": name or str(dist_name),
-        "version": version or str(dist_version),
+        "metadata_version": headers.get("Metadata-Version", "2.4"),
+        "name": name or headers.get("Name") or str(dist_name),
+        "version": version or headers.get("Version") or str(dist_version),
         "summary": summary,
         "requires_python": requires_python,
         "filetype": filetype,

@@ -42,6 +42,8 @@ from cheeseshop.packaging.archives import (
     read_wheel_metadata,
 )
 from cheeseshop.packaging.filenames import InvalidFilename, ParsedFilename, parse_filename
+from cheeseshop.config import Settings
+from cheeseshop.packaging.names import confusable_fold, normalize, prohibited_reason
 from cheeseshop.services import Services
 from cheeseshop.storage import storage_path
 from cheeseshop.upload.candidate import UploadCandidate, UploadRejected
@@ -177,7 +179,7 @@ async def _existing(services: Services, principal: Principal, checked: _Checked)
         same_name = await session.scalar(select(File).where(File.filename == file.filename))
         if same_name is not None:
             if same_name.blake2_256_digest == file.blake2_256:
-                await _authorize(session, principal, checked, must_exist=True)
+                await _authorize(session, services.settings, principal, checked, must_exist=True)
                 return "identical"
             raise APIError(400, f"{ALREADY_EXISTS} ({file.filename}) with different contents.")
         same_bytes = await session.scalar(
@@ -191,7 +193,7 @@ async def _existing(services: Services, principal: Principal, checked: _Checked)
                 f"This filename has already been used ({file.filename}); a filename can never "
                 "be reused, even after deletion. Use a new version.",
             )
-        project = await _authorize(session, principal, checked, must_exist=False)
+        project = await _authorize(session, services.settings, principal, checked, must_exist=False)
         if project is not None and checked.parsed.packagetype == "sdist":
             release = await _release(session, project, checked.request)
             if release is not None and await session.scalar(
@@ -202,7 +204,12 @@ async def _existing(services: Services, principal: Principal, checked: _Checked)
 
 
 async def _authorize(
-    session: AsyncSession, principal: Principal, checked: _Checked, *, must_exist: bool
+    session: AsyncSession,
+    settings: Settings,
+    principal: Principal,
+    checked: _Checked,
+    *,
+    must_exist: bool,
 ) -> Project | None:
     name = checked.request.normalized_name
     project = await session.scalar(select(Project).where(Project.normalized_name == name))
@@ -213,6 +220,7 @@ async def _authorize(
             raise APIError(403, f"No project {checked.request.name!r}.")
         if principal.claims.projects is not None:
             raise APIError(403, "A project-scoped API token cannot create a new project.")
+        await _check_new_name(session, settings, checked.request.name)
         return None
     if await role_for(session, principal.user, project) is None:
         raise APIError(
@@ -225,6 +233,23 @@ async def _authorize(
             400, f"Project {project.name!r} is {project.status}; it does not accept uploads."
         )
     return project
+
+
+async def _check_new_name(session: AsyncSession, settings: Settings, name: str) -> None:
+    """Refuse a new project whose name is prohibited or too similar to an existing one."""
+    extra = frozenset(normalize(n) for n in settings.prohibited_names)
+    reason = prohibited_reason(name, stdlib=settings.prohibit_stdlib_names, extra=extra)
+    if reason:
+        raise APIError(400, reason)
+    similar = await session.scalar(
+        select(Project.name).where(Project.ultranormalized_name == confusable_fold(name))
+    )
+    if similar is not None:
+        raise APIError(
+            400,
+            f"The name {name!r} is too similar to an existing project ({similar!r}). "
+            "Choose another name.",
+        )
 
 
 async def _release(session: AsyncSession, project: Project, request: UploadRequest) -> Release | None:
