@@ -104,6 +104,16 @@ class Settings(BaseSettings):
     max_project_size: int = Field(
         default=10 * GiB, gt=0, description="Total size limit of one project, bytes."
     )
+    upload_timeout_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="Longest time an upload body may take to arrive; slower ones get 408.",
+    )
+    orphan_grace_seconds: float = Field(
+        default=86400.0,
+        gt=0,
+        description="Stored files without a database row older than this are deleted.",
+    )
     prohibit_stdlib_names: bool = Field(
         default=True,
         description="Refuse new projects named like a standard-library module (as PyPI does).",
