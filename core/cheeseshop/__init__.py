@@ -7,9 +7,10 @@ from cheeseshop.config import PluginSettings, Settings
 from cheeseshop.events import Event, FileUploaded, ReleasePublished
 from cheeseshop.plugins import hookimpl
 from cheeseshop.storage import FileStorage, storage_path
-from cheeseshop.upload.candidate import UploadCandidate, UploadRejected
+from cheeseshop.upload.candidate import DescribedRelease, UploadCandidate, UploadRejected
 
 __all__ = [
+    "DescribedRelease",
     "Event",
     "FileStorage",
     "FileUploaded",

@@ -14,6 +14,7 @@ from cheeseshop.errors import APIError
 from cheeseshop.outbox import Outbox
 from cheeseshop.plugins import load_plugins
 from cheeseshop.services import EXTENSION_KEY, Services
+from cheeseshop.storage.gc import OrphanCollector
 from cheeseshop.web.reason import REASON_HEADER, latin1_reason
 
 __all__ = ["build_services", "create_app", "create_app_from_env"]
@@ -47,7 +48,7 @@ def create_app(
     app = Quart("cheeseshop")
     # The upload view enforces its own, per-file limit while streaming.
     app.config["MAX_CONTENT_LENGTH"] = None
-    app.config["BODY_TIMEOUT"] = 600
+    app.config["BODY_TIMEOUT"] = services.settings.upload_timeout_seconds
     app.extensions[EXTENSION_KEY] = services
 
     from cheeseshop.simple.files import blueprint as files
@@ -58,12 +59,16 @@ def create_app(
         app.register_blueprint(blueprint)
     _register_edges(app)
 
+    orphans = OrphanCollector(services)
+
     @app.before_serving
     async def start_delivery() -> None:
         await services.outbox.dispatcher.start(services.outbox)
+        await orphans.start()
 
     @app.after_serving
     async def stop_delivery() -> None:
+        await orphans.stop()
         await services.outbox.dispatcher.stop()
         await services.db.dispose()
 

@@ -1,4 +1,4 @@
-"""The ``cheeseshop`` command: serve, db, user, token, plugins, config."""
+"""The ``cheeseshop`` command: serve, db, user, token, gc, plugins, config."""
 
 from __future__ import annotations
 
@@ -220,6 +220,35 @@ def token_create(
         click.echo(_run(go))
     except AccountError as error:
         raise click.ClickException(str(error)) from None
+
+
+# -- gc ------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
+@click.pass_context
+def gc(ctx: click.Context, dry_run: bool) -> None:
+    """Delete stored files no database row references, older than orphan_grace_seconds.
+
+    They are what an upload interrupted between storing and committing leaves; stale
+    upload temporaries in data_dir/tmp go too. Prints one deleted path a line.
+    """
+    from cheeseshop.storage.gc import collect_orphans
+
+    services = _services(ctx)
+
+    async def go() -> list[str]:
+        try:
+            return await collect_orphans(services, dry_run=dry_run)
+        finally:
+            await services.db.dispose()
+
+    deleted = _run(go)
+    for path in deleted:
+        click.echo(path)
+    verb = "would delete" if dry_run else "deleted"
+    click.echo(f"{verb} {len(deleted)} file(s)", err=True)
 
 
 # -- plugins and config ------------------------------------------------------------------

@@ -32,6 +32,8 @@ def _kind(name: str, function: object) -> str:
     options = getattr(function, "cheeseshop_spec", {}) or {}
     if options.get("firstresult"):
         return "provider — the first non-None result wins"
+    if name in hookspecs.CHAIN_HOOKS:
+        return "chain — each implementation transforms the previous one's result"
     if name in {event.hook for event in Event.__subclasses__()}:
         return "event — after commit, in the worker, through the outbox"
     return "collect — every implementation is called"

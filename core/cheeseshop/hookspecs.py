@@ -24,9 +24,12 @@ if TYPE_CHECKING:
     from cheeseshop.events import FileUploaded, ReleasePublished
     from cheeseshop.outbox.dispatch import EventDispatcher
     from cheeseshop.storage import FileStorage
-    from cheeseshop.upload.candidate import UploadCandidate
+    from cheeseshop.upload.candidate import DescribedRelease, UploadCandidate
 
 hookspec = pluggy.HookspecMarker("cheeseshop")
+
+#: Hooks whose implementations form a chain: each gets what the previous one returned.
+CHAIN_HOOKS = frozenset({"cheeseshop_render_description"})
 
 # --------------------------------------------------------------------------------------
 # Wiring: start-up, in every process (web, worker, CLI).
@@ -99,7 +102,7 @@ def cheeseshop_event_dispatcher(settings: Settings) -> EventDispatcher | None:
 
 
 # --------------------------------------------------------------------------------------
-# Upload: in the request, before anything is stored or committed.
+# Upload and rendering: in the request, before anything is stored or committed.
 # --------------------------------------------------------------------------------------
 
 
@@ -121,6 +124,28 @@ def cheeseshop_validate_upload(candidate: UploadCandidate, settings: Settings) -
 
 
 @hookspec
+def cheeseshop_render_description(html: str, release: DescribedRelease, settings: Settings) -> str | None:
+    """Transform a release's rendered description.
+
+    Called in the upload request, after the core rendered and sanitized the description
+    (readme_renderer) and before it is stored; also when descriptions are re-rendered.
+    Implementations form a chain: each receives the HTML the previous one returned. Must
+    be quick, deterministic and free of I/O (Camo, for instance, rewrites image URLs).
+    The result is stored and shown as is: it must stay safe HTML.
+
+    :param html: the sanitized HTML so far.
+    :param release: the project, version and description content type.
+    :param settings: the validated settings.
+    :returns: the new HTML, or ``None`` to leave it unchanged.
+    """
+
+
+# --------------------------------------------------------------------------------------
+# After commit, in the worker, through the outbox.
+# --------------------------------------------------------------------------------------
+
+
+@hookspec
 def cheeseshop_file_uploaded(event: FileUploaded, settings: Settings) -> None:
     """React to a file that was accepted and committed.
 
@@ -133,11 +158,6 @@ def cheeseshop_file_uploaded(event: FileUploaded, settings: Settings) -> None:
     :param settings: the validated settings (read your section with ``settings.section``).
     :returns: nothing.
     """
-
-
-# --------------------------------------------------------------------------------------
-# Publish: after commit, in the worker.
-# --------------------------------------------------------------------------------------
 
 
 @hookspec

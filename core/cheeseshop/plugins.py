@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from cheeseshop.outbox.dispatch import EventDispatcher
     from cheeseshop.storage import FileStorage
-    from cheeseshop.upload.candidate import UploadCandidate
+    from cheeseshop.upload.candidate import DescribedRelease, UploadCandidate
 
 __all__ = [
     "DEFAULT_PLUGINS",
@@ -210,6 +210,16 @@ class Hooks:
     def validate_upload(self, candidate: UploadCandidate, settings: Settings) -> None:
         """Run every plugin's upload check; the first ``UploadRejected`` propagates."""
         self.pm.hook.cheeseshop_validate_upload(candidate=candidate, settings=settings)
+
+    def render_description(self, html: str, release: DescribedRelease, settings: Settings) -> str:
+        """Pass rendered HTML through every implementation, in pluggy's call order."""
+        available = {"html": html, "release": release, "settings": settings}
+        for impl in reversed(self._impls("cheeseshop_render_description")):
+            available["html"] = html
+            result = impl.function(**{name: available[name] for name in impl.argnames})
+            if result is not None:
+                html = result
+        return html
 
     # -- events (called by the outbox only) ---------------------------------------------
 

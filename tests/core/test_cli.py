@@ -257,6 +257,38 @@ def test_token_create_for_a_missing_user_fails(cli: Invoke, database: str) -> No
     assert "no user 'nobody'" in result.output
 
 
+# -- gc ---------------------------------------------------------------------------------
+
+
+def test_gc_deletes_old_orphans_and_dry_run_only_lists_them(
+    cli: Invoke, data_dir: Path, database: str
+) -> None:
+    orphan = data_dir / "files" / "ab" / "cd" / ("ef" * 30) / "orphan-1.0.tar.gz"
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"stored, never committed")
+    young = orphan.with_name("young-1.0.tar.gz")
+    young.write_bytes(b"an upload in flight")
+    os.utime(orphan, (1000.0, 1000.0))
+    relative = orphan.relative_to(data_dir / "files").as_posix()
+
+    dry = cli("gc", "--dry-run", catch_exceptions=False)
+    assert dry.exit_code == 0, dry.output
+    assert dry.stdout.splitlines() == [relative]
+    assert "would delete 1 file(s)" in dry.stderr
+    assert orphan.exists()
+
+    real = cli("gc", catch_exceptions=False)
+    assert real.exit_code == 0, real.output
+    assert real.stdout.splitlines() == [relative]
+    assert "deleted 1 file(s)" in real.stderr
+    assert not orphan.exists()
+    assert young.exists()
+
+    again = cli("gc", catch_exceptions=False)
+    assert again.exit_code == 0, again.output
+    assert again.stdout == ""
+
+
 # -- plugins ----------------------------------------------------------------------------
 
 

@@ -397,3 +397,144 @@ def clients(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Clients
         "UV_NO_PROGRESS": "1",
     }
     return Clients(server, env)
+
+
+# -- clients fetched from PyPI -------------------------------------------------------------
+
+#: How long fetching one tool from PyPI may take (once a session; later runs are offline).
+FETCH_TIMEOUT = 300.0
+#: What uv prints when PyPI cannot be reached, as opposed to any other failure to fetch.
+_NETWORK_ERRORS = (
+    "error sending request",
+    "failed to fetch",
+    "dns error",
+    "connection refused",
+    "client error (connect)",
+    "operation timed out",
+    "certificate",
+    "network",
+)
+
+
+@dataclasses.dataclass
+class Tools:
+    """Clients that are not in the venv (an older twine, hatch), run with ``uv tool run``.
+
+    A tool is fetched from PyPI at most once a session, into a uv cache and tool directory
+    that last the session. The fetch runs in an environment built from scratch that names
+    no index, so uv uses its default (PyPI) and never the server under test; it names no
+    proxy either. Only the trust roots of this machine (``SSL_CERT_FILE``, ``SSL_CERT_DIR``)
+    are passed on, since a TLS-inspecting network needs them. When the fetch fails for
+    want of a network, :func:`service_missing` skips the test, or fails it under ``CI=true``.
+
+    Every run after the fetch is ``--offline``: uv only reads its cache, and the tool
+    itself talks to the URL the test gives it (127.0.0.1), in the environment given.
+    """
+
+    root: Path
+    fetch_env: dict[str, str] = dataclasses.field(repr=False)
+    #: spec -> None when fetched, or why the fetch failed (not retried in the session).
+    fetched: dict[str, str | None] = dataclasses.field(default_factory=dict)
+
+    @property
+    def uv_env(self) -> dict[str, str]:
+        """What every ``uv tool run`` gets: the session cache, no config, no downloads."""
+        return {
+            "UV_CACHE_DIR": str(self.root / "uv-cache"),
+            "UV_TOOL_DIR": str(self.root / "uv-tools"),
+            "UV_TOOL_BIN_DIR": str(self.root / "uv-tools-bin"),
+            "UV_NO_CONFIG": "1",
+            "UV_PYTHON_DOWNLOADS": "never",
+            "UV_NO_PROGRESS": "1",
+        }
+
+    def _command(self, spec: str, command: str, *, offline: bool) -> list[str]:
+        return [
+            str(UV), "tool", "run", "--no-config",
+            *(["--offline"] if offline else []),
+            "--python", sys.executable,
+            "--from", spec, command,
+        ]  # fmt: skip
+
+    def fetch(self, spec: str, command: str) -> None:
+        """Make ``uv tool run --from spec command`` runnable offline (``command --version``)."""
+        if spec not in self.fetched:
+            result = run(
+                [*self._command(spec, command, offline=False), "--version"],
+                env={**self.fetch_env, **self.uv_env},
+                timeout=FETCH_TIMEOUT,
+                cwd=self.root,
+            )
+            if result.returncode == 0:
+                self.fetched[spec] = None
+            elif any(error in result.output.lower() for error in _NETWORK_ERRORS):
+                self.fetched[spec] = f"uv could not fetch {spec}: {' '.join(result.output.split())}"
+            else:
+                pytest.fail(f"uv could not install {spec}{result}", pytrace=False)
+        reason = self.fetched[spec]
+        if reason is not None:
+            from cheeseshop.testing.services import service_missing
+
+            service_missing("PyPI", reason)
+
+    def run(
+        self,
+        spec: str,
+        command: str,
+        *args: str | os.PathLike[str],
+        env: Mapping[str, str],
+        cwd: Path | None = None,
+        timeout: float = COMMAND_TIMEOUT,
+    ) -> Result:
+        """``command ARGS`` of the tool ``spec`` (fetched first), offline, with ``env``."""
+        self.fetch(spec, command)
+        return run(
+            [*self._command(spec, command, offline=True), *args],
+            env={**env, **self.uv_env, "UV_OFFLINE": "1"},
+            cwd=cwd or self.root,
+            timeout=timeout,
+        )
+
+
+@pytest.fixture(scope="session")
+def tools(tmp_path_factory: pytest.TempPathFactory) -> Tools:
+    """Clients fetched from PyPI with uv, cached for the whole session (see :class:`Tools`)."""
+    root = tmp_path_factory.mktemp("tools")
+    (root / "home").mkdir()
+    fetch_env = {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "HOME": str(root / "home"),
+        "PIP_CONFIG_FILE": os.devnull,
+        "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
+        **{k: os.environ[k] for k in ("SSL_CERT_FILE", "SSL_CERT_DIR") if k in os.environ},
+    }
+    return Tools(root, fetch_env)
+
+
+@pytest.fixture(scope="session")
+def run_command() -> Any:
+    """This module's :func:`run` (bounded, captured), for test modules, which cannot import it."""
+    return run
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerControl:
+    """Start, kill and restart servers by hand, on a data dir and database the test owns."""
+
+    def env(self, root: Path, database_url: str | None) -> dict[str, str]:
+        """The environment ``server`` gives its process (data dir ``root/data``)."""
+        return _server_env(root, database_url)
+
+    def start(self, database: str, root: Path, env: dict[str, str]) -> Server:
+        """Start ``cheeseshop serve`` and wait until it answers (bounded)."""
+        return _start(database, root, env)
+
+    def stop(self, server: Server, *, check: bool = True) -> None:
+        """SIGTERM (then harder, bounded); with ``check``, assert a clean exit."""
+        _stop(server, check=check)
+
+
+@pytest.fixture(scope="session")
+def server_control() -> ServerControl:
+    """:class:`ServerControl`, for tests that kill and restart their own server."""
+    return ServerControl()

@@ -7,6 +7,7 @@ the web process calls them through ``asyncio.to_thread``. They raise builtin err
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
@@ -48,3 +49,16 @@ class FileStorage(Protocol):
 
     def url(self, path: str) -> str | None:
         """A public URL to redirect downloads to, or ``None`` to have the core stream it."""
+
+    def iter_paths(self) -> Iterator[tuple[str, float]]:
+        """Every stored path, with its modification time (seconds since the epoch).
+
+        The paths are those ``put`` was given (``/``-separated, relative, as
+        :func:`storage_path` makes them, ``.metadata`` siblings included), each once, in
+        no particular order. Leftovers of an interrupted ``put`` that still occupy the
+        storage (a partial temporary file, say) are listed too, under a path ``delete``
+        accepts, so the orphan collector removes them once they are older than its grace
+        period; a ``put`` in progress may therefore show up, with a recent time.
+        The collector uses this listing (see :mod:`cheeseshop.storage.gc`) to find files
+        that no database row references.
+        """

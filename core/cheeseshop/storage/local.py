@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -70,6 +72,32 @@ class LocalFileStorage:
     def url(self, path: str) -> str | None:
         """None: the core streams local files itself."""
         return None
+
+    def iter_paths(self) -> Iterator[tuple[str, float]]:
+        """Every regular file under the root, with its modification time.
+
+        The ``.incoming-*`` temporary files of ``put`` are listed too: one left behind by
+        a killed process is garbage like any unreferenced file, and the collector's grace
+        period keeps it from touching a ``put`` still in progress. Symbolic links are
+        neither followed nor listed (this storage never makes any).
+        """
+        def on_error(error: OSError) -> None:
+            # A directory removed while we walk is simply gone; anything else must not
+            # pass for "no files" (the collector would then keep orphans forever, silently).
+            if not isinstance(error, FileNotFoundError):
+                raise error
+
+        for directory, _, names in os.walk(self.root, onerror=on_error):
+            base = Path(directory)
+            for name in names:
+                full = base / name
+                try:
+                    status = full.lstat()
+                except FileNotFoundError:
+                    continue  # deleted or renamed into place since the directory was read
+                if not stat.S_ISREG(status.st_mode):
+                    continue
+                yield full.relative_to(self.root).as_posix(), status.st_mtime
 
 
 @hookimpl(trylast=True)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -226,6 +227,66 @@ class FileStorageContract:
             while chunk := handle.read(64 * 1024):
                 digest.update(chunk)
         assert digest.hexdigest() == hashlib.sha256(content).hexdigest()
+
+    # -- listing, for the orphan collector ----------------------------------------------
+
+    #: How far a listed modification time may stray from this machine's clock: a remote
+    #: store stamps objects with its own clock.
+    CLOCK_TOLERANCE = 300.0
+
+    def test_iter_paths_of_an_empty_storage_is_empty(self, storage: FileStorage) -> None:
+        assert list(storage.iter_paths()) == []
+
+    def test_iter_paths_lists_every_stored_path_once(
+        self, storage: FileStorage, tmp_path: Path
+    ) -> None:
+        first = self._store(storage, tmp_path, b"first", "one-1.0-py3-none-any.whl")
+        second = self._store(storage, tmp_path, b"second", "two-1.0.tar.gz")
+        metadata = first + ".metadata"
+        storage.put(metadata, self._source(tmp_path, b"Metadata-Version: 2.4\n"))
+        self._store(storage, tmp_path, b"second", "two-1.0.tar.gz")  # stored twice, listed once
+
+        listed = [path for path, _ in storage.iter_paths()]
+
+        assert sorted(listed) == sorted([first, second, metadata])
+
+    def test_iter_paths_gives_paths_the_storage_accepts(
+        self, storage: FileStorage, tmp_path: Path
+    ) -> None:
+        path = self._store(storage, tmp_path, b"addressable")
+        (listed, _), = storage.iter_paths()
+        assert listed == path
+        assert not listed.startswith("/") and ".." not in listed.split("/")
+        assert storage.exists(listed)
+        assert self._read(storage, listed) == b"addressable"
+
+    def test_iter_paths_gives_recent_modification_times(
+        self, storage: FileStorage, tmp_path: Path
+    ) -> None:
+        before = time.time()
+        self._store(storage, tmp_path, b"timed")
+        (_, modified), = storage.iter_paths()
+        assert isinstance(modified, float)
+        assert before - self.CLOCK_TOLERANCE <= modified <= time.time() + self.CLOCK_TOLERANCE
+
+    def test_storing_again_makes_a_path_young_again(
+        self, storage: FileStorage, tmp_path: Path
+    ) -> None:
+        # An upload may store the bytes of an old orphan again (a client retrying after a
+        # crash): the collector must then see a new file, not the old one it may delete.
+        path = self._store(storage, tmp_path, b"stored twice")
+        (_, first), = storage.iter_paths()
+        time.sleep(1.1)  # object stores keep whole seconds
+        self._store(storage, tmp_path, b"stored twice")
+        (listed, second), = storage.iter_paths()
+        assert listed == path
+        assert second > first
+
+    def test_deleted_paths_are_not_listed(self, storage: FileStorage, tmp_path: Path) -> None:
+        kept = self._store(storage, tmp_path, b"kept", "kept-1.0.tar.gz")
+        gone = self._store(storage, tmp_path, b"gone", "gone-1.0.tar.gz")
+        storage.delete(gone)
+        assert [path for path, _ in storage.iter_paths()] == [kept]
 
     # -- the path layout the core addresses storage with ----------------------------------
 

@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["UploadCandidate", "UploadRejected"]
+__all__ = ["DescribedRelease", "UploadCandidate", "UploadRejected"]
 
 
 class UploadRejected(Exception):
@@ -40,3 +40,13 @@ class UploadCandidate:
     metadata: Mapping[str, object]
     username: str
     new_project: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class DescribedRelease:
+    """The release whose description is being rendered (for ``cheeseshop_render_description``)."""
+
+    project: str
+    normalized_name: str
+    version: str
+    content_type: str

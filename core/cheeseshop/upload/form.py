@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 
 from packaging.version import InvalidVersion, Version
 
+from cheeseshop.packaging.metadata import METADATA_VERSIONS, InvalidMetadata, validate_metadata
 from cheeseshop.packaging.names import is_valid_project_name, normalize
 
 __all__ = ["FormError", "UploadRequest", "read_form"]
@@ -58,7 +59,6 @@ MULTI_FIELDS = {
     "import_names": ("import_names", "import_name"),
     "import_namespaces": ("import_namespaces", "import_namespace"),
 }
-METADATA_VERSIONS = ("1.0", "1.1", "1.2", "2.1", "2.2", "2.3", "2.4", "2.5")
 FILETYPES = ("sdist", "bdist_wheel")
 HEX = re.compile(r"^[0-9a-fA-F]+$")
 
@@ -105,7 +105,9 @@ def read_form(fields: Mapping[str, Sequence[str]]) -> UploadRequest:
         distinct = {v for v in raw if v.strip() and v.strip() != "UNKNOWN"}
         if len(distinct) > 1:
             problems.append(f"Field {key!r} was given {len(distinct)} different values; give one.")
-        single[key] = _value(raw)
+        value = _value(raw)
+        # Surrounding whitespace is never meaningful, except in the description's markup.
+        single[key] = value.strip() if value is not None and key != "description" else value
 
     action = single[":action"]
     if action is None:
@@ -190,6 +192,13 @@ def read_form(fields: Mapping[str, Sequence[str]]) -> UploadRequest:
         metadata[key] = values
     metadata["project_urls"] = _project_urls(metadata["project_urls"], problems)  # type: ignore[arg-type]
 
+    # Metadata rules proper (packaging's validation plus PyPI's own) only make sense once
+    # the form itself is well-formed; their problems are reported together with ours.
+    if not problems and version is not None:
+        try:
+            validate_metadata(metadata_version, name, version_string, metadata)
+        except InvalidMetadata as error:
+            problems.extend(error.problems)
     if problems or version is None:
         raise FormError(problems or ["Invalid upload."])
     return UploadRequest(
@@ -212,5 +221,9 @@ def _project_urls(values: list[str], problems: list[str]) -> dict[str, str]:
         if not sep or not label.strip() or not url.strip():
             problems.append(f"Invalid project_urls value {value!r}: use 'Label, https://…'.")
             continue
-        urls[label.strip()] = url.strip()
+        label = label.strip()
+        if label in urls:
+            problems.append(f"Duplicate project_urls label {label!r}: give each URL its own label.")
+            continue
+        urls[label] = url.strip()
     return urls

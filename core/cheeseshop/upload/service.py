@@ -41,12 +41,15 @@ from cheeseshop.packaging.archives import (
     read_sdist_pkg_info,
     read_wheel_metadata,
 )
+from cheeseshop.packaging.metadata import InvalidMetadata, check_core_metadata
 from cheeseshop.packaging.filenames import InvalidFilename, ParsedFilename, parse_filename
 from cheeseshop.config import Settings
 from cheeseshop.packaging.names import confusable_fold, normalize, prohibited_reason
 from cheeseshop.services import Services
 from cheeseshop.storage import storage_path
-from cheeseshop.upload.candidate import UploadCandidate, UploadRejected
+from cheeseshop.packaging.description import InvalidDescription
+from cheeseshop.upload.candidate import DescribedRelease, UploadCandidate, UploadRejected
+from cheeseshop.upload.describe import render_for_upload
 from cheeseshop.upload.form import FormError, UploadRequest, read_form
 from cheeseshop.upload.multipart import ReceivedFile, UploadForm
 
@@ -69,6 +72,7 @@ async def handle_upload(services: Services, principal: Principal, form: UploadFo
     existing = await _existing(services, principal, checked)
     if existing == "identical":
         return ""
+    description_html = await _describe(services, checked)
     candidate = _candidate(principal, checked, new_project=existing == "new project")
     try:
         await asyncio.to_thread(services.hooks.validate_upload, candidate, services.settings)
@@ -76,7 +80,7 @@ async def handle_upload(services: Services, principal: Principal, form: UploadFo
         raise APIError(rejection.status, rejection.message) from None
     paths = await asyncio.to_thread(_store, services, checked)
     try:
-        event_ids = await _commit(services, principal, checked, paths)
+        event_ids = await _commit(services, principal, checked, paths, description_html)
     except IntegrityError:
         # A racing request committed first; answer as if we had come second.
         if await _existing(services, principal, checked) == "identical":
@@ -147,7 +151,38 @@ async def _validate(form: UploadForm) -> _Checked:
             core_metadata = None
     except InvalidArchive as error:
         raise APIError(400, str(error)) from None
+    if core_metadata is not None:
+        try:
+            check_core_metadata(
+                core_metadata,
+                name=request.name,
+                version=request.version_string,
+                requires_dist=list(request.metadata.get("requires_dist") or []),  # type: ignore[call-overload]
+            )
+        except InvalidMetadata as error:
+            raise APIError(400, f"{file.filename}: " + " ".join(error.problems)) from None
     return _Checked(request=request, file=file, parsed=parsed, core_metadata=core_metadata)
+
+
+async def _describe(services: Services, checked: _Checked) -> str | None:
+    request = checked.request
+    content_type = _text(request.metadata.get("description_content_type"))
+    release = DescribedRelease(
+        project=request.name,
+        normalized_name=request.normalized_name,
+        version=request.version_string,
+        content_type=content_type or "text/x-rst",
+    )
+    try:
+        return await render_for_upload(
+            _text(request.metadata.get("description")),
+            content_type,
+            release=release,
+            hooks=services.hooks,
+            settings=services.settings,
+        )
+    except InvalidDescription as error:
+        raise APIError(400, str(error)) from None
 
 
 def _candidate(principal: Principal, checked: _Checked, *, new_project: bool) -> UploadCandidate:
@@ -292,7 +327,13 @@ def _store(services: Services, checked: _Checked) -> _Paths:
 # -- record and commit -------------------------------------------------------------------
 
 
-async def _commit(services: Services, principal: Principal, checked: _Checked, paths: _Paths) -> list[int]:
+async def _commit(
+    services: Services,
+    principal: Principal,
+    checked: _Checked,
+    paths: _Paths,
+    description_html: str | None,
+) -> list[int]:
     request, file = checked.request, checked.file
     user = principal.user
     events: list[Event] = []
@@ -321,7 +362,7 @@ async def _commit(services: Services, principal: Principal, checked: _Checked, p
             )
         release = await _release(session, project, request)
         if release is None:
-            release = _new_release(project, request, uploader_id=user.id)
+            release = _new_release(project, request, uploader_id=user.id, description_html=description_html)
             session.add(release)
             await session.flush()
             serial = await record_change(
@@ -393,7 +434,9 @@ def _list(value: object) -> list[str]:
     return list(value) if isinstance(value, list) else []
 
 
-def _new_release(project: Project, request: UploadRequest, *, uploader_id: int) -> Release:
+def _new_release(
+    project: Project, request: UploadRequest, *, uploader_id: int, description_html: str | None
+) -> Release:
     meta = request.metadata
     return Release(
         project_id=project.id,
@@ -405,6 +448,7 @@ def _new_release(project: Project, request: UploadRequest, *, uploader_id: int) 
         summary=_text(meta.get("summary")),
         description=_text(meta.get("description")),
         description_content_type=_text(meta.get("description_content_type")),
+        description_html=description_html,
         author=_text(meta.get("author")),
         author_email=_text(meta.get("author_email")),
         maintainer=_text(meta.get("maintainer")),
@@ -421,6 +465,12 @@ def _new_release(project: Project, request: UploadRequest, *, uploader_id: int) 
         provides_extra=_list(meta.get("provides_extra")),
         license_files=_list(meta.get("license_files")),
         dynamic=_list(meta.get("dynamic")),
+        supported_platforms=_list(meta.get("supported_platform")),
+        provides_dist=_list(meta.get("provides_dist")),
+        obsoletes_dist=_list(meta.get("obsoletes_dist")),
+        requires_external=_list(meta.get("requires_external")),
+        import_names=_list(meta.get("import_names")),
+        import_namespaces=_list(meta.get("import_namespaces")),
         project_urls=dict(meta.get("project_urls") or {}),  # type: ignore[arg-type]
         uploader_id=uploader_id,
     )

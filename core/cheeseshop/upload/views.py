@@ -1,19 +1,36 @@
-"""HTTP edge of the legacy upload API: authentication, body streaming, the response."""
+"""HTTP edge of the legacy upload API: authentication, body streaming, the response.
+
+Size limits are applied three times, each as early as what it needs is known: the
+declared Content-Length against the largest limit the uploader could have, before a byte
+of the body is read; the file part against its project's limits while it streams (see
+:func:`file_limits`); and the project's total once more inside the commit's transaction,
+where concurrent uploads are serialized.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
+from collections.abc import Mapping, Sequence
 
 from quart import Blueprint, Response, request
+from sqlalchemy import func, select
 
-from cheeseshop.accounts.service import AuthenticationFailed, Principal, authenticate_token
+from cheeseshop.accounts.service import (
+    AuthenticationFailed,
+    Principal,
+    authenticate_token,
+    role_for,
+)
+from cheeseshop.db.models import Project, Role
 from cheeseshop.errors import APIError
-from cheeseshop.services import current_services
-from cheeseshop.upload.multipart import receive_upload
+from cheeseshop.packaging.names import normalize
+from cheeseshop.services import Services, current_services
+from cheeseshop.upload.multipart import MAX_FORM_BYTES, FileLimit, mib, receive_upload
 from cheeseshop.upload.service import handle_upload
 
-__all__ = ["blueprint", "credentials_from"]
+__all__ = ["blueprint", "credentials_from", "file_limits"]
 
 blueprint = Blueprint("upload", __name__)
 
@@ -67,20 +84,95 @@ async def _principal() -> Principal:
             raise APIError(403, f"Invalid API Token: {error}") from None
 
 
+def _default_limit(services: Services) -> FileLimit:
+    limit = services.settings.max_file_size
+    return FileLimit(limit, 413, f"File too large. Limit for this upload is {mib(limit)}.")
+
+
+async def file_limits(
+    services: Services, principal: Principal, fields: Mapping[str, Sequence[str]]
+) -> list[FileLimit]:
+    """The limits on an upload's file, given the form fields that arrived before it.
+
+    Called by :func:`receive_upload` when the file part starts. Without a ``name`` field
+    yet (a client that sends the file first), or for a project the principal may not
+    upload to, the index-wide ``max_file_size`` applies: a project's own, possibly larger,
+    limit is for its uploaders only, and an outsider learns nothing about the project.
+    Otherwise the project's ``upload_limit`` (else ``max_file_size``) applies, then what is
+    left of its total (``total_size_limit``, else ``max_project_size``), with the message
+    the commit gives when it checks the total again.
+    """
+    settings = services.settings
+    name = next(iter(fields.get("name") or ()), "").strip()
+    normalized = normalize(name) if name else ""
+    if not normalized or not principal.allows_project(normalized):
+        return [_default_limit(services)]
+    async with services.db.read() as session:
+        project = await session.scalar(select(Project).where(Project.normalized_name == normalized))
+        if project is None:  # a new project: nothing used yet, the index-wide limits
+            label, file_limit, total_limit, used = name, None, None, 0
+        elif await role_for(session, principal.user, project) is None:
+            return [_default_limit(services)]
+        else:
+            label, used = project.name, project.total_size or 0
+            file_limit, total_limit = project.upload_limit, project.total_size_limit
+    file_limit = file_limit or settings.max_file_size
+    total_limit = total_limit or settings.max_project_size
+    return [
+        FileLimit(
+            file_limit,
+            413,
+            f"File too large. Limit for project {label!r} is {mib(file_limit)}; ask an "
+            "administrator of this index for a higher limit.",
+        ),
+        FileLimit(
+            total_limit - used,
+            400,
+            f"Project size too large: the limit for project {label!r} is "
+            f"{total_limit / 2**30:g} GiB in total. Delete old files or ask for a higher limit.",
+        ),
+    ]
+
+
+async def _largest_file_limit(services: Services, principal: Principal) -> int:
+    """The largest file limit any upload by ``principal`` could get (see :func:`file_limits`)."""
+    query = (
+        select(func.max(Project.upload_limit))
+        .join(Role, Role.project_id == Project.id)
+        .where(Role.user_id == principal.user.id)
+    )
+    if principal.claims.projects is not None:
+        query = query.where(Project.normalized_name.in_(principal.claims.projects))
+    async with services.db.read() as session:
+        largest = await session.scalar(query)
+    return max(services.settings.max_file_size, largest or 0)
+
+
 @blueprint.post("/legacy/", strict_slashes=False)
 async def upload() -> Response:
     """``POST /legacy/`` (and ``/legacy``, since twine aborts on any redirect)."""
     services = current_services()
     principal = await _principal()
     settings = services.settings
-    declared = request.content_length
-    limit = settings.max_file_size
-    if declared is not None and declared > limit + 16 * 1024 * 1024:
-        raise APIError(413, f"Upload too large: the limit is {limit // (1024 * 1024)} MiB per file.")
+    declared = request.content_length  # None for a chunked body: then the streaming limits
+    if declared is not None and declared > settings.max_file_size + MAX_FORM_BYTES:
+        limit = await _largest_file_limit(services, principal)
+        if declared > limit + MAX_FORM_BYTES:
+            raise APIError(
+                413,
+                f"Upload too large: the body would be {mib(declared)}, and the limit is "
+                f"{mib(limit)} per file (plus {mib(MAX_FORM_BYTES)} for the form's other fields).",
+            )
     temporary = settings.data_dir / "tmp"
     temporary.mkdir(parents=True, exist_ok=True)
     form = await receive_upload(
-        request.body, request.headers.get("Content-Type"), directory=temporary, max_file_size=limit
+        request.body,
+        request.headers.get("Content-Type"),
+        directory=temporary,
+        max_file_size=settings.max_file_size,
+        limit_for=functools.partial(file_limits, services, principal),
+        # app.config["BODY_TIMEOUT"], i.e. settings.upload_timeout_seconds.
+        timeout=request.body_timeout,
     )
     try:
         body = await handle_upload(services, principal, form)

@@ -124,3 +124,50 @@ def test_default_plugin_stores_under_data_dir(tmp_path: Path, source: Path) -> N
     storage.put(PATH, source)
     assert (tmp_path / "data" / "files" / PATH).read_bytes() == CONTENT
     assert storage.url(PATH) is None
+
+
+# -- listing -------------------------------------------------------------------------------
+
+
+def test_iter_paths_of_a_missing_root_is_empty(tmp_path: Path) -> None:
+    assert list(LocalFileStorage(tmp_path / "never-created").iter_paths()) == []
+
+
+def test_iter_paths_lists_leftovers_of_an_interrupted_put(
+    storage: LocalFileStorage, source: Path, tmp_path: Path
+) -> None:
+    # A process killed inside put() leaves its temporary; the collector removes it once it
+    # is older than the grace, as it does any unreferenced file.
+    storage.put(PATH, source)
+    leftover = (tmp_path / "files" / PATH).parent / ".incoming-abc123"
+    leftover.write_bytes(b"half")
+    os.utime(leftover, (1000.0, 1000.0))
+    listed = dict(storage.iter_paths())
+    leftover_path = PATH.rpartition("/")[0] + "/.incoming-abc123"
+    assert set(listed) == {PATH, leftover_path}
+    assert listed[leftover_path] == 1000.0
+    storage.delete(leftover_path)
+    assert not leftover.exists()
+
+
+def test_iter_paths_neither_follows_nor_lists_symlinks(
+    storage: LocalFileStorage, source: Path, tmp_path: Path
+) -> None:
+    storage.put(PATH, source)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "secret.txt").write_bytes(b"secret")
+    (tmp_path / "files" / "linked-dir").symlink_to(elsewhere)
+    (tmp_path / "files" / "linked-file").symlink_to(elsewhere / "secret.txt")
+    assert [path for path, _ in storage.iter_paths()] == [PATH]
+
+
+def test_iter_paths_reports_an_unreadable_root(
+    storage: LocalFileStorage, source: Path, tmp_path: Path
+) -> None:
+    # "No files" must never stand in for "could not look": the collector would then keep
+    # orphans forever without a word.
+    (tmp_path / "files").parent.mkdir(exist_ok=True)
+    (tmp_path / "files").write_bytes(b"a file where the root directory belongs")
+    with pytest.raises(OSError):
+        list(storage.iter_paths())

@@ -1,0 +1,658 @@
+"""Upload benchmark: Cheeseshop (SQLite, PostgreSQL) against pypiserver and devpi-server.
+
+A benchmark, not a test: it asserts nothing and is not collected by pytest. It builds N
+small distinct wheels (``bench-pkg-<i>`` 1.0, the same bytes for every server) and uploads
+all of them to each server twice, each time to a freshly started, empty server:
+
+* ``httpx``: one ``POST`` per file on one keep-alive connection, with the multipart form
+  twine sends (metadata fields, ``:action=file_upload``, ``protocol_version=1``, the three
+  digests, ``content``), timing every request: files/s, median and p99 latency.
+* ``twine``: one real ``twine upload`` of all N files (twine uploads one after another),
+  timed as a whole, start-up included: files/s only, since twine prints no per-file times.
+
+Every server listens on 127.0.0.1 on a free port and is stopped afterwards; nothing but the
+``pip install`` of the peers leaves the machine (devpi gets no root/pypi mirror and runs in
+offline mode). Each phase sends at most N uploads and stops at ``--time-cap`` seconds.
+The peers are installed into venvs under ``~/.cache/cheeseshop-bench/venvs`` (outside the
+repository), re-used while their package list is unchanged. A peer that cannot be installed
+or started is reported and skipped.
+
+    .venv/bin/python benchmarks/upload_bench.py [--files N] [--only NAME,...] [--time-cap S]
+    .venv/bin/python benchmarks/upload_bench.py --profile [--files N]
+
+``--profile`` instead runs Cheeseshop on SQLite in a child process under cProfile (every
+thread: the event loop, the worker threads and aiosqlite's), uploads N files with httpx and
+prints the functions that cost the most.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import datetime
+import hashlib
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from cheeseshop.testing.dists import Dist, build_wheel
+
+PYTHON = sys.executable
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cheeseshop-bench"
+USERNAME = "bench"
+PASSWORD = "bench-password-1"
+POSTGRES_DATABASE = "cheeseshop_bench"
+START_TIMEOUT = 90.0
+STOP_TIMEOUT = 15.0
+REQUEST_TIMEOUT = 60.0
+
+
+class PeerUnavailable(Exception):
+    """A server could not be installed, set up or started; the message says why."""
+
+
+# -- the workload ------------------------------------------------------------------------
+
+
+def build_dists(count: int) -> list[Dist]:
+    """N distinct small wheels, one project each, identical bytes on every run."""
+    return [build_wheel(f"bench-pkg-{i}", "1.0") for i in range(count)]
+
+
+def upload_form(dist: Dist) -> tuple[dict[str, str], dict[str, tuple[str, bytes, str]]]:
+    """The fields and file twine sends for this wheel (plus md5_digest, as twine < 6 did)."""
+    data = {
+        "metadata_version": "2.4",
+        "name": dist.filename.split("-")[0].replace("_", "-"),
+        "version": "1.0",
+        "summary": "A test package.",
+        "filetype": "bdist_wheel",
+        "pyversion": "py3",
+        "md5_digest": hashlib.md5(dist.content).hexdigest(),
+        "sha256_digest": dist.sha256,
+        "blake2_256_digest": hashlib.blake2b(dist.content, digest_size=32).hexdigest(),
+        ":action": "file_upload",
+        "protocol_version": "1",
+    }
+    return data, {"content": (dist.filename, dist.content, "application/octet-stream")}
+
+
+# -- results -----------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    """One phase against one server."""
+
+    server: str
+    client: str
+    files: int
+    ok: int = 0
+    errors: int = 0
+    wall: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+    first_error: str | None = None
+    server_log: str | None = None  # the server's last error lines, when there were errors
+
+    @property
+    def files_per_second(self) -> float:
+        return self.ok / self.wall if self.wall else 0.0
+
+    @property
+    def median_ms(self) -> float | None:
+        return statistics.median(self.latencies_ms) if self.latencies_ms else None
+
+    @property
+    def p99_ms(self) -> float | None:
+        if not self.latencies_ms:
+            return None
+        ordered = sorted(self.latencies_ms)
+        rank = max(1, -(-99 * len(ordered) // 100))  # nearest-rank percentile
+        return ordered[rank - 1]
+
+
+@dataclass
+class Target:
+    """A running, empty server ready for uploads."""
+
+    upload_url: str
+    username: str
+    password: str
+
+
+def upload_with_httpx(name: str, target: Target, dists: Sequence[Dist], cap: float) -> Result:
+    """POST every file once on one keep-alive connection, timing each request."""
+    forms = [upload_form(dist) for dist in dists]  # digests computed outside the clock
+    result = Result(server=name, client="httpx", files=len(dists))
+    with httpx.Client(
+        auth=(target.username, target.password), timeout=REQUEST_TIMEOUT, follow_redirects=False
+    ) as client:
+        started = time.perf_counter()
+        for data, files in forms:
+            if time.perf_counter() - started > cap:
+                result.first_error = result.first_error or f"time cap of {cap:.0f} s reached"
+                break
+            sent = time.perf_counter()
+            try:
+                response = client.post(target.upload_url, data=data, files=files)
+            except httpx.HTTPError as error:
+                result.errors += 1
+                result.first_error = result.first_error or f"{type(error).__name__}: {error}"
+                continue
+            elapsed = time.perf_counter() - sent
+            if response.is_success:
+                result.ok += 1
+                result.latencies_ms.append(elapsed * 1000)
+            else:
+                result.errors += 1
+                result.first_error = result.first_error or (
+                    f"HTTP {response.status_code}: {response.text.strip()[:200]}"
+                )
+        result.wall = time.perf_counter() - started
+    return result
+
+
+def upload_with_twine(name: str, target: Target, paths: Sequence[Path], cap: float, log: Path) -> Result:
+    """One ``twine upload`` of every file, timed as a whole (interpreter start-up included)."""
+    result = Result(server=name, client="twine", files=len(paths))
+    command = [
+        PYTHON, "-m", "twine", "upload", "--non-interactive", "--disable-progress-bar",
+        "--repository-url", target.upload_url, "-u", target.username, "-p", target.password,
+        *map(str, paths),
+    ]  # fmt: skip
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TWINE_")}
+    started = time.perf_counter()
+    try:
+        completed = subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=cap, stdin=subprocess.DEVNULL
+        )
+    except subprocess.TimeoutExpired as expired:
+        captured = expired.stdout or b""  # bytes on a timeout, whatever text= says
+        output = captured.decode(errors="replace") if isinstance(captured, bytes) else captured
+        result.first_error = f"time cap of {cap:.0f} s reached"
+        returncode = None
+    else:
+        output = completed.stdout + completed.stderr
+        returncode = completed.returncode
+    result.wall = time.perf_counter() - started
+    log.write_text(output)
+    attempted = sum(line.startswith("Uploading ") and not line.startswith("Uploading distributions")
+                    for line in output.splitlines())
+    if returncode == 0:
+        result.ok = attempted
+    else:
+        # twine stops at the first failed file.
+        result.ok = max(0, attempted - 1)
+        result.errors = 1 if returncode is not None else 0
+        if result.first_error is None:
+            lines = [line for line in output.splitlines() if "ERROR" in line or "Error" in line]
+            result.first_error = (lines[0] if lines else output.strip()[-300:]).strip()
+    return result
+
+
+# -- processes ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def run(command: Sequence[str | Path], *, env: dict[str, str] | None = None, timeout: float = 300) -> str:
+    """Run a set-up command; raise PeerUnavailable with its output when it fails."""
+    try:
+        completed = subprocess.run(
+            [str(part) for part in command], env=env, capture_output=True, text=True,
+            timeout=timeout, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise PeerUnavailable(f"{Path(command[0]).name}: {error}") from None
+    if completed.returncode != 0:
+        tail = (completed.stdout + completed.stderr).strip()[-800:]
+        raise PeerUnavailable(f"`{' '.join(map(str, command[:4]))} ...` failed:\n{tail}")
+    return completed.stdout
+
+
+@contextlib.contextmanager
+def server_process(
+    command: Sequence[str | Path], *, port: int, log: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a server, wait until its port accepts connections, stop it on exit."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(part) for part in command], env=env, stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if process.poll() is not None:
+                raise PeerUnavailable(
+                    f"{Path(command[0]).name} exited with {process.returncode} at start-up:\n"
+                    + log.read_text(errors="replace")[-800:]
+                )
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+                break
+            if time.monotonic() > deadline:
+                raise PeerUnavailable(f"{Path(command[0]).name} did not listen within {START_TIMEOUT:.0f} s")
+            time.sleep(0.1)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def ensure_venv(name: str, packages: Sequence[str]) -> Path:
+    """A venv under the cache dir holding ``packages``, created (with pip) when missing."""
+    venv = CACHE / "venvs" / name
+    marker = venv / ".bench-packages"
+    wanted = " ".join(packages)
+    if marker.exists() and marker.read_text() == wanted:
+        return venv
+    shutil.rmtree(venv, ignore_errors=True)
+    print(f"  installing {wanted} into {venv} ...", flush=True)
+    run([PYTHON, "-m", "venv", venv], timeout=120)
+    run([venv / "bin" / "python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         *packages], timeout=600)  # fmt: skip
+    marker.write_text(wanted)
+    return venv
+
+
+def log_errors(log: Path, lines: int = 4) -> str | None:
+    """The server's last logged error: its first line and the end of its traceback."""
+    if not log.exists():
+        return None
+    text = log.read_text(errors="replace").splitlines()
+    starts = [i for i, line in enumerate(text) if " ERROR " in line or line.startswith("Traceback")]
+    if not starts:
+        return None
+    first = starts[-1]
+    # The block runs until the next log record (a line starting with a timestamp digit).
+    end = next((i for i in range(first + 1, len(text)) if text[i][:1].isdigit()), len(text))
+    block = text[first:end]
+    return "\n".join(block[:1] + block[1:][-lines:])
+
+
+def version_of(venv: Path, distribution: str) -> str:
+    code = f"import importlib.metadata as m; print(m.version({distribution!r}))"
+    return run([venv / "bin" / "python", "-c", code]).strip()
+
+
+# -- the servers -------------------------------------------------------------------------
+#
+# Each is a context manager: given an empty work directory, it yields a Target on a fresh
+# server and stops (and cleans up after) the server on exit.
+
+
+def cheeseshop_env(workdir: Path, database_url: str | None) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CHEESESHOP_")}
+    env["CHEESESHOP_DATA_DIR"] = str(workdir / "data")
+    if database_url:
+        env["CHEESESHOP_DATABASE_URL"] = database_url
+    return env
+
+
+def cheeseshop_token(env: dict[str, str]) -> str:
+    """Migrate, create the user and return a new API token, all through the CLI."""
+    cli = [PYTHON, "-m", "cheeseshop"]
+    run([*cli, "db", "upgrade"], env=env)
+    run([*cli, "user", "create", USERNAME, "--email", "bench@example.com"],
+        env={**env, "CHEESESHOP_NEW_PASSWORD": PASSWORD})  # fmt: skip
+    return run([*cli, "token", "create", USERNAME, "--description", "benchmark"], env=env).strip()
+
+
+@contextlib.contextmanager
+def cheeseshop(workdir: Path, *, database_url: str | None = None) -> Iterator[Target]:
+    env = cheeseshop_env(workdir, database_url)
+    token = cheeseshop_token(env)
+    port = free_port()
+    command = [PYTHON, "-m", "cheeseshop", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    with server_process(command, port=port, log=workdir / "server.log", env=env):
+        yield Target(f"http://127.0.0.1:{port}/legacy/", "__token__", token)
+
+
+@contextlib.contextmanager
+def cheeseshop_sqlite(workdir: Path) -> Iterator[Target]:
+    with cheeseshop(workdir) as target:
+        yield target
+
+
+@contextlib.contextmanager
+def cheeseshop_postgres(workdir: Path) -> Iterator[Target]:
+    import pytest
+
+    from cheeseshop.testing.services import create_postgres_database, drop_postgres_database
+
+    try:
+        url = create_postgres_database(POSTGRES_DATABASE)
+    except pytest.skip.Exception as missing:  # how service_missing reports an absent server
+        raise PeerUnavailable(str(missing)) from None
+    try:
+        with cheeseshop(workdir, database_url=url) as target:
+            yield target
+    finally:
+        drop_postgres_database(POSTGRES_DATABASE)
+
+
+PYPISERVER_PACKAGES = ["pypiserver", "passlib"]
+
+
+@contextlib.contextmanager
+def pypiserver(workdir: Path) -> Iterator[Target]:
+    venv = ensure_venv("pypiserver", PYPISERVER_PACKAGES)
+    htpasswd = workdir / "htpasswd"
+    # {SHA} entries, as `htpasswd -s` (the command pypiserver's README gives) writes them.
+    run([venv / "bin" / "python", "-c", textwrap.dedent(f"""
+        from passlib.apache import HtpasswdFile
+        passwords = HtpasswdFile({str(htpasswd)!r}, new=True, default_scheme="ldap_sha1")
+        passwords.set_password({USERNAME!r}, {PASSWORD!r})
+        passwords.save()
+    """)])  # fmt: skip
+    packages = workdir / "packages"
+    packages.mkdir()
+    port = free_port()
+    command = [
+        venv / "bin" / "pypi-server", "run", "--host", "127.0.0.1", "--port", str(port),
+        "--authenticate", "update", "--passwords", htpasswd, "--disable-fallback", packages,
+    ]  # fmt: skip
+    with server_process(command, port=port, log=workdir / "server.log"):
+        yield Target(f"http://127.0.0.1:{port}/", USERNAME, PASSWORD)
+
+
+DEVPI_PACKAGES = ["devpi-server", "devpi-client"]
+
+
+@contextlib.contextmanager
+def devpi(workdir: Path) -> Iterator[Target]:
+    venv = ensure_venv("devpi", DEVPI_PACKAGES)
+    serverdir, clientdir = workdir / "server", workdir / "client"
+    # No root/pypi: a stage index with no bases never asks pypi.org for anything.
+    run([venv / "bin" / "devpi-init", "--serverdir", serverdir, "--no-root-pypi",
+         "--root-passwd", "root-password"])  # fmt: skip
+    port = free_port()
+    command = [
+        venv / "bin" / "devpi-server", "--serverdir", serverdir, "--host", "127.0.0.1",
+        "--port", str(port), "--offline-mode",
+    ]  # fmt: skip
+    with server_process(command, port=port, log=workdir / "server.log"):
+        client = [venv / "bin" / "devpi", "--clientdir", clientdir]
+        run([*client, "use", f"http://127.0.0.1:{port}/"])
+        run([*client, "user", "-c", USERNAME, f"password={PASSWORD}", "email=bench@example.com"])
+        run([*client, "login", USERNAME, "--password", PASSWORD])
+        run([*client, "index", "-c", f"{USERNAME}/dev", "type=stage", "bases=", "volatile=False"])
+        yield Target(f"http://127.0.0.1:{port}/{USERNAME}/dev/", USERNAME, PASSWORD)
+
+
+SERVERS: dict[str, Callable[[Path], contextlib.AbstractContextManager[Target]]] = {
+    "cheeseshop-sqlite": cheeseshop_sqlite,
+    "cheeseshop-postgres": cheeseshop_postgres,
+    "pypiserver": pypiserver,
+    "devpi": devpi,
+}
+
+
+def describe(name: str) -> str:
+    """The server's software and version, for the report."""
+    import importlib.metadata
+
+    if name.startswith("cheeseshop"):
+        return f"cheeseshop {importlib.metadata.version('cheeseshop')}"
+    venv = CACHE / "venvs" / ("pypiserver" if name == "pypiserver" else "devpi")
+    distribution = "pypiserver" if name == "pypiserver" else "devpi-server"
+    with contextlib.suppress(PeerUnavailable, OSError):
+        return f"{distribution} {version_of(venv, distribution)}"
+    return distribution
+
+
+# -- the report --------------------------------------------------------------------------
+
+
+def _ms(value: float | None) -> str:
+    return f"{value:.1f}" if value is not None else "-"
+
+
+def table(results: Sequence[Result]) -> str:
+    """The figures as a Markdown table."""
+    columns = ["server", "client", "files/s", "median ms", "p99 ms", "errors", "uploaded"]
+    rows = [
+        [r.server, r.client, f"{r.files_per_second:.1f}", _ms(r.median_ms), _ms(r.p99_ms),
+         str(r.errors), f"{r.ok}/{r.files}"]
+        for r in results
+    ]  # fmt: skip
+    widths = [max(len(row[i]) for row in [columns, *rows]) for i in range(len(columns))]
+
+    def line(cells: Sequence[str]) -> str:
+        aligned = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))]
+        return "| " + " | ".join(aligned) + " |"
+
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(columns), rule, *map(line, rows)])
+
+
+def report(results: list[Result], skipped: dict[str, str], versions: dict[str, str]) -> str:
+    """The table, versions, errors, peers not run and the goal check."""
+    out = [table(results), ""]
+    out += [f"{name}: {version}" for name, version in versions.items()]
+    for result in results:
+        if result.first_error:
+            out.append(f"{result.server} ({result.client}) first error: {result.first_error}")
+        if result.server_log:
+            out.append(textwrap.indent(result.server_log, "    server log: ", lambda line: True))
+    for name, why in skipped.items():
+        out.append(f"{name}: NOT RUN: {why}")
+    out.append("")
+    out += goal_check(results)
+    return "\n".join(out)
+
+
+def goal_check(results: list[Result]) -> list[str]:
+    """The issue's goal: median <= pypiserver's, files/s >= 5x devpi-server's."""
+    by = {(r.server, r.client): r for r in results}
+    lines = ["Goal (per Cheeseshop backend): median latency <= pypiserver's; files/s >= 5x devpi's."]
+    for server in ("cheeseshop-sqlite", "cheeseshop-postgres"):
+        ours = by.get((server, "httpx"))
+        if ours is None or ours.median_ms is None:
+            continue
+        pypi = by.get(("pypiserver", "httpx"))
+        if pypi is not None and pypi.median_ms is not None:
+            met = ours.median_ms <= pypi.median_ms
+            lines.append(
+                f"  {server}: median {ours.median_ms:.1f} ms vs pypiserver {pypi.median_ms:.1f} ms "
+                f"-> {'met' if met else 'NOT met'}"
+            )
+        for client in ("httpx", "twine"):
+            mine, theirs = by.get((server, client)), by.get(("devpi", client))
+            if mine and theirs and theirs.files_per_second:
+                ratio = mine.files_per_second / theirs.files_per_second
+                lines.append(
+                    f"  {server}: {client} {mine.files_per_second:.1f} files/s = {ratio:.2f}x devpi "
+                    f"({theirs.files_per_second:.1f}) -> {'met' if ratio >= 5 else 'NOT met'}"
+                )
+    return lines
+
+
+# -- profiling ---------------------------------------------------------------------------
+
+# Runs in the child: Cheeseshop under hypercorn in this process. cProfile hooks one thread
+# only, so each new thread (worker threads, aiosqlite's connection threads) starts its own
+# profiler; every SQL statement is timed too, since aiosqlite runs SQLite through
+# functools.partial, which cProfile cannot see into. Both are written out on SIGTERM.
+_PROFILED_SERVER = """
+import asyncio, collections, cProfile, json, pstats, signal, sys, threading, time
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+from sqlalchemy import event
+from cheeseshop.app import create_app
+from cheeseshop.config import load_settings
+from cheeseshop.services import EXTENSION_KEY
+from cheeseshop.web import reason
+
+port, out = int(sys.argv[1]), sys.argv[2]
+profilers = []
+def start_thread_profiler(frame, event, arg):
+    sys.setprofile(None)
+    profiler = cProfile.Profile()
+    profilers.append(profiler)
+    profiler.enable()
+threading.setprofile(start_thread_profiler)
+reason.install()
+app = create_app(load_settings())
+statements = collections.defaultdict(list)
+engine = app.extensions[EXTENSION_KEY].db.engine.sync_engine
+@event.listens_for(engine, "before_cursor_execute")
+def before(conn, cursor, statement, parameters, context, executemany):
+    conn.info["bench_started"] = time.perf_counter()
+@event.listens_for(engine, "after_cursor_execute")
+def after(conn, cursor, statement, parameters, context, executemany):
+    statements[" ".join(statement.split())].append(time.perf_counter() - conn.info["bench_started"])
+config = Config()
+config.bind = [f"127.0.0.1:{port}"]
+config.accesslog = None
+async def main():
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await serve(app, config, shutdown_trigger=stop.wait)
+main_profiler = cProfile.Profile()
+main_profiler.enable()
+asyncio.run(main())
+main_profiler.disable()
+stats = pstats.Stats(main_profiler)
+for profiler in profilers:
+    stats.add(profiler)
+stats.dump_stats(out)
+with open(out + ".sql.json", "w") as file:
+    json.dump(statements, file)
+"""
+
+# Threads blocked waiting for work or I/O, not costs: left out of the printed profile.
+_IDLE = ("'get' of '_queue.SimpleQueue'", "'poll' of 'select.epoll'", "'acquire' of '_thread.lock'")
+
+
+def profile_cheeseshop(dists: Sequence[Dist], cap: float, top: int) -> None:
+    """Upload ``dists`` to a profiled Cheeseshop on SQLite; print SQL and Python costs."""
+    import json
+    import pstats
+
+    with tempfile.TemporaryDirectory(prefix="cheeseshop-profile-") as tmp:
+        workdir = Path(tmp)
+        env = cheeseshop_env(workdir, None)
+        token = cheeseshop_token(env)
+        port = free_port()
+        stats_file = workdir / "upload.prof"
+        command = [PYTHON, "-c", _PROFILED_SERVER, str(port), str(stats_file)]
+        with server_process(command, port=port, log=workdir / "server.log", env=env):
+            target = Target(f"http://127.0.0.1:{port}/legacy/", "__token__", token)
+            result = upload_with_httpx("cheeseshop-sqlite (profiled)", target, dists, cap)
+        print(table([result]))
+        if not stats_file.exists():
+            print("no profile written; server log:\n" + (workdir / "server.log").read_text()[-2000:])
+            return
+        uploads = max(result.ok, 1)
+        statements: dict[str, list[float]] = json.loads(Path(f"{stats_file}.sql.json").read_text())
+        total = sum(map(sum, statements.values()))
+        count = sum(map(len, statements.values()))
+        print(f"\n== SQL: {count / uploads:.1f} statements and {total * 1000 / uploads:.1f} ms per upload; "
+              f"top {min(top, len(statements))} by total time ==")  # fmt: skip
+        print(f"{'total ms':>9} {'calls':>6} {'/upload':>7} {'max ms':>7}  statement")
+        for statement, times in sorted(statements.items(), key=lambda item: -sum(item[1]))[:top]:
+            print(f"{sum(times) * 1000:9.1f} {len(times):6d} {len(times) / uploads:7.1f} "
+                  f"{max(times) * 1000:7.1f}  {statement[:100]}")  # fmt: skip
+        stats = pstats.Stats(str(stats_file))
+        for key in [key for key in stats.stats if any(idle in pstats.func_std_string(key) for idle in _IDLE)]:
+            del stats.stats[key]  # type: ignore[attr-defined]
+        for order in ("tottime", "cumulative"):
+            print(f"\n== Python: top {top} by {order} "
+                  f"(all threads, idle waits removed, {result.ok} uploads) ==")  # fmt: skip
+            stats.strip_dirs().sort_stats(order).print_stats(top)
+
+
+# -- main --------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--files", type=int, default=500, help="wheels to upload per phase [500]")
+    parser.add_argument("--only", default=",".join(SERVERS), help="comma-separated servers [all]: "
+                        + ", ".join(SERVERS))  # fmt: skip
+    parser.add_argument("--time-cap", type=float, default=300.0, help="seconds per phase [300]")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile Cheeseshop (SQLite) under cProfile instead")  # fmt: skip
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the work directory (server and twine logs) and print its path")
+    parser.add_argument("--top", type=int, default=30, help="profile entries to print [30]")
+    args = parser.parse_args(argv)
+    names = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(SERVERS))
+    if unknown or args.files < 1:
+        parser.error(f"unknown server(s): {', '.join(unknown)}" if unknown else "--files must be >= 1")
+
+    dists = build_dists(args.files)
+    if args.profile:
+        profile_cheeseshop(dists, args.time_cap, args.top)
+        return 0
+
+    size = statistics.mean(len(dist.content) for dist in dists)
+    print(f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}, {os.cpu_count()} cores, "
+          f"{platform.platform(terse=True)}, Python {platform.python_version()}; "
+          f"{args.files} wheels of ~{size:.0f} bytes", flush=True)  # fmt: skip
+    results: list[Result] = []
+    skipped: dict[str, str] = {}
+    versions: dict[str, str] = {}
+    root = Path(tempfile.mkdtemp(prefix="cheeseshop-bench-"))
+    if args.keep:
+        print(f"work directory (kept): {root}", flush=True)
+    try:
+        wheels = root / "wheels"
+        wheels.mkdir()
+        paths = [dist.write(wheels) for dist in dists]
+        for name in names:
+            print(f"{name}:", flush=True)
+            try:
+                for client in ("httpx", "twine"):
+                    workdir = root / f"{name}-{client}"
+                    workdir.mkdir()
+                    with SERVERS[name](workdir) as target:
+                        if client == "httpx":
+                            result = upload_with_httpx(name, target, dists, args.time_cap)
+                        else:
+                            twine_log = workdir / "twine.log"
+                            result = upload_with_twine(name, target, paths, args.time_cap, twine_log)
+                    if result.errors:
+                        result.server_log = log_errors(workdir / "server.log")
+                    results.append(result)
+                    print(f"  {client}: {result.ok}/{result.files} in {result.wall:.1f} s, "
+                          f"{result.errors} errors", flush=True)  # fmt: skip
+                versions[name] = describe(name)
+            except PeerUnavailable as error:
+                skipped[name] = str(error)
+                print(f"  skipped: {error}", flush=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    print()
+    print(report(results, skipped, versions))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Render an upload's description within a time budget, then through the plugin chain.
+
+Markdown and plain text render in milliseconds, but docutils can spend minutes on a
+large, hostile reStructuredText document, and a thread cannot be stopped. Descriptions
+above :data:`ISOLATE_ABOVE` bytes are therefore rendered in a child process that is
+killed at the deadline; small ones, nearly all of them, render in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+from cheeseshop.packaging.description import InvalidDescription, render_description
+from cheeseshop.config import Settings
+from cheeseshop.plugins import Hooks
+from cheeseshop.upload.candidate import DescribedRelease
+
+__all__ = ["ISOLATE_ABOVE", "RENDER_SECONDS", "render_for_upload"]
+
+ISOLATE_ABOVE = 64 * 1024
+RENDER_SECONDS = 20.0
+
+
+async def _render_isolated(raw: str, content_type: str | None, timeout: float) -> str | None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "cheeseshop.packaging.description",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    payload = json.dumps({"raw": raw, "content_type": content_type}).encode()
+    try:
+        out, _ = await asyncio.wait_for(process.communicate(payload), timeout)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise InvalidDescription(
+            f"The description could not be rendered within {timeout:g} seconds; "
+            "shorten or simplify it.",
+            content_type=content_type,
+        ) from None
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    answer = json.loads(out or b"{}")
+    if "error" in answer:
+        raise InvalidDescription(
+            answer["error"], content_type=answer.get("content_type"), problems=tuple(answer.get("problems", ()))
+        )
+    if "html" not in answer:
+        raise RuntimeError("the description renderer failed")
+    return answer["html"]
+
+
+async def render_for_upload(
+    raw: str | None,
+    content_type: str | None,
+    *,
+    release: DescribedRelease,
+    hooks: Hooks,
+    settings: Settings,
+    timeout: float | None = None,
+) -> str | None:
+    """Sanitized HTML for the description, transformed by plugins; None when there is none.
+
+    Raises InvalidDescription when it does not render (the upload is then refused).
+    """
+    if raw is not None and len(raw.encode("utf-8", "surrogatepass")) > ISOLATE_ABOVE:
+        html = await _render_isolated(raw, content_type, timeout or RENDER_SECONDS)
+    else:
+        html = await asyncio.to_thread(render_description, raw, content_type)
+    if html is None:
+        return None
+    return await asyncio.to_thread(hooks.render_description, html, release, settings)
