@@ -6,6 +6,8 @@ import logging
 from collections.abc import Sequence
 
 from quart import Quart, Response, request
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from werkzeug.exceptions import HTTPException
 
 from cheeseshop.config import Settings, load_settings
@@ -120,6 +122,20 @@ def _register_edges(app: Quart) -> None:
         if status == 405 and hasattr(error, "valid_methods") and error.valid_methods:
             headers["Allow"] = ", ".join(error.valid_methods)
         return _text_error(status, message, headers)
+
+    @app.errorhandler(DBAPIError)
+    async def database_error(error: DBAPIError) -> Response:
+        # A lost or refused connection is the database's trouble, not a bug: say so and
+        # let the client retry (an identical re-upload is answered 200, so retrying is safe).
+        if error.connection_invalidated or isinstance(error, (OperationalError, InterfaceError)):
+            log.warning("database unavailable on %s %s: %s", request.method, request.path, error)
+            return _text_error(503, "The database is unavailable; try again.", {"Retry-After": "5"})
+        return await unexpected(error)
+
+    @app.errorhandler(SQLAlchemyTimeoutError)
+    async def database_busy(error: SQLAlchemyTimeoutError) -> Response:
+        log.warning("database pool exhausted on %s %s", request.method, request.path)
+        return _text_error(503, "The database is busy; try again.", {"Retry-After": "5"})
 
     @app.errorhandler(Exception)
     async def unexpected(error: Exception) -> Response:

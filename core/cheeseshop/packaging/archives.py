@@ -2,11 +2,18 @@
 
 Both readers work on a file already on disk, extract nothing to disk and keep memory bounded
 whatever the archive declares: zip sizes are judged from the central directory and checked
-against the local headers, and tar archives are read as a stream under a budget.
+against the local headers, and tar archives are read as a stream under a budget. Beyond the
+archive's structure, both check what the distribution says about itself: a wheel's RECORD must
+describe its members exactly, and every ``License-File`` its core metadata (2.4 and later)
+names must be in the archive.
 """
 
 from __future__ import annotations
 
+import base64
+import csv
+import hashlib
+import io
 import os
 import posixpath
 import re
@@ -19,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, NoReturn, Self
 
+from packaging.metadata import parse_email
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
@@ -26,6 +34,7 @@ __all__ = [
     "MAX_ARCHIVE_MEMBERS",
     "MAX_METADATA_SIZE",
     "METADATA_FILE_SUFFIX",
+    "RECORD_HASH_ALGORITHMS",
     "TAR_STREAM_BUDGET",
     "ZIP_BOMB_MIN_SIZE",
     "ZIP_BOMB_RATIO",
@@ -51,6 +60,17 @@ ZIP_BOMB_RATIO = 50
 
 TAR_STREAM_BUDGET = 2 * 1024 * 1024 * 1024
 """Most bytes of decompressed tar stream read while checking an sdist."""
+
+RECORD_HASH_ALGORITHMS = ("sha256", "sha384", "sha512")
+"""Hash algorithms accepted in a wheel's RECORD. md5 and sha1 are refused, as the wheel
+specification forbids them (and PyPI and pip refuse them)."""
+
+# The RECORD hashes a wheel must not carry: named, to say why they are refused.
+_WEAK_RECORD_HASHES = frozenset({"md5", "sha1"})
+_READ_CHUNK = 1024 * 1024
+# License-File names a path inside the archive from this metadata version on (PEP 639).
+_LICENSE_FILE_SINCE = Version("2.4")
+_SHOW_AT_MOST = 3
 
 # Payload of one pax or GNU long-name header. tarfile reads each whole into memory (and a chain
 # of them recursively), so the cap keeps a header that declares gigabytes from being read.
@@ -123,6 +143,14 @@ def read_wheel_metadata(path: Path, *, filename: str) -> bytes:
     :data:`ZIP_BOMB_MIN_SIZE` uncompressed at a ratio over :data:`ZIP_BOMB_RATIO`). METADATA is
     read with a cap of :data:`MAX_METADATA_SIZE` bytes whatever its declared size.
 
+    Then the wheel must agree with its own RECORD (a CSV of ``path,algorithm=digest,size``):
+    every member but RECORD, its signatures ``RECORD.jws`` / ``RECORD.p7s`` and directory
+    entries is listed, every listed path is a member, and each member's content matches its
+    listed hash (urlsafe base64 without padding, one of :data:`RECORD_HASH_ALGORITHMS`) and
+    size (when given). Members are inflated and hashed in chunks, never held whole. Last,
+    when METADATA is version 2.4 or later, each ``License-File`` it lists must be the member
+    ``<name>-<version>.dist-info/licenses/<path>``.
+
     :raises InvalidArchive: with a message naming the file, what is wrong and what to do.
     """
     fail = _failer("wheel", filename)
@@ -134,20 +162,29 @@ def read_wheel_metadata(path: Path, *, filename: str) -> bytes:
                 infos = archive.infolist()
                 _check_zip_members(infos, fail)
                 _check_zip_layout(fp, infos, directory, fail)
-                info = _wheel_metadata_member(infos, filename, fail)
+                dist_info = _wheel_dist_info(infos, filename, fail)
+                info = archive.getinfo(f"{dist_info}/METADATA")
                 if info.file_size > MAX_METADATA_SIZE:
                     fail(f"{_show(info.orig_filename)} is larger than {MAX_METADATA_SIZE} bytes")
                 # zipfile stops at the declared size and checks the CRC; the cap is for the
                 # case where that declared size is itself the lie.
                 with archive.open(info) as member:
                     data = member.read(MAX_METADATA_SIZE + 1)
+                if len(data) > MAX_METADATA_SIZE:  # pragma: no cover - zipfile stops at file_size
+                    fail(f"{_show(info.orig_filename)} is larger than {MAX_METADATA_SIZE} bytes")
+                _check_record(archive, infos, dist_info, fail)
+                _check_license_files(
+                    data,
+                    {i.orig_filename for i in infos if not i.is_dir()},
+                    f"{dist_info}/licenses",
+                    "wheel",
+                    fail,
+                )
         except InvalidArchive:
             raise
         # ValueError covers a member name that is not the UTF-8 its flag says it is.
         except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, ValueError) as exc:
             fail(f"it is not a valid zip archive ({exc})")
-        if len(data) > MAX_METADATA_SIZE:  # pragma: no cover - zipfile stops at file_size
-            fail(f"{_show(info.orig_filename)} is larger than {MAX_METADATA_SIZE} bytes")
         return data
 
 
@@ -327,9 +364,8 @@ def _zip64_local_sizes(extra: bytes, compressed: int, uncompressed: int) -> tupl
     return compressed, uncompressed
 
 
-def _wheel_metadata_member(
-    infos: list[zipfile.ZipInfo], filename: str, fail: _Fail
-) -> zipfile.ZipInfo:
+def _wheel_dist_info(infos: list[zipfile.ZipInfo], filename: str, fail: _Fail) -> str:
+    """The wheel's one ``.dist-info`` directory, checked to hold METADATA, WHEEL and RECORD."""
     parts = filename.split("-")
     if len(parts) < 3:
         fail("its filename does not name its distribution and version")
@@ -360,7 +396,144 @@ def _wheel_metadata_member(
     ]
     if missing:
         fail(f"it lacks {', '.join(map(_show, missing))}")
-    return by_name[f"{dist_info}/METADATA"]
+    return dist_info
+
+
+@dataclass(frozen=True)
+class _Listed:
+    """One RECORD row: the hash and size it gives (either may be empty)."""
+
+    hash: str
+    size: str
+
+
+def _check_record(
+    archive: zipfile.ZipFile, infos: list[zipfile.ZipInfo], dist_info: str, fail: _Fail
+) -> None:
+    record = f"{dist_info}/RECORD"
+    # The wheel specification exempts RECORD and its signatures: none can hash itself.
+    unhashed = {record, f"{record}.jws", f"{record}.p7s"}
+    by_name = {info.orig_filename: info for info in infos}
+    listed = _read_record(archive, by_name[record], by_name, unhashed, fail)
+    unlisted = [
+        name
+        for name, info in by_name.items()
+        if name not in listed and name not in unhashed and not info.is_dir()
+    ]
+    if unlisted:
+        fail(f"{_show(record)} does not list {_some(unlisted)}, which the wheel contains")
+    for name, info in by_name.items():
+        entry = listed.get(name)
+        if entry is None or name in unhashed:
+            continue
+        algorithm, _, expected = entry.hash.partition("=")
+        if entry.size and int(entry.size) != info.file_size:
+            fail(
+                f"{_show(record)} gives size {entry.size} for {_show(name)} but the file has "
+                f"{info.file_size} bytes"
+            )
+        digest = hashlib.new(algorithm)
+        with archive.open(info) as member:
+            while chunk := member.read(_READ_CHUNK):
+                digest.update(chunk)
+        actual = base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode("ascii")
+        if expected.rstrip("=") != actual:
+            fail(
+                f"{_show(record)} lists hash {_show(entry.hash)} for {_show(name)} but the "
+                f"file hashes to {algorithm}={actual}"
+            )
+
+
+def _read_record(
+    archive: zipfile.ZipFile,
+    info: zipfile.ZipInfo,
+    by_name: dict[str, zipfile.ZipInfo],
+    unhashed: set[str],
+    fail: _Fail,
+) -> dict[str, _Listed]:
+    """Parse RECORD as a stream; every row is checked as it is read.
+
+    Each accepted row names a distinct member, so what is kept is bounded by the member count
+    whatever RECORD's size; csv's field size limit bounds each line.
+    """
+    shown = _show(info.orig_filename)
+    listed: dict[str, _Listed] = {}
+    try:
+        with (
+            archive.open(info) as raw,
+            io.TextIOWrapper(raw, encoding="utf-8", newline="") as text,
+        ):
+            reader = csv.reader(text)
+            for row in reader:
+                line = reader.line_num
+                if not row:
+                    continue
+                if len(row) != 3:
+                    fail(
+                        f"line {line} of {shown} has {len(row)} fields; each line must be "
+                        "'path,algorithm=digest,size'"
+                    )
+                path, hash_field, size = row
+                if path not in by_name:
+                    fail(f"{shown} lists {_show(path)} (line {line}), which is not in the wheel")
+                if path in listed:
+                    fail(f"{shown} lists {_show(path)} more than once (line {line})")
+                if size and not (size.isascii() and size.isdigit()):
+                    fail(f"{shown} gives size {_show(size)} for {_show(path)}, not a number")
+                if path not in unhashed:
+                    _check_record_hash(shown, path, hash_field, fail)
+                listed[path] = _Listed(hash_field, size)
+    except UnicodeDecodeError:
+        fail(f"{shown} is not UTF-8 text")
+    except csv.Error as exc:
+        fail(f"{shown} is not valid CSV ({exc})")
+    return listed
+
+
+def _check_record_hash(shown: str, path: str, hash_field: str, fail: _Fail) -> None:
+    if not hash_field:
+        fail(f"{shown} gives no hash for {_show(path)}")
+    algorithm, sep, value = hash_field.partition("=")
+    accepted = ", ".join(RECORD_HASH_ALGORITHMS)
+    if not sep or not value:
+        fail(f"{shown} gives {_show(hash_field)} for {_show(path)}, not 'algorithm=digest'")
+    if algorithm in _WEAK_RECORD_HASHES:
+        fail(
+            f"{shown} hashes {_show(path)} with {algorithm}, which wheels may not use; "
+            f"use one of {accepted}"
+        )
+    if algorithm not in RECORD_HASH_ALGORITHMS:
+        fail(f"{shown} hashes {_show(path)} with {_show(algorithm)}; use one of {accepted}")
+
+
+def _some(names: list[str]) -> str:
+    shown = ", ".join(map(_show, names[:_SHOW_AT_MOST]))
+    more = len(names) - _SHOW_AT_MOST
+    return f"{shown} and {more} more" if more > 0 else shown
+
+
+def _check_license_files(
+    metadata: bytes, members: set[str], directory: str, kind: str, fail: _Fail
+) -> None:
+    """Each ``License-File`` of metadata 2.4+ must be the member ``<directory>/<path>``.
+
+    Metadata that does not parse is left to the metadata checks, which report it better.
+    """
+    raw, _ = parse_email(metadata)
+    try:
+        version = Version(raw.get("metadata_version", ""))
+    except InvalidVersion:
+        return
+    if version < _LICENSE_FILE_SINCE:
+        return
+    missing = [
+        path for path in raw.get("license_files", []) if f"{directory}/{path}" not in members
+    ]
+    if missing:
+        where = ", ".join(_show(f"{directory}/{path}") for path in missing[:_SHOW_AT_MOST])
+        fail(
+            f"its metadata lists License-File {_some(missing)} but the {kind} has no {where}"
+        )
 
 
 def _same_version(left: str, right: str) -> bool:
@@ -384,7 +557,8 @@ def read_sdist_pkg_info(path: Path, *, filename: str) -> bytes:
     device, a FIFO, sparse or of any type but file, directory or link; if ``PKG-INFO`` is
     missing, not a regular file or over :data:`MAX_METADATA_SIZE` bytes; or if checking it
     would read more than :data:`TAR_STREAM_BUDGET` bytes of tar stream or more than
-    :data:`MAX_ARCHIVE_MEMBERS` members.
+    :data:`MAX_ARCHIVE_MEMBERS` members. When PKG-INFO is metadata 2.4 or later, each
+    ``License-File`` it lists must be a member ``<top>/<path>`` that is not a directory.
 
     :raises InvalidArchive: with a message naming the file, what is wrong and what to do.
     """
@@ -395,6 +569,7 @@ def read_sdist_pkg_info(path: Path, *, filename: str) -> bytes:
     pkg_info_name = f"{top}/PKG-INFO"
     pkg_info: bytes | None = None
     names: set[str] = set()
+    directories: set[str] = set()
     symlinks: dict[str, str] = {}
     hardlinks: dict[str, str] = {}
     try:
@@ -422,6 +597,8 @@ def read_sdist_pkg_info(path: Path, *, filename: str) -> bytes:
                 if member.name in names:
                     fail(f"member {_show(member.name)} appears more than once")
                 names.add(member.name)
+                if member.isdir():
+                    directories.add(member.name)
                 if member.issym():
                     symlinks[member.name] = member.linkname
                 elif member.islnk():
@@ -437,6 +614,7 @@ def read_sdist_pkg_info(path: Path, *, filename: str) -> bytes:
     _check_tar_links(names, symlinks, hardlinks, top, fail)
     if pkg_info is None:
         fail(f"it has no {_show(pkg_info_name)}")
+    _check_license_files(pkg_info, names - directories, top, "sdist", fail)
     return pkg_info
 
 

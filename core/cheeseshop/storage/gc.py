@@ -164,6 +164,10 @@ async def _delete_unreferenced(services: Services, path: str) -> bool:
         # Busy uploads (the lock timed out) or a database hiccup: the next run retries.
         log.warning("orphan collection: left %s for the next run: %s", path, error.orig)
         return False
+    except OSError as error:
+        # One file the storage will not delete must not keep the others forever.
+        log.warning("orphan collection: could not delete %s: %s", path, error)
+        return False
     return True
 
 

@@ -10,6 +10,7 @@ answer a lone request would have had.
 from __future__ import annotations
 
 import asyncio
+import logging
 import dataclasses
 import hashlib
 import tempfile
@@ -55,6 +56,8 @@ from cheeseshop.upload.multipart import ReceivedFile, UploadForm
 
 __all__ = ["handle_upload"]
 
+log = logging.getLogger(__name__)
+
 ALREADY_EXISTS = "File already exists"
 
 
@@ -78,14 +81,27 @@ async def handle_upload(services: Services, principal: Principal, form: UploadFo
         await asyncio.to_thread(services.hooks.validate_upload, candidate, services.settings)
     except UploadRejected as rejection:
         raise APIError(rejection.status, rejection.message) from None
-    paths = await asyncio.to_thread(_store, services, checked)
+    try:
+        paths = await asyncio.to_thread(_store, services, checked)
+    except OSError:
+        log.exception("storing %s failed", checked.file.filename)
+        raise APIError(503, "The file could not be stored; try again later.") from None
     try:
         event_ids = await _commit(services, principal, checked, paths, description_html)
     except IntegrityError:
         # A racing request committed first; answer as if we had come second.
-        if await _existing(services, principal, checked) == "identical":
-            return ""
+        try:
+            if await _existing(services, principal, checked) == "identical":
+                return ""  # the winner stored these very bytes at this very path: keep them
+        except APIError:
+            await _discard(services, paths)
+            raise
+        await _discard(services, paths)
         raise APIError(400, f"{ALREADY_EXISTS}. (A concurrent upload of {checked.file.filename}.)") from None
+    except APIError:
+        # Refused inside the transaction, which was therefore rolled back.
+        await _discard(services, paths)
+        raise
     await services.outbox.dispatch(event_ids)
     return ""
 
@@ -324,6 +340,38 @@ def _store(services: Services, checked: _Checked) -> _Paths:
     )
 
 
+async def _discard(services: Services, paths: _Paths) -> None:
+    """Remove what a refused upload stored, unless a committed row uses that path (R3).
+
+    A failure here is only logged: the orphan collector removes what is left.
+    """
+    async with services.db.read() as session:
+        if await session.scalar(select(File.id).where(File.path == paths.file)) is not None:
+            return
+    for path in (paths.file, paths.metadata):
+        if path is None:
+            continue
+        try:
+            await asyncio.to_thread(services.storage.delete, path)
+        except OSError:
+            log.warning("could not remove %s after a refused upload; the collector will", path)
+
+
+async def _verify_stored(services: Services, paths: _Paths, size: int) -> None:
+    """Check, just before commit, that the stored file is there whole (R1).
+
+    A size check, not a re-hash: the bytes were hashed as they arrived and written by an
+    atomic put; what can still go wrong is the file vanishing (a racing refusal's
+    clean-up, the orphan collector, an operator) between storing and committing.
+    """
+    try:
+        stored = await asyncio.to_thread(services.storage.size, paths.file)
+    except FileNotFoundError:
+        stored = -1
+    if stored != size:
+        raise APIError(503, "The file could not be stored; try again later.")
+
+
 # -- record and commit -------------------------------------------------------------------
 
 
@@ -423,7 +471,9 @@ async def _commit(
             serial=serial,
         )
         # The file event first: a release is announced after its file is recorded.
-        return await record(session, [file_event, *events])
+        event_ids = await record(session, [file_event, *events])
+        await _verify_stored(services, paths, file.size)
+        return event_ids
 
 
 def _text(value: object) -> str | None:

@@ -1,19 +1,21 @@
 """Tests for cheeseshop.packaging.archives.
 
-Archives are built here: well-formed ones with zipfile/tarfile, malformed zips byte by byte
-with `raw_zip`, whose well-formed output is itself tested to be accepted.
+Well-formed archives are built here with zipfile/tarfile; malformed zips byte by byte with the
+test kit's `raw_zip` (cheeseshop.testing.archives), whose well-formed output is itself tested
+to be accepted, and tars with its member builders.
 """
 
 from __future__ import annotations
 
-import io
+import base64
+import hashlib
+import random
 import struct
 import tarfile
 import warnings
 import zipfile
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -22,10 +24,25 @@ import pytest
 from cheeseshop.packaging import archives
 from cheeseshop.packaging.archives import (
     METADATA_FILE_SUFFIX,
+    RECORD_HASH_ALGORITHMS,
     InvalidArchive,
     read_sdist_pkg_info,
     read_wheel_metadata,
 )
+from cheeseshop.testing.archives import (
+    RawZip,
+    TarMember,
+    ZipEntry,
+    deflate,
+    raw_zip,
+    tar_bytes,
+    with_record,
+    zip_entries,
+)
+from cheeseshop.testing.archives import tar_directory as directory
+from cheeseshop.testing.archives import tar_hardlink as hardlink
+from cheeseshop.testing.archives import tar_member as member
+from cheeseshop.testing.archives import tar_symlink as symlink
 
 WHEEL = "foo-1.0-py3-none-any.whl"
 SDIST = "foo-1.0.tar.gz"
@@ -54,13 +71,18 @@ def test_metadata_file_suffix() -> None:
 # --- wheels built with zipfile ------------------------------------------------------------------
 
 
-def wheel_members(dist_info: str = "foo-1.0.dist-info") -> dict[str, bytes]:
-    return {
-        "foo/__init__.py": b"x = 1\n",
-        f"{dist_info}/METADATA": METADATA,
-        f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-        f"{dist_info}/RECORD": b"",
-    }
+def wheel_members(
+    dist_info: str = "foo-1.0.dist-info", metadata: bytes = METADATA
+) -> dict[str, bytes]:
+    """A minimal wheel's members, RECORD true to the others."""
+    return with_record(
+        {
+            "foo/__init__.py": b"x = 1\n",
+            f"{dist_info}/METADATA": metadata,
+            f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+            f"{dist_info}/RECORD": b"",
+        }
+    )
 
 
 def write_wheel(
@@ -223,82 +245,12 @@ def test_wheel_refuses_concatenated_zips(tmp_path: Path, wheel: Path) -> None:
 # --- wheels built byte by byte ------------------------------------------------------------------
 
 
-@dataclass
-class Entry:
-    name: bytes
-    data: bytes = b""
-    method: int = zipfile.ZIP_STORED
-    flags: int = 0x0800
-    uncompressed: int | None = None
-    crc: int | None = None
-    local_name: bytes | None = None
-    offset: int | None = None
-    """Central directory's local header offset, when it must lie; None for the true one."""
+Entry = ZipEntry
 
 
-@dataclass
-class RawZip:
-    entries: list[Entry]
-    zip64_end: bool = False
-    comment: bytes = b""
-    extra_count: int = 0
-    written_offsets: list[int] = field(default_factory=list)
-
-
-def deflate(data: bytes) -> bytes:
-    compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
-    return compressor.compress(data) + compressor.flush()
-
-
-def metadata_entries(metadata: bytes = METADATA) -> list[Entry]:
-    return [
-        Entry(b"foo/__init__.py", b"x = 1\n"),
-        Entry(b"foo-1.0.dist-info/METADATA", metadata),
-        Entry(b"foo-1.0.dist-info/WHEEL", b"Wheel-Version: 1.0\n"),
-        Entry(b"foo-1.0.dist-info/RECORD", b""),
-    ]
-
-
-def raw_zip(spec: RawZip) -> bytes:
-    """A zip written field by field, so each test can get exactly one thing wrong."""
-    body = bytearray()
-    central = bytearray()
-    for entry in spec.entries:
-        offset = len(body)
-        uncompressed = len(entry.data) if entry.uncompressed is None else entry.uncompressed
-        crc = zlib.crc32(entry.data) if entry.crc is None else entry.crc
-        local_name = entry.name if entry.local_name is None else entry.local_name
-        body += struct.pack(
-            "<4s5H3L2H",
-            b"PK\x03\x04", 20, entry.flags, entry.method, 0, 0x5821,
-            crc, len(entry.data), uncompressed, len(local_name), 0,
-        )  # fmt: skip
-        body += local_name + entry.data
-        central += struct.pack(
-            "<4s6H3L5H2L",
-            b"PK\x01\x02", 20, 20, entry.flags, entry.method, 0, 0x5821,
-            crc, len(entry.data), uncompressed, len(entry.name), 0, 0, 0, 0, 0,
-            offset if entry.offset is None else entry.offset,
-        )  # fmt: skip
-        central += entry.name
-    count = len(spec.entries) + spec.extra_count
-    out = body + central
-    if spec.zip64_end:
-        eocd64_at = len(out)
-        out += struct.pack(
-            "<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, count, count, len(central), len(body)
-        )
-        out += struct.pack("<4sLQL", b"PK\x06\x07", 0, eocd64_at, 1)
-        out += struct.pack(
-            "<4s4H2LH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF,
-            len(spec.comment),
-        )  # fmt: skip
-    else:
-        out += struct.pack(
-            "<4s4H2LH", b"PK\x05\x06", 0, 0, count, count, len(central), len(body),
-            len(spec.comment),
-        )  # fmt: skip
-    return bytes(out + spec.comment)
+def metadata_entries(metadata: bytes = METADATA) -> list[ZipEntry]:
+    """The minimal wheel's members as stored entries, RECORD included."""
+    return zip_entries(wheel_members(metadata=metadata), method=zipfile.ZIP_STORED)
 
 
 def write_raw(tmp_path: Path, spec: RawZip) -> Path:
@@ -325,7 +277,11 @@ def test_wheel_refuses_name_that_is_not_the_utf8_it_claims(tmp_path: Path) -> No
 
 
 def test_wheel_accepts_cp437_names(tmp_path: Path) -> None:
-    entries = [*metadata_entries(), Entry(b"foo/caf\x82.txt", flags=0)]
+    # Without the UTF-8 flag the name is cp437: b"\x82" is "é", as RECORD (UTF-8) spells it.
+    members = wheel_members() | {"foo/café.txt": b""}
+    entries = zip_entries(with_record(members), method=zipfile.ZIP_STORED)
+    entries[-1] = Entry(b"foo/caf\x82.txt", flags=0)
+    assert entries[-1].name.decode("cp437") == "foo/café.txt"
     assert read_wheel_metadata(write_raw(tmp_path, RawZip(entries)), filename=WHEEL) == METADATA
 
 
@@ -428,7 +384,13 @@ def test_wheel_refuses_too_many_entries(tmp_path: Path, monkeypatch: pytest.Monk
 
 def big_entry(uncompressed: int, compressed: int) -> Entry:
     # Never read: the bomb is judged from the central directory alone.
-    return Entry(b"foo/big.bin", bytes(compressed), zipfile.ZIP_DEFLATED, uncompressed=uncompressed)
+    return Entry(
+        b"foo/big.bin", raw=bytes(compressed), method=zipfile.ZIP_DEFLATED, uncompressed=uncompressed
+    )
+
+
+def test_zip_bomb_thresholds() -> None:
+    assert (archives.ZIP_BOMB_MIN_SIZE, archives.ZIP_BOMB_RATIO) == (64 * MiB, 50)
 
 
 def test_wheel_refuses_compression_bomb(tmp_path: Path) -> None:
@@ -436,14 +398,38 @@ def test_wheel_refuses_compression_bomb(tmp_path: Path) -> None:
     refused(read_wheel_metadata, write_raw(tmp_path, RawZip(entries)), WHEEL, "compression bomb")
 
 
-def test_wheel_large_but_not_too_compressed_is_accepted(tmp_path: Path) -> None:
-    entries = [*metadata_entries(), big_entry(65 * MiB, 2 * MiB)]  # ratio 32.5
-    assert read_wheel_metadata(write_raw(tmp_path, RawZip(entries)), filename=WHEEL) == METADATA
+def real_payload_wheel(tmp_path: Path, payload: bytes) -> Path:
+    """A wheel whose foo/big.bin really inflates to ``payload``, RECORD included."""
+    members = with_record(wheel_members() | {"foo/big.bin": payload})
+    return write_raw(tmp_path, RawZip(zip_entries(members)))
 
 
-def test_wheel_very_compressed_but_small_is_accepted(tmp_path: Path) -> None:
-    entries = [*metadata_entries(), big_entry(60 * MiB, 1024)]  # ratio 61440, under 64 MiB
-    assert read_wheel_metadata(write_raw(tmp_path, RawZip(entries)), filename=WHEEL) == METADATA
+@pytest.fixture
+def small_bomb_threshold(monkeypatch: pytest.MonkeyPatch) -> int:
+    # The ratio rule, at a size that keeps real payloads cheap to inflate and hash.
+    monkeypatch.setattr(archives, "ZIP_BOMB_MIN_SIZE", MiB)
+    return MiB
+
+
+def test_wheel_refuses_real_compression_bomb(tmp_path: Path, small_bomb_threshold: int) -> None:
+    path = real_payload_wheel(tmp_path, bytes(small_bomb_threshold + 64 * 1024))
+    refused(read_wheel_metadata, path, WHEEL, "compression bomb", "over 50:1")
+
+
+def test_wheel_large_but_not_too_compressed_is_accepted(
+    tmp_path: Path, small_bomb_threshold: int
+) -> None:
+    # 40 KiB that do not compress, then zeros: about 26:1 over all.
+    noise = random.Random(0).randbytes(40 * 1024)
+    path = real_payload_wheel(tmp_path, noise + bytes(small_bomb_threshold))
+    assert read_wheel_metadata(path, filename=WHEEL) == METADATA
+
+
+def test_wheel_very_compressed_but_small_is_accepted(
+    tmp_path: Path, small_bomb_threshold: int
+) -> None:
+    path = real_payload_wheel(tmp_path, bytes(small_bomb_threshold - 64 * 1024))  # ~1000:1
+    assert read_wheel_metadata(path, filename=WHEEL) == METADATA
 
 
 def test_wheel_metadata_declared_too_large(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -460,8 +446,8 @@ def test_wheel_metadata_larger_than_declared_is_not_trusted(tmp_path: Path) -> N
     entries = metadata_entries()
     entries[1] = Entry(
         b"foo-1.0.dist-info/METADATA",
-        deflate(payload),
-        zipfile.ZIP_DEFLATED,
+        raw=deflate(payload),
+        method=zipfile.ZIP_DEFLATED,
         uncompressed=10,
         crc=zlib.crc32(payload),
     )
@@ -478,28 +464,7 @@ def test_wheel_metadata_bad_crc(tmp_path: Path) -> None:
 
 PKG_INFO = b"Metadata-Version: 2.4\nName: foo\nVersion: 1.0\n\n\xe2\x98\x83\r\n"
 
-Member = tuple[tarfile.TarInfo, bytes]
-
-
-def member(name: str, data: bytes = b"", **attributes: object) -> Member:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mtime = 1_700_000_000
-    for key, value in attributes.items():
-        setattr(info, key, value)
-    return info, data
-
-
-def directory(name: str) -> Member:
-    return member(name, type=tarfile.DIRTYPE, mode=0o755)
-
-
-def symlink(name: str, target: str) -> Member:
-    return member(name, type=tarfile.SYMTYPE, linkname=target)
-
-
-def hardlink(name: str, target: str) -> Member:
-    return member(name, type=tarfile.LNKTYPE, linkname=target)
+Member = TarMember
 
 
 def sdist_members(top: str = "foo-1.0") -> list[Member]:
@@ -520,9 +485,9 @@ def write_sdist(
     pax_headers: dict[str, str] | None = None,
     mode: Literal["w:gz", "w:"] = "w:gz",
 ) -> Path:
-    with tarfile.open(path, mode, format=format, pax_headers=pax_headers or {}) as tf:
-        for info, data in members:
-            tf.addfile(info, io.BytesIO(data) if info.isreg() else None)
+    path.write_bytes(
+        tar_bytes(members, format=format, pax_headers=pax_headers, compress=mode == "w:gz")
+    )
     return path
 
 

@@ -72,7 +72,9 @@ async def test_orphan_younger_than_the_grace_is_kept(cheeseshop_services: Servic
     assert cheeseshop_services.storage.exists(orphan)
 
 
-async def test_referenced_files_are_never_deleted(cheeseshop_services: Services, upload: Any) -> None:
+async def test_referenced_files_are_never_deleted(
+    cheeseshop_services: Services, upload: Any
+) -> None:
     wheel = build_wheel("Kept", "1.0")
     sdist = build_sdist("Kept", "1.0")
     for dist in (wheel, sdist):
@@ -206,6 +208,26 @@ async def test_an_upload_after_collection_stores_again(
     assert row.path == path
     with cheeseshop_services.storage.open(path) as handle:
         assert handle.read() == wheel.content
+
+
+async def test_a_file_that_will_not_go_does_not_stop_the_others(
+    cheeseshop_services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stuck = _store(cheeseshop_services, b"stuck", "stuck-1.0.tar.gz")
+    other = _store(cheeseshop_services, b"goes", "goes-1.0.tar.gz")
+    delete = cheeseshop_services.storage.delete
+
+    def refuse_one(path: str) -> None:
+        if path == stuck:
+            raise PermissionError(13, "Permission denied", path)
+        delete(path)
+
+    monkeypatch.setattr(cheeseshop_services.storage, "delete", refuse_one)
+
+    deleted = await collect_orphans(cheeseshop_services, now=later())
+
+    assert deleted == [other]
+    assert _stored(cheeseshop_services) == {stuck}
 
 
 # -- running periodically ------------------------------------------------------------------

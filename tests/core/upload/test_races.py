@@ -116,15 +116,10 @@ async def test_different_bytes_racing_one_wins_the_rest_are_refused(
     download = await cheeseshop_client.get(f"/packages/{row.path}")
     assert download.status_code == 200
     assert await download.get_data() == winner.content
-    # A loser that passed the existence check before the winner committed has stored its
-    # bytes under their own path: never referenced, never visible, collected as orphans.
-    orphans = set(stored) - {row.path, row.path + ".metadata"}
-    referenced_by_nobody = await collect_orphans(
-        cheeseshop_services,
-        now=_far_future(cheeseshop_services),
-    )
-    assert set(referenced_by_nobody) == orphans
-    assert set(_stored(cheeseshop_services)) == {row.path, row.path + ".metadata"}
+    # R3: exactly one stored file. A loser that stored its bytes before the winner
+    # committed removes them when it is refused; nothing is left for the collector.
+    assert set(stored) == {row.path, row.path + ".metadata"}
+    assert await collect_orphans(cheeseshop_services, now=_far_future(cheeseshop_services)) == []
 
 
 async def test_same_bytes_racing_a_different_upload_of_the_filename(
@@ -149,6 +144,7 @@ async def test_same_bytes_racing_a_different_upload_of_the_filename(
             assert status == 400 and body.startswith(ALREADY_EXISTS), results
     stored = _stored(cheeseshop_services)
     assert stored[files[0].path] == winner.content
+    assert set(stored) == {files[0].path, files[0].path + ".metadata"}
 
 
 async def test_confusable_project_names_racing_one_is_created(
