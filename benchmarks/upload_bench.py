@@ -20,15 +20,16 @@ or started is reported and skipped.
     .venv/bin/python benchmarks/upload_bench.py [--files N] [--only NAME,...] [--time-cap S]
     .venv/bin/python benchmarks/upload_bench.py --profile [--files N]
 
-``--profile`` instead runs Cheeseshop on SQLite in a child process under cProfile (every
-thread: the event loop, the worker threads and aiosqlite's), uploads N files with httpx and
-prints the functions that cost the most.
+``--profile`` instead runs Cheeseshop on SQLite in a child process (hypercorn in-process)
+under cProfile, every thread profiled (the event loop, the worker threads, aiosqlite's
+connection threads), with every SQL statement timed; it uploads N files with httpx and
+prints the statements and the functions that cost the most. ``--keep`` keeps the work
+directory (server logs, twine output) for a look afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import datetime
 import hashlib
@@ -48,7 +49,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-
 from cheeseshop.testing.dists import Dist, build_wheel
 
 PYTHON = sys.executable
@@ -75,11 +75,15 @@ def build_dists(count: int) -> list[Dist]:
 
 def upload_form(dist: Dist) -> tuple[dict[str, str], dict[str, tuple[str, bytes, str]]]:
     """The fields and file twine sends for this wheel (plus md5_digest, as twine < 6 did)."""
+    # Our wheels' METADATA has one-line fields only, so "Key: value" lines are enough.
+    metadata = dict(
+        line.split(": ", 1) for line in dist.metadata.decode().splitlines() if ": " in line
+    )
     data = {
-        "metadata_version": "2.4",
-        "name": dist.filename.split("-")[0].replace("_", "-"),
-        "version": "1.0",
-        "summary": "A test package.",
+        "metadata_version": metadata["Metadata-Version"],
+        "name": metadata["Name"],
+        "version": metadata["Version"],
+        "summary": metadata["Summary"],
         "filetype": "bdist_wheel",
         "pyversion": "py3",
         "md5_digest": hashlib.md5(dist.content).hexdigest(),
@@ -166,19 +170,37 @@ def upload_with_httpx(name: str, target: Target, dists: Sequence[Dist], cap: flo
     return result
 
 
-def upload_with_twine(name: str, target: Target, paths: Sequence[Path], cap: float, log: Path) -> Result:
+def upload_with_twine(
+    name: str, target: Target, paths: Sequence[Path], cap: float, log: Path
+) -> Result:
     """One ``twine upload`` of every file, timed as a whole (interpreter start-up included)."""
     result = Result(server=name, client="twine", files=len(paths))
     command = [
-        PYTHON, "-m", "twine", "upload", "--non-interactive", "--disable-progress-bar",
-        "--repository-url", target.upload_url, "-u", target.username, "-p", target.password,
+        PYTHON,
+        "-m",
+        "twine",
+        "upload",
+        "--non-interactive",
+        "--disable-progress-bar",
+        "--repository-url",
+        target.upload_url,
+        "-u",
+        target.username,
+        "-p",
+        target.password,
         *map(str, paths),
-    ]  # fmt: skip
+    ]
     env = {key: value for key, value in os.environ.items() if not key.startswith("TWINE_")}
     started = time.perf_counter()
     try:
         completed = subprocess.run(
-            command, env=env, capture_output=True, text=True, timeout=cap, stdin=subprocess.DEVNULL
+            command,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=cap,
+            stdin=subprocess.DEVNULL,
+            check=False,
         )
     except subprocess.TimeoutExpired as expired:
         captured = expired.stdout or b""  # bytes on a timeout, whatever text= says
@@ -190,8 +212,10 @@ def upload_with_twine(name: str, target: Target, paths: Sequence[Path], cap: flo
         returncode = completed.returncode
     result.wall = time.perf_counter() - started
     log.write_text(output)
-    attempted = sum(line.startswith("Uploading ") and not line.startswith("Uploading distributions")
-                    for line in output.splitlines())
+    attempted = sum(
+        line.startswith("Uploading ") and not line.startswith("Uploading distributions")
+        for line in output.splitlines()
+    )
     if returncode == 0:
         result.ok = attempted
     else:
@@ -213,13 +237,20 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def run(command: Sequence[str | Path], *, env: dict[str, str] | None = None, timeout: float = 300) -> str:
+def run(
+    command: Sequence[str | Path], *, env: dict[str, str] | None = None, timeout: float = 300
+) -> str:
     """Run a set-up command; raise PeerUnavailable with its output when it fails."""
     try:
         completed = subprocess.run(
-            [str(part) for part in command], env=env, capture_output=True, text=True,
-            timeout=timeout, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
+            [str(part) for part in command],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired) as error:
         raise PeerUnavailable(f"{Path(command[0]).name}: {error}") from None
     if completed.returncode != 0:
@@ -235,9 +266,13 @@ def server_process(
     """Start a server, wait until its port accepts connections, stop it on exit."""
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [str(part) for part in command], env=env, stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
+            [str(part) for part in command],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
@@ -249,7 +284,9 @@ def server_process(
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
                 break
             if time.monotonic() > deadline:
-                raise PeerUnavailable(f"{Path(command[0]).name} did not listen within {START_TIMEOUT:.0f} s")
+                raise PeerUnavailable(
+                    f"{Path(command[0]).name} did not listen within {START_TIMEOUT:.0f} s"
+                )
             time.sleep(0.1)
         yield process
     finally:
@@ -272,8 +309,18 @@ def ensure_venv(name: str, packages: Sequence[str]) -> Path:
     shutil.rmtree(venv, ignore_errors=True)
     print(f"  installing {wanted} into {venv} ...", flush=True)
     run([PYTHON, "-m", "venv", venv], timeout=120)
-    run([venv / "bin" / "python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         *packages], timeout=600)  # fmt: skip
+    run(
+        [
+            venv / "bin" / "python",
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            *packages,
+        ],
+        timeout=600,
+    )
     marker.write_text(wanted)
     return venv
 
@@ -316,8 +363,10 @@ def cheeseshop_token(env: dict[str, str]) -> str:
     """Migrate, create the user and return a new API token, all through the CLI."""
     cli = [PYTHON, "-m", "cheeseshop"]
     run([*cli, "db", "upgrade"], env=env)
-    run([*cli, "user", "create", USERNAME, "--email", "bench@example.com"],
-        env={**env, "CHEESESHOP_NEW_PASSWORD": PASSWORD})  # fmt: skip
+    run(
+        [*cli, "user", "create", USERNAME, "--email", "bench@example.com"],
+        env={**env, "CHEESESHOP_NEW_PASSWORD": PASSWORD},
+    )
     return run([*cli, "token", "create", USERNAME, "--description", "benchmark"], env=env).strip()
 
 
@@ -340,7 +389,6 @@ def cheeseshop_sqlite(workdir: Path) -> Iterator[Target]:
 @contextlib.contextmanager
 def cheeseshop_postgres(workdir: Path) -> Iterator[Target]:
     import pytest
-
     from cheeseshop.testing.services import create_postgres_database, drop_postgres_database
 
     try:
@@ -362,19 +410,35 @@ def pypiserver(workdir: Path) -> Iterator[Target]:
     venv = ensure_venv("pypiserver", PYPISERVER_PACKAGES)
     htpasswd = workdir / "htpasswd"
     # {SHA} entries, as `htpasswd -s` (the command pypiserver's README gives) writes them.
-    run([venv / "bin" / "python", "-c", textwrap.dedent(f"""
+    run(
+        [
+            venv / "bin" / "python",
+            "-c",
+            textwrap.dedent(f"""
         from passlib.apache import HtpasswdFile
         passwords = HtpasswdFile({str(htpasswd)!r}, new=True, default_scheme="ldap_sha1")
         passwords.set_password({USERNAME!r}, {PASSWORD!r})
         passwords.save()
-    """)])  # fmt: skip
+    """),
+        ]
+    )
     packages = workdir / "packages"
     packages.mkdir()
     port = free_port()
     command = [
-        venv / "bin" / "pypi-server", "run", "--host", "127.0.0.1", "--port", str(port),
-        "--authenticate", "update", "--passwords", htpasswd, "--disable-fallback", packages,
-    ]  # fmt: skip
+        venv / "bin" / "pypi-server",
+        "run",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--authenticate",
+        "update",
+        "--passwords",
+        htpasswd,
+        "--disable-fallback",
+        packages,
+    ]
     with server_process(command, port=port, log=workdir / "server.log"):
         yield Target(f"http://127.0.0.1:{port}/", USERNAME, PASSWORD)
 
@@ -387,13 +451,27 @@ def devpi(workdir: Path) -> Iterator[Target]:
     venv = ensure_venv("devpi", DEVPI_PACKAGES)
     serverdir, clientdir = workdir / "server", workdir / "client"
     # No root/pypi: a stage index with no bases never asks pypi.org for anything.
-    run([venv / "bin" / "devpi-init", "--serverdir", serverdir, "--no-root-pypi",
-         "--root-passwd", "root-password"])  # fmt: skip
+    run(
+        [
+            venv / "bin" / "devpi-init",
+            "--serverdir",
+            serverdir,
+            "--no-root-pypi",
+            "--root-passwd",
+            "root-password",
+        ]
+    )
     port = free_port()
     command = [
-        venv / "bin" / "devpi-server", "--serverdir", serverdir, "--host", "127.0.0.1",
-        "--port", str(port), "--offline-mode",
-    ]  # fmt: skip
+        venv / "bin" / "devpi-server",
+        "--serverdir",
+        serverdir,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--offline-mode",
+    ]
     with server_process(command, port=port, log=workdir / "server.log"):
         client = [venv / "bin" / "devpi", "--clientdir", clientdir]
         run([*client, "use", f"http://127.0.0.1:{port}/"])
@@ -411,12 +489,23 @@ SERVERS: dict[str, Callable[[Path], contextlib.AbstractContextManager[Target]]] 
 }
 
 
+def cheeseshop_revision() -> str:
+    """The commit measured, marked ``+dirty`` when core/ has uncommitted changes."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        commit = run(["git", "-C", repo, "rev-parse", "--short", "HEAD"], timeout=30).strip()
+        dirty = run(["git", "-C", repo, "status", "--porcelain", "--", "core"], timeout=30).strip()
+    except PeerUnavailable:
+        return "not a git checkout"
+    return f"git {commit}{'+dirty' if dirty else ''}"
+
+
 def describe(name: str) -> str:
     """The server's software and version, for the report."""
     import importlib.metadata
 
     if name.startswith("cheeseshop"):
-        return f"cheeseshop {importlib.metadata.version('cheeseshop')}"
+        return f"cheeseshop {importlib.metadata.version('cheeseshop')} ({cheeseshop_revision()})"
     venv = CACHE / "venvs" / ("pypiserver" if name == "pypiserver" else "devpi")
     distribution = "pypiserver" if name == "pypiserver" else "devpi-server"
     with contextlib.suppress(PeerUnavailable, OSError):
@@ -435,14 +524,25 @@ def table(results: Sequence[Result]) -> str:
     """The figures as a Markdown table."""
     columns = ["server", "client", "files/s", "median ms", "p99 ms", "errors", "uploaded"]
     rows = [
-        [r.server, r.client, f"{r.files_per_second:.1f}", _ms(r.median_ms), _ms(r.p99_ms),
-         str(r.errors), f"{r.ok}/{r.files}"]
+        [
+            r.server,
+            r.client,
+            f"{r.files_per_second:.1f}",
+            _ms(r.median_ms),
+            _ms(r.p99_ms),
+            str(r.errors),
+            f"{r.ok}/{r.files}",
+        ]
         for r in results
-    ]  # fmt: skip
+    ]
     widths = [max(len(row[i]) for row in [columns, *rows]) for i in range(len(columns))]
 
     def line(cells: Sequence[str]) -> str:
-        aligned = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))]
+        # Names left-aligned, figures right-aligned.
+        aligned = [
+            cell.ljust(width) if i < 2 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        ]
         return "| " + " | ".join(aligned) + " |"
 
     rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
@@ -468,7 +568,7 @@ def report(results: list[Result], skipped: dict[str, str], versions: dict[str, s
 def goal_check(results: list[Result]) -> list[str]:
     """The issue's goal: median <= pypiserver's, files/s >= 5x devpi-server's."""
     by = {(r.server, r.client): r for r in results}
-    lines = ["Goal (per Cheeseshop backend): median latency <= pypiserver's; files/s >= 5x devpi's."]
+    lines = ["Goal, per Cheeseshop backend: median <= pypiserver's; files/s >= 5x devpi's."]
     for server in ("cheeseshop-sqlite", "cheeseshop-postgres"):
         ours = by.get((server, "httpx"))
         if ours is None or ours.median_ms is None:
@@ -485,8 +585,8 @@ def goal_check(results: list[Result]) -> list[str]:
             if mine and theirs and theirs.files_per_second:
                 ratio = mine.files_per_second / theirs.files_per_second
                 lines.append(
-                    f"  {server}: {client} {mine.files_per_second:.1f} files/s = {ratio:.2f}x devpi "
-                    f"({theirs.files_per_second:.1f}) -> {'met' if ratio >= 5 else 'NOT met'}"
+                    f"  {server}: {client} {mine.files_per_second:.1f} files/s = {ratio:.2f}x "
+                    f"devpi ({theirs.files_per_second:.1f}) -> {'met' if ratio >= 5 else 'NOT met'}"
                 )
     return lines
 
@@ -565,24 +665,36 @@ def profile_cheeseshop(dists: Sequence[Dist], cap: float, top: int) -> None:
             result = upload_with_httpx("cheeseshop-sqlite (profiled)", target, dists, cap)
         print(table([result]))
         if not stats_file.exists():
-            print("no profile written; server log:\n" + (workdir / "server.log").read_text()[-2000:])
+            log = (workdir / "server.log").read_text(errors="replace")
+            print(f"no profile written; server log:\n{log[-2000:]}")
             return
         uploads = max(result.ok, 1)
         statements: dict[str, list[float]] = json.loads(Path(f"{stats_file}.sql.json").read_text())
         total = sum(map(sum, statements.values()))
         count = sum(map(len, statements.values()))
-        print(f"\n== SQL: {count / uploads:.1f} statements and {total * 1000 / uploads:.1f} ms per upload; "
-              f"top {min(top, len(statements))} by total time ==")  # fmt: skip
+        print(
+            f"\n== SQL: {count / uploads:.1f} statements, {total * 1000 / uploads:.1f} ms "
+            f"per upload; top {min(top, len(statements))} by total time =="
+        )
         print(f"{'total ms':>9} {'calls':>6} {'/upload':>7} {'max ms':>7}  statement")
         for statement, times in sorted(statements.items(), key=lambda item: -sum(item[1]))[:top]:
-            print(f"{sum(times) * 1000:9.1f} {len(times):6d} {len(times) / uploads:7.1f} "
-                  f"{max(times) * 1000:7.1f}  {statement[:100]}")  # fmt: skip
+            print(
+                f"{sum(times) * 1000:9.1f} {len(times):6d} {len(times) / uploads:7.1f} "
+                f"{max(times) * 1000:7.1f}  {statement[:100]}"
+            )
         stats = pstats.Stats(str(stats_file))
-        for key in [key for key in stats.stats if any(idle in pstats.func_std_string(key) for idle in _IDLE)]:
+        idle = [
+            key
+            for key in stats.stats  # type: ignore[attr-defined]
+            if any(name in pstats.func_std_string(key) for name in _IDLE)
+        ]
+        for key in idle:
             del stats.stats[key]  # type: ignore[attr-defined]
         for order in ("tottime", "cumulative"):
-            print(f"\n== Python: top {top} by {order} "
-                  f"(all threads, idle waits removed, {result.ok} uploads) ==")  # fmt: skip
+            print(
+                f"\n== Python: top {top} by {order} "
+                f"(all threads, idle waits removed, {result.ok} uploads) =="
+            )
             stats.strip_dirs().sort_stats(order).print_stats(top)
 
 
@@ -592,19 +704,26 @@ def profile_cheeseshop(dists: Sequence[Dist], cap: float, top: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=500, help="wheels to upload per phase [500]")
-    parser.add_argument("--only", default=",".join(SERVERS), help="comma-separated servers [all]: "
-                        + ", ".join(SERVERS))  # fmt: skip
+    parser.add_argument(
+        "--only",
+        default=",".join(SERVERS),
+        help="comma-separated servers [all]: " + ", ".join(SERVERS),
+    )
     parser.add_argument("--time-cap", type=float, default=300.0, help="seconds per phase [300]")
-    parser.add_argument("--profile", action="store_true",
-                        help="profile Cheeseshop (SQLite) under cProfile instead")  # fmt: skip
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the work directory (server and twine logs) and print its path")
+    parser.add_argument(
+        "--profile", action="store_true", help="profile Cheeseshop (SQLite) under cProfile instead"
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the work directory (server and twine logs) and print its path",
+    )
     parser.add_argument("--top", type=int, default=30, help="profile entries to print [30]")
     args = parser.parse_args(argv)
     names = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = sorted(set(names) - set(SERVERS))
     if unknown or args.files < 1:
-        parser.error(f"unknown server(s): {', '.join(unknown)}" if unknown else "--files must be >= 1")
+        parser.error(f"unknown server: {', '.join(unknown)}" if unknown else "--files must be >= 1")
 
     dists = build_dists(args.files)
     if args.profile:
@@ -612,9 +731,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     size = statistics.mean(len(dist.content) for dist in dists)
-    print(f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}, {os.cpu_count()} cores, "
-          f"{platform.platform(terse=True)}, Python {platform.python_version()}; "
-          f"{args.files} wheels of ~{size:.0f} bytes", flush=True)  # fmt: skip
+    print(
+        f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}, {os.cpu_count()} cores, "
+        f"{platform.platform(terse=True)}, Python {platform.python_version()}; "
+        f"{args.files} wheels of ~{size:.0f} bytes",
+        flush=True,
+    )
     results: list[Result] = []
     skipped: dict[str, str] = {}
     versions: dict[str, str] = {}
@@ -636,12 +758,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                             result = upload_with_httpx(name, target, dists, args.time_cap)
                         else:
                             twine_log = workdir / "twine.log"
-                            result = upload_with_twine(name, target, paths, args.time_cap, twine_log)
+                            result = upload_with_twine(
+                                name, target, paths, args.time_cap, twine_log
+                            )
                     if result.errors:
                         result.server_log = log_errors(workdir / "server.log")
                     results.append(result)
-                    print(f"  {client}: {result.ok}/{result.files} in {result.wall:.1f} s, "
-                          f"{result.errors} errors", flush=True)  # fmt: skip
+                    print(
+                        f"  {client}: {result.ok}/{result.files} in {result.wall:.1f} s, "
+                        f"{result.errors} errors",
+                        flush=True,
+                    )
                 versions[name] = describe(name)
             except PeerUnavailable as error:
                 skipped[name] = str(error)

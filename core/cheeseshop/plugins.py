@@ -223,6 +223,10 @@ class Hooks:
 
     # -- events (called by the outbox only) ---------------------------------------------
 
+    def has_receivers(self, hook: str) -> bool:
+        """Whether any plugin implements the event hook (else its events need no outbox row)."""
+        return bool(self._impls(hook))
+
     def receivers(self, hook: str) -> list[tuple[str, Callable[..., Any], tuple[str, ...]]]:
         """(plugin name, function, argument names) of each implementation of an event hook.
 

@@ -109,12 +109,17 @@ class Outbox:
         if not await self._lease(event_id, utcnow()):
             return False
         try:
+            # Its last write releases the lease together with the outcome.
             return await self._deliver_leased(event_id)
-        finally:
-            async with self.db.write() as session:
-                await session.execute(
-                    update(OutboxEvent).where(OutboxEvent.id == event_id).values(lease_until=None)
-                )
+        except BaseException:
+            try:
+                async with self.db.write() as session:
+                    await session.execute(
+                        update(OutboxEvent).where(OutboxEvent.id == event_id).values(lease_until=None)
+                    )
+            except Exception:
+                log.warning("could not release the lease on event %s; it expires by itself", event_id)
+            raise
 
     async def _deliver_leased(self, event_id: int) -> bool:
         async with self.db.read() as session:
@@ -155,9 +160,9 @@ class Outbox:
         async with self.db.write() as session:
             values: dict[str, datetime | None]
             if pending:
-                values = {"next_attempt": min(pending)}
+                values = {"next_attempt": min(pending), "lease_until": None}
             else:
-                values = {"completed": utcnow()}
+                values = {"completed": utcnow(), "lease_until": None}
             await session.execute(update(OutboxEvent).where(OutboxEvent.id == event_id).values(**values))
         return not pending
 

@@ -470,8 +470,10 @@ async def _commit(
             upload_time=now,
             serial=serial,
         )
-        # The file event first: a release is announced after its file is recorded.
-        event_ids = await record(session, [file_event, *events])
+        # The file event first: a release is announced after its file is recorded. An
+        # event no enabled plugin receives is not written at all (the default install).
+        wanted = [e for e in (file_event, *events) if services.hooks.has_receivers(e.hook)]
+        event_ids = await record(session, wanted)
         await _verify_stored(services, paths, file.size)
         return event_ids
 
