@@ -21,7 +21,7 @@ import struct
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, NoReturn, Self
@@ -128,7 +128,7 @@ def _show(name: str) -> str:
 # --- wheels ---------------------------------------------------------------------------------
 
 
-def read_wheel_metadata(path: Path, *, filename: str) -> bytes:
+def read_wheel_metadata(path: Path, *, filename: str, license_files: Sequence[str] = ()) -> bytes:
     """Check the wheel at *path* and return its ``.dist-info/METADATA`` exactly as stored.
 
     *filename* is the wheel's filename; its first two dash-separated parts name the one
@@ -146,10 +146,13 @@ def read_wheel_metadata(path: Path, *, filename: str) -> bytes:
     Then the wheel must agree with its own RECORD (a CSV of ``path,algorithm=digest,size``):
     every member but RECORD, its signatures ``RECORD.jws`` / ``RECORD.p7s`` and directory
     entries is listed, every listed path is a member, and each member's content matches its
-    listed hash (urlsafe base64 without padding, one of :data:`RECORD_HASH_ALGORITHMS`) and
-    size (when given). Members are inflated and hashed in chunks, never held whole. Last,
+    listed hash (one of :data:`RECORD_HASH_ALGORITHMS`, in urlsafe base64 with or without
+    padding, or in hex as some published wheels have it) and size (when given). Members are
+    inflated and hashed in chunks, never held whole. Last,
     when METADATA is version 2.4 or later, each ``License-File`` it lists must be the member
-    ``<name>-<version>.dist-info/licenses/<path>``.
+    ``<name>-<version>.dist-info/licenses/<path>``; so must each of *license_files*, the
+    License-File values of the upload form (pass them when the form's metadata version is
+    2.4 or later, as PyPI checks them).
 
     :raises InvalidArchive: with a message naming the file, what is wrong and what to do.
     """
@@ -175,6 +178,7 @@ def read_wheel_metadata(path: Path, *, filename: str) -> bytes:
                 _check_record(archive, infos, dist_info, fail)
                 _check_license_files(
                     data,
+                    license_files,
                     {i.orig_filename for i in infos if not i.is_dir()},
                     f"{dist_info}/licenses",
                     "wheel",
@@ -437,7 +441,9 @@ def _check_record(
             while chunk := member.read(_READ_CHUNK):
                 digest.update(chunk)
         actual = base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode("ascii")
-        if expected.rstrip("=") != actual:
+        # Some published wheels (gmsh's, for one) write hex digests. That is another spelling
+        # of the same digest (never mistaken for base64, being longer), so it is taken.
+        if expected.rstrip("=") != actual and expected.lower() != digest.hexdigest():
             fail(
                 f"{_show(record)} lists hash {_show(entry.hash)} for {_show(name)} but the "
                 f"file hashes to {algorithm}={actual}"
@@ -513,27 +519,30 @@ def _some(names: list[str]) -> str:
 
 
 def _check_license_files(
-    metadata: bytes, members: set[str], directory: str, kind: str, fail: _Fail
+    metadata: bytes,
+    from_form: Sequence[str],
+    members: set[str],
+    directory: str,
+    kind: str,
+    fail: _Fail,
 ) -> None:
-    """Each ``License-File`` of metadata 2.4+ must be the member ``<directory>/<path>``.
+    """Each ``License-File`` of metadata 2.4+, and each one the form gave, must be the member
+    ``<directory>/<path>``.
 
     Metadata that does not parse is left to the metadata checks, which report it better.
     """
     raw, _ = parse_email(metadata)
+    listed: list[str] = []
     try:
-        version = Version(raw.get("metadata_version", ""))
+        if Version(raw.get("metadata_version", "")) >= _LICENSE_FILE_SINCE:
+            listed = raw.get("license_files", [])
     except InvalidVersion:
-        return
-    if version < _LICENSE_FILE_SINCE:
-        return
-    missing = [
-        path for path in raw.get("license_files", []) if f"{directory}/{path}" not in members
-    ]
-    if missing:
-        where = ", ".join(_show(f"{directory}/{path}") for path in missing[:_SHOW_AT_MOST])
-        fail(
-            f"its metadata lists License-File {_some(missing)} but the {kind} has no {where}"
-        )
+        pass
+    for where, paths in (("its metadata", listed), ("the upload form", from_form)):
+        missing = [path for path in dict.fromkeys(paths) if f"{directory}/{path}" not in members]
+        if missing:
+            shown = ", ".join(_show(f"{directory}/{path}") for path in missing[:_SHOW_AT_MOST])
+            fail(f"{where} lists License-File {_some(missing)} but the {kind} has no {shown}")
 
 
 def _same_version(left: str, right: str) -> bool:
@@ -546,7 +555,7 @@ def _same_version(left: str, right: str) -> bool:
 # --- sdists ---------------------------------------------------------------------------------
 
 
-def read_sdist_pkg_info(path: Path, *, filename: str) -> bytes:
+def read_sdist_pkg_info(path: Path, *, filename: str, license_files: Sequence[str] = ()) -> bytes:
     """Check the sdist at *path* and return its ``<top>/PKG-INFO`` exactly as stored.
 
     *filename* is the sdist's filename; ``<top>`` is that filename without ``.tar.gz``, and
@@ -558,7 +567,9 @@ def read_sdist_pkg_info(path: Path, *, filename: str) -> bytes:
     missing, not a regular file or over :data:`MAX_METADATA_SIZE` bytes; or if checking it
     would read more than :data:`TAR_STREAM_BUDGET` bytes of tar stream or more than
     :data:`MAX_ARCHIVE_MEMBERS` members. When PKG-INFO is metadata 2.4 or later, each
-    ``License-File`` it lists must be a member ``<top>/<path>`` that is not a directory.
+    ``License-File`` it lists must be a member ``<top>/<path>`` that is not a directory; so
+    must each of *license_files*, the License-File values of the upload form (pass them when
+    the form's metadata version is 2.4 or later, as PyPI checks them).
 
     :raises InvalidArchive: with a message naming the file, what is wrong and what to do.
     """
@@ -614,7 +625,7 @@ def read_sdist_pkg_info(path: Path, *, filename: str) -> bytes:
     _check_tar_links(names, symlinks, hardlinks, top, fail)
     if pkg_info is None:
         fail(f"it has no {_show(pkg_info_name)}")
-    _check_license_files(pkg_info, names - directories, top, "sdist", fail)
+    _check_license_files(pkg_info, license_files, names - directories, top, "sdist", fail)
     return pkg_info
 
 

@@ -265,10 +265,18 @@ def validate_metadata(
 
 
 def check_core_metadata(
-    core_metadata: bytes, *, name: str, version: str, requires_dist: Sequence[str]
+    core_metadata: bytes,
+    *,
+    name: str,
+    version: str,
+    requires_dist: Sequence[str] | None,
+    source: str = "The wheel's METADATA",
 ) -> None:
-    """Check that a wheel's ``METADATA`` agrees with the upload form; raise
-    :class:`InvalidMetadata` listing all disagreements.
+    """Check that a wheel's ``METADATA`` (or an sdist's PKG-INFO, named by *source*)
+    agrees with the upload form; raise :class:`InvalidMetadata` listing all disagreements.
+
+    *requires_dist* ``None`` skips the requirements comparison (sdists may leave them
+    dynamic).
 
     Its Name must normalize equal to *name*, its Version must equal *version* as versions
     (``1.0`` equals ``1.0.0``), and its Requires-Dist must hold the same requirements as
@@ -280,42 +288,46 @@ def check_core_metadata(
     except UnicodeDecodeError as exc:
         raise InvalidMetadata(
             [
-                f"The wheel's METADATA is not valid UTF-8 (byte {core_metadata[exc.start]:#04x} "
+                f"{source} is not valid UTF-8 (byte {core_metadata[exc.start]:#04x} "
                 f"at offset {exc.start}); rebuild the wheel with a current build backend."
             ]
         ) from None
     raw, unparsed = parse_email(text)
 
     if "name" in unparsed:
-        problems.append("The wheel's METADATA has more than one Name field; rebuild the wheel.")
+        problems.append(f"{source} has more than one Name field; rebuild the distribution.")
     elif not raw.get("name"):
-        problems.append("The wheel's METADATA has no Name field; rebuild the wheel.")
+        problems.append(f"{source} has no Name field; rebuild the distribution.")
     elif normalize(raw["name"]) != normalize(name):
         problems.append(
-            f"The wheel's METADATA names the project {raw['name']!r}, but the upload is for "
+            f"{source} names the project {raw['name']!r}, but the upload is for "
             f"{name!r}; upload the wheel to its own project, or rebuild it with the right name."
         )
 
     if "version" in unparsed:
         problems.append(
-            "The wheel's METADATA has more than one Version field; rebuild the wheel."
+            f"{source} has more than one Version field; rebuild the distribution."
         )
     elif not raw.get("version"):
-        problems.append("The wheel's METADATA has no Version field; rebuild the wheel.")
+        problems.append(f"{source} has no Version field; rebuild the distribution.")
     elif not _same_version(raw["version"], version):
         problems.append(
-            f"The wheel's METADATA gives version {raw['version']!r}, but the upload is for "
+            f"{source} gives version {raw['version']!r}, but the upload is for "
             f"version {version!r}; upload it as the version it was built for."
         )
 
+    if requires_dist is None:  # an sdist's PKG-INFO may leave requirements dynamic
+        if problems:
+            raise InvalidMetadata(problems)
+        return
     in_metadata: set[str] = set()
     for value in raw.get("requires_dist", []):
         try:
             in_metadata.add(str(Requirement(value)))
         except InvalidRequirement as exc:
             problems.append(
-                f"The wheel's METADATA has an invalid Requires-Dist {value!r} "
-                f"({_first_line(exc)}); rebuild the wheel."
+                f"{source} has an invalid Requires-Dist {value!r} "
+                f"({_first_line(exc)}); rebuild the distribution."
             )
             in_metadata.add(value.strip())
     in_form = {_requirement_key(value) for value in requires_dist if value.strip()}
@@ -323,7 +335,7 @@ def check_core_metadata(
         only_metadata = ", ".join(repr(r) for r in sorted(in_metadata - in_form)) or "none"
         only_form = ", ".join(repr(r) for r in sorted(in_form - in_metadata)) or "none"
         problems.append(
-            "The wheel's METADATA Requires-Dist differs from the upload form's requires_dist "
+            f"{source} Requires-Dist differs from the upload form's requires_dist "
             f"(only in METADATA: {only_metadata}; only in the form: {only_form}); upload with "
             "a client that sends the wheel's own metadata, such as twine or uv."
         )

@@ -24,6 +24,7 @@ import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.http import parse_options_header
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
@@ -275,6 +276,12 @@ async def receive_upload(
     except APIError:
         _abort(sink, received)
         raise
+    except RequestEntityTooLarge:
+        # werkzeug's own wording ("exceeds the capacity limit") says nothing useful.
+        _abort(sink, received)
+        raise APIError(
+            413, f"The form has more than {MAX_PARTS} parts; send each field once per value."
+        ) from None
     except ValueError as error:
         # werkzeug raises ValueError for malformed multipart data and for max_parts.
         _abort(sink, received)

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from packaging.utils import canonicalize_version
+from packaging.version import Version
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -157,26 +158,33 @@ async def _validate(form: UploadForm) -> _Checked:
                 f"The {algorithm}_digest given ({claimed}) does not match the uploaded file "
                 f"({computed[algorithm]}); the upload may be corrupt, try again.",
             )
+    # License-File entries of the form must exist in the archive (metadata 2.4+).
+    license_files = (
+        list(request.metadata.get("license_files") or [])  # type: ignore[call-overload]
+        if Version(request.metadata_version) >= Version("2.4")
+        else []
+    )
+    wheel = parsed.packagetype == "bdist_wheel"
+    reader = read_wheel_metadata if wheel else read_sdist_pkg_info
     try:
-        if parsed.packagetype == "bdist_wheel":
-            core_metadata: bytes | None = await asyncio.to_thread(
-                read_wheel_metadata, file.path, filename=file.filename
-            )
-        else:
-            await asyncio.to_thread(read_sdist_pkg_info, file.path, filename=file.filename)
-            core_metadata = None
+        archived = await asyncio.to_thread(
+            reader, file.path, filename=file.filename, license_files=license_files
+        )
     except InvalidArchive as error:
         raise APIError(400, str(error)) from None
-    if core_metadata is not None:
-        try:
-            check_core_metadata(
-                core_metadata,
-                name=request.name,
-                version=request.version_string,
-                requires_dist=list(request.metadata.get("requires_dist") or []),  # type: ignore[call-overload]
-            )
-        except InvalidMetadata as error:
-            raise APIError(400, f"{file.filename}: " + " ".join(error.problems)) from None
+    try:
+        check_core_metadata(
+            archived,
+            name=request.name,
+            version=request.version_string,
+            # An sdist's PKG-INFO may leave requirements dynamic: compare names only.
+            requires_dist=list(request.metadata.get("requires_dist") or []) if wheel else None,  # type: ignore[call-overload]
+            source="The wheel's METADATA" if wheel else "The sdist's PKG-INFO",
+        )
+    except InvalidMetadata as error:
+        raise APIError(400, f"{file.filename}: " + " ".join(error.problems)) from None
+    # Only a wheel's metadata is served separately (PEP 658).
+    core_metadata = archived if wheel else None
     return _Checked(request=request, file=file, parsed=parsed, core_metadata=core_metadata)
 
 

@@ -43,6 +43,7 @@ from cheeseshop.testing.archives import tar_directory as directory
 from cheeseshop.testing.archives import tar_hardlink as hardlink
 from cheeseshop.testing.archives import tar_member as member
 from cheeseshop.testing.archives import tar_symlink as symlink
+from cheeseshop.testing.dists import build_wheel
 
 WHEEL = "foo-1.0-py3-none-any.whl"
 SDIST = "foo-1.0.tar.gz"
@@ -385,7 +386,10 @@ def test_wheel_refuses_too_many_entries(tmp_path: Path, monkeypatch: pytest.Monk
 def big_entry(uncompressed: int, compressed: int) -> Entry:
     # Never read: the bomb is judged from the central directory alone.
     return Entry(
-        b"foo/big.bin", raw=bytes(compressed), method=zipfile.ZIP_DEFLATED, uncompressed=uncompressed
+        b"foo/big.bin",
+        raw=bytes(compressed),
+        method=zipfile.ZIP_DEFLATED,
+        uncompressed=uncompressed,
     )
 
 
@@ -458,6 +462,283 @@ def test_wheel_metadata_bad_crc(tmp_path: Path) -> None:
     entries = metadata_entries()
     entries[1].crc = 0x12345678
     refused(read_wheel_metadata, write_raw(tmp_path, RawZip(entries)), WHEEL, "CRC")
+
+
+# --- RECORD -------------------------------------------------------------------------------------
+
+RECORD = "foo-1.0.dist-info/RECORD"
+
+
+def b64(data: bytes, algorithm: str = "sha256") -> str:
+    """A RECORD digest: urlsafe base64 without padding."""
+    digest = hashlib.new(algorithm, data).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+INIT = b"x = 1\n"  # foo/__init__.py
+INIT_HASH = f"sha256={b64(INIT)}"
+OTHER = b"x = 2\n"
+
+
+def record_wheel(tmp_path: Path, members: dict[str, bytes], record: str | bytes) -> Path:
+    """The minimal wheel plus ``members``, with RECORD exactly as given."""
+    all_members = wheel_members() | members
+    all_members[RECORD] = record.encode() if isinstance(record, str) else record
+    return write_raw(tmp_path, RawZip(zip_entries(all_members)))
+
+
+def true_rows() -> str:
+    """RECORD rows for the minimal wheel's own members, all true; no row for RECORD."""
+    rows = wheel_members()
+    rows.pop(RECORD)
+    return "".join(f"{name},sha256={b64(data)},{len(data)}\n" for name, data in rows.items())
+
+
+def test_wheel_record_of_a_built_wheel_is_accepted(tmp_path: Path) -> None:
+    dist = build_wheel("foo", "1.0", files={"foo/__init__.py": b"", "foo/data.bin": bytes(3000)})
+    path = dist.write(tmp_path)
+    assert read_wheel_metadata(path, filename=dist.filename) == dist.metadata
+
+
+def test_wheel_record_hashes_in_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(archives, "_READ_CHUNK", 7)
+    noise = random.Random(1).randbytes(1000)
+    path = write_raw(tmp_path, RawZip(zip_entries(with_record(wheel_members() | {"foo/n": noise}))))
+    assert read_wheel_metadata(path, filename=WHEEL) == METADATA
+    members = with_record(wheel_members() | {"foo/n": noise}) | {"foo/n": noise[:-1] + b"!"}
+    path = write_raw(tmp_path, RawZip(zip_entries(members)))
+    refused(read_wheel_metadata, path, WHEEL, "for 'foo/n' but the file hashes to sha256=")
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        pytest.param(true_rows() + f"{RECORD},,\n", id="record-row-without-hash"),
+        pytest.param(true_rows(), id="record-not-listed"),
+        pytest.param(true_rows() + f"{RECORD},sha256=whatever,12\n", id="record-hash-ignored"),
+        pytest.param(true_rows().replace("\n", "\r\n"), id="crlf"),
+        pytest.param("\n" + true_rows() + "\n\n", id="blank-lines"),
+        pytest.param(
+            "".join(f"{line.rsplit(',', 1)[0]},\n" for line in true_rows().splitlines()),
+            id="sizes-empty",
+        ),
+        pytest.param(
+            true_rows().replace("foo/__init__.py,", '"foo/__init__.py",'), id="quoted-path"
+        ),
+    ],
+)
+def test_wheel_record_variants_accepted(tmp_path: Path, record: str) -> None:
+    assert read_wheel_metadata(record_wheel(tmp_path, {}, record), filename=WHEEL) == METADATA
+
+
+@pytest.mark.parametrize("algorithm", RECORD_HASH_ALGORITHMS)
+def test_wheel_record_strong_hashes_accepted(tmp_path: Path, algorithm: str) -> None:
+    rows = wheel_members()
+    rows.pop(RECORD)
+    record = "".join(f"{n},{algorithm}={b64(d, algorithm)},{len(d)}\n" for n, d in rows.items())
+    assert read_wheel_metadata(record_wheel(tmp_path, {}, record), filename=WHEEL) == METADATA
+
+
+def test_wheel_record_padded_digest_accepted(tmp_path: Path) -> None:
+    unpadded = b64(INIT)
+    padded = base64.urlsafe_b64encode(hashlib.sha256(INIT).digest()).decode()
+    assert padded == unpadded + "="
+    record = true_rows().replace(unpadded, padded)
+    assert read_wheel_metadata(record_wheel(tmp_path, {}, record), filename=WHEEL) == METADATA
+
+
+def test_wheel_record_hex_digest_accepted(tmp_path: Path) -> None:
+    # gmsh 4.15.2 on PyPI, for one, writes hex digests; they check the same bytes.
+    record = true_rows().replace(INIT_HASH, f"sha256={hashlib.sha256(INIT).hexdigest().upper()}")
+    assert read_wheel_metadata(record_wheel(tmp_path, {}, record), filename=WHEEL) == METADATA
+    wrong = true_rows().replace(INIT_HASH, f"sha256={hashlib.sha256(b'other').hexdigest()}")
+    refused(read_wheel_metadata, record_wheel(tmp_path, {}, wrong), WHEEL, "lists hash")
+
+
+def test_wheel_record_signatures_and_directories_need_no_row(tmp_path: Path) -> None:
+    # RECORD is made before the signatures are added, so it lists neither of them.
+    signatures = {f"{RECORD}.jws": b"{}", f"{RECORD}.p7s": b"signature"}
+    entries = [Entry(b"foo/"), *zip_entries(wheel_members() | signatures)]
+    assert read_wheel_metadata(write_raw(tmp_path, RawZip(entries)), filename=WHEEL) == METADATA
+
+
+@pytest.mark.parametrize(
+    ("members", "record", "words"),
+    [
+        pytest.param(
+            {"foo/extra.py": b"import os\n"},
+            true_rows(),
+            ("'foo-1.0.dist-info/RECORD' does not list 'foo/extra.py', which the wheel contains",),
+            id="member-not-listed",
+        ),
+        pytest.param(
+            {"foo/a.py": b"", "foo/b.py": b"", "foo/c.py": b"", "foo/d.py": b""},
+            true_rows(),
+            ("does not list 'foo/a.py', 'foo/b.py', 'foo/c.py' and 1 more",),
+            id="many-not-listed",
+        ),
+        pytest.param(
+            {},
+            true_rows() + f"foo/gone.py,sha256={b64(b'')},0\n",
+            ("lists 'foo/gone.py' (line 4), which is not in the wheel",),
+            id="listed-not-member",
+        ),
+        pytest.param(
+            {},
+            true_rows().replace(b64(INIT), b64(OTHER)),
+            (
+                f"lists hash 'sha256={b64(OTHER)}' for 'foo/__init__.py'",
+                f"but the file hashes to {INIT_HASH}",
+            ),
+            id="wrong-hash",
+        ),
+        pytest.param(
+            {},
+            true_rows().replace(f"{b64(INIT)},6", f"{b64(INIT)},7"),
+            ("gives size 7 for 'foo/__init__.py' but the file has 6 bytes",),
+            id="wrong-size",
+        ),
+        pytest.param(
+            {}, true_rows().replace(",6\n", ",six\n"), ("gives size 'six'",), id="size-not-number"
+        ),
+        pytest.param(
+            {},
+            true_rows().replace(INIT_HASH, "md5=abc"),
+            ("hashes 'foo/__init__.py' with md5, which wheels may not use", "sha256"),
+            id="md5",
+        ),
+        pytest.param(
+            {},
+            true_rows().replace(INIT_HASH, "sha1=abc"),
+            ("with sha1, which wheels may not use",),
+            id="sha1",
+        ),
+        pytest.param(
+            {},
+            true_rows().replace(INIT_HASH, "crc32=abc"),
+            ("with 'crc32'; use one of sha256, sha384, sha512",),
+            id="unknown-algorithm",
+        ),
+        pytest.param(
+            {},
+            true_rows().replace(INIT_HASH, ""),
+            ("gives no hash for 'foo/__init__.py'",),
+            id="no-hash",
+        ),
+        pytest.param(
+            {},
+            true_rows().replace(INIT_HASH, "sha256"),
+            ("gives 'sha256' for 'foo/__init__.py', not 'algorithm=digest'",),
+            id="hash-without-digest",
+        ),
+        pytest.param(
+            {},
+            true_rows() + "foo/__init__.py\n",
+            ("line 4 of 'foo-1.0.dist-info/RECORD' has 1 fields",),
+            id="short-row",
+        ),
+        pytest.param(
+            {},
+            true_rows() + true_rows().splitlines()[0] + "\n",
+            ("lists 'foo/__init__.py' more than once (line 4)",),
+            id="listed-twice",
+        ),
+        pytest.param({}, b"\xff\xfe" + true_rows().encode(), ("is not UTF-8",), id="not-utf8"),
+        pytest.param(
+            {}, true_rows() + "x" * 200_000 + ",,\n", ("is not valid CSV",), id="field-too-large"
+        ),
+    ],
+)
+def test_wheel_record_refused(
+    tmp_path: Path, members: dict[str, bytes], record: str | bytes, words: tuple[str, ...]
+) -> None:
+    message = refused(read_wheel_metadata, record_wheel(tmp_path, members, record), WHEEL, *words)
+    assert message.endswith("upload that.")
+
+
+def test_wheel_record_checked_after_structure(tmp_path: Path) -> None:
+    # A RECORD that lists nothing, in a zip with a worse problem: the worse one is reported.
+    members = wheel_members() | {"../evil.py": b""}
+    members[RECORD] = b""
+    path = write_raw(tmp_path, RawZip(zip_entries(members)))
+    refused(read_wheel_metadata, path, WHEEL, "'..' path segment")
+
+
+# --- License-File --------------------------------------------------------------------------------
+
+
+def license_metadata(version: str, *paths: str) -> bytes:
+    lines = [f"Metadata-Version: {version}", "Name: foo", "Version: 1.0"]
+    lines += [f"License-File: {path}" for path in paths]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def license_wheel(tmp_path: Path, metadata: bytes, files: dict[str, bytes]) -> Path:
+    members = wheel_members(metadata=metadata) | files
+    return write_raw(tmp_path, RawZip(zip_entries(with_record(members))))
+
+
+@pytest.mark.parametrize(
+    ("metadata", "files"),
+    [
+        pytest.param(
+            license_metadata("2.4", "LICENSE", "licenses/sub/COPYING"),
+            {
+                "foo-1.0.dist-info/licenses/LICENSE": b"MIT",
+                "foo-1.0.dist-info/licenses/licenses/sub/COPYING": b"GPL",
+            },
+            id="present",
+        ),
+        pytest.param(license_metadata("2.4"), {}, id="none-listed"),
+        pytest.param(license_metadata("2.3", "LICENSE"), {}, id="before-2.4"),
+        pytest.param(license_metadata("2.1", "LICENSE"), {}, id="setuptools-2.1"),
+        pytest.param(license_metadata("x.y", "LICENSE"), {}, id="version-not-parsed"),
+    ],
+)
+def test_wheel_license_files_accepted(
+    tmp_path: Path, metadata: bytes, files: dict[str, bytes]
+) -> None:
+    path = license_wheel(tmp_path, metadata, files)
+    assert read_wheel_metadata(path, filename=WHEEL) == metadata
+
+
+@pytest.mark.parametrize(
+    ("metadata", "files", "words"),
+    [
+        pytest.param(
+            license_metadata("2.4", "LICENSE"),
+            {},
+            ("License-File 'LICENSE' but the wheel has no 'foo-1.0.dist-info/licenses/LICENSE'",),
+            id="missing",
+        ),
+        pytest.param(
+            license_metadata("2.4", "LICENSE"),
+            {"LICENSE": b"MIT", "foo-1.0.dist-info/LICENSE": b"MIT"},
+            ("'foo-1.0.dist-info/licenses/LICENSE'",),
+            id="outside-licenses",
+        ),
+        pytest.param(
+            license_metadata("2.5", "LICENSE", "NOTICE"),
+            {"foo-1.0.dist-info/licenses/LICENSE": b"MIT"},
+            ("License-File 'NOTICE'",),
+            id="one-of-two",
+        ),
+    ],
+)
+def test_wheel_license_files_refused(
+    tmp_path: Path, metadata: bytes, files: dict[str, bytes], words: tuple[str, ...]
+) -> None:
+    refused(read_wheel_metadata, license_wheel(tmp_path, metadata, files), WHEEL, *words)
+
+
+def test_wheel_license_files_from_the_form(tmp_path: Path) -> None:
+    files = {"foo-1.0.dist-info/licenses/LICENSE": b"MIT"}
+    path = license_wheel(tmp_path, license_metadata("2.1"), files)
+    assert read_wheel_metadata(path, filename=WHEEL, license_files=["LICENSE"]) == license_metadata(
+        "2.1"
+    )
+    with pytest.raises(InvalidArchive, match="the upload form lists License-File 'NOTICE'"):
+        read_wheel_metadata(path, filename=WHEEL, license_files=["LICENSE", "NOTICE"])
 
 
 # --- sdists -------------------------------------------------------------------------------------
@@ -719,3 +1000,53 @@ def test_sdist_budgets_do_not_refuse_a_normal_sdist(sdist: Path) -> None:
     assert archives.TAR_STREAM_BUDGET == 2 * 1024 * 1024 * 1024
     assert archives.MAX_ARCHIVE_MEMBERS == 100_000
     assert read_sdist_pkg_info(sdist, filename=SDIST) == PKG_INFO
+
+
+# --- sdists: License-File -----------------------------------------------------------------------
+
+
+def license_sdist(tmp_path: Path, metadata: bytes, *extra: Member) -> Path:
+    members = sdist_members()
+    members[1] = member("foo-1.0/PKG-INFO", metadata)
+    return write_sdist(tmp_path / SDIST, [*members, *extra])
+
+
+def test_sdist_license_files_present(tmp_path: Path) -> None:
+    metadata = license_metadata("2.4", "LICENSE", "docs/COPYING")
+    extra = [member("foo-1.0/LICENSE", b"MIT"), directory("foo-1.0/docs"),
+             member("foo-1.0/docs/COPYING", b"GPL")]  # fmt: skip
+    path = license_sdist(tmp_path, metadata, *extra)
+    assert read_sdist_pkg_info(path, filename=SDIST) == metadata
+
+
+def test_sdist_license_files_before_2_4_not_checked(tmp_path: Path) -> None:
+    metadata = license_metadata("2.2", "LICENSE")
+    assert read_sdist_pkg_info(license_sdist(tmp_path, metadata), filename=SDIST) == metadata
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param([], id="missing"),
+        pytest.param([directory("foo-1.0/LICENSE")], id="a-directory"),
+        pytest.param([member("LICENSE", b"MIT")], id="outside-top"),
+    ],
+)
+def test_sdist_license_files_refused(tmp_path: Path, extra: list[Member]) -> None:
+    path = license_sdist(tmp_path, license_metadata("2.4", "LICENSE"), *extra)
+    words = ("License-File 'LICENSE' but the sdist has no 'foo-1.0/LICENSE'",)
+    if extra and not extra[0][0].name.startswith("foo-1.0"):
+        words = ("outside the single top-level directory",)
+    refused(read_sdist_pkg_info, path, SDIST, *words)
+
+
+def test_sdist_license_files_from_the_form(tmp_path: Path) -> None:
+    metadata = license_metadata("2.2")
+    path = license_sdist(tmp_path, metadata, member("foo-1.0/LICENSE", b"MIT"))
+    assert read_sdist_pkg_info(path, filename=SDIST, license_files=["LICENSE"]) == metadata
+    refused(
+        lambda p, filename: read_sdist_pkg_info(p, filename=filename, license_files=["COPYING"]),
+        path,
+        SDIST,
+        "the upload form lists License-File 'COPYING' but the sdist has no 'foo-1.0/COPYING'",
+    )

@@ -193,7 +193,13 @@ async def test_unknown_and_empty_values_are_absent(upload, cheeseshop_client, ch
 
 
 async def test_metadata_fields_recorded(upload, cheeseshop_services):
-    dist = wheel()
+    # A License-File named by the form must be in the wheel (metadata 2.4+).
+    dist = wheel(
+        files={
+            "hello_world/__init__.py": b"",
+            "hello_world-1.0.dist-info/licenses/LICENSE": b"MIT",
+        }
+    )
     fields = upload_fields(
         dist,
         overrides={
