@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from cheeseshop.background import stop_gracefully
 from cheeseshop.config import Settings
 from cheeseshop.db.models import utcnow
 from cheeseshop.plugins import hookimpl
@@ -54,15 +55,7 @@ class EmbeddedDispatcher:
         """
         if self._task is None:
             return
-        self._stopping.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout=grace)
-        except TimeoutError:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await stop_gracefully(self._task, self._stopping, grace=grace)
         self._task = None
 
     def _wait_seconds(self, upcoming: datetime | None) -> float:

@@ -37,6 +37,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cheeseshop.background import stop_gracefully
 from cheeseshop.db.models import File
 from cheeseshop.packaging.archives import METADATA_FILE_SUFFIX
 
@@ -239,15 +240,7 @@ class OrphanCollector:
         """
         if self._task is None:
             return
-        self._stopping.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout=grace)
-        except TimeoutError:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await stop_gracefully(self._task, self._stopping, grace=grace)
         self._task = None
 
     async def _sleep(self, seconds: float) -> bool:
