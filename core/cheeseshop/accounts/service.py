@@ -8,7 +8,7 @@ import re
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cheeseshop.accounts import tokens
@@ -157,6 +157,13 @@ async def revoke_token(session: AsyncSession, token_id: str, *, user: User) -> N
     row.revoked = row.revoked or utcnow()
 
 
+_TOKEN_AND_USER = (
+    select(ApiToken, User)
+    .join(User, User.id == ApiToken.user_id)
+    .where(ApiToken.id == bindparam("token_id"))
+)
+
+
 async def authenticate_token(
     session: AsyncSession, raw: str, *, prefix: str, now: datetime | None = None
 ) -> Principal:
@@ -166,7 +173,11 @@ async def authenticate_token(
         token_id, macaroon = tokens.parse_identifier(raw, prefix=prefix)
     except tokens.InvalidToken as error:
         raise AuthenticationFailed(str(error)) from None
-    row = await session.get(ApiToken, token_id) if TOKEN_ID.fullmatch(token_id) else None
+    found = None
+    if TOKEN_ID.fullmatch(token_id):
+        # One round trip for the token and its user: this runs on every upload.
+        found = (await session.execute(_TOKEN_AND_USER, {"token_id": token_id})).first()
+    row, user = found if found is not None else (None, None)
     if row is None or row.revoked is not None:
         raise AuthenticationFailed("invalid or revoked API token")
     if row.expires is not None and row.expires <= now:
@@ -175,7 +186,6 @@ async def authenticate_token(
         claims = tokens.verify(macaroon, token_id=row.id, key=row.key, user_id=row.user_id, now=now)
     except tokens.InvalidToken as error:
         raise AuthenticationFailed(str(error)) from None
-    user = await session.get(User, row.user_id)
     if user is None or not user.is_active:
         raise AuthenticationFailed("the account of this API token is disabled")
     return Principal(user=user, claims=claims)

@@ -36,6 +36,8 @@ LEASE = timedelta(minutes=5)
 
 async def record(session: AsyncSession, events: Sequence[Event]) -> list[int]:
     """Add events to the outbox inside the caller's transaction; returns their ids."""
+    if not events:
+        return []
     rows = [
         OutboxEvent(hook=event.hook, kind=type(event).__name__, payload=event.to_json())
         for event in events

@@ -13,16 +13,15 @@ import asyncio
 import logging
 import dataclasses
 import hashlib
-import tempfile
+from datetime import datetime
 from pathlib import Path
 
 from packaging.utils import canonicalize_version
 from packaging.version import Version
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from cheeseshop.accounts.service import Principal, role_for
+from cheeseshop.accounts.service import Principal
 from cheeseshop.db.models import (
     File,
     FilenameRegistry,
@@ -35,7 +34,7 @@ from cheeseshop.db.models import (
 )
 from cheeseshop.errors import APIError
 from cheeseshop.events import Event, FileUploaded, ReleasePublished
-from cheeseshop.journal import record_change
+from cheeseshop.journal import Change, record_changes
 from cheeseshop.outbox import record
 from cheeseshop.packaging.archives import (
     METADATA_FILE_SUFFIX,
@@ -52,6 +51,7 @@ from cheeseshop.storage import storage_path
 from cheeseshop.packaging.description import InvalidDescription
 from cheeseshop.upload.candidate import DescribedRelease, UploadCandidate, UploadRejected
 from cheeseshop.upload.describe import render_for_upload
+from cheeseshop.upload.lookup import IndexState, LockedProject, index_state, lock_project
 from cheeseshop.upload.form import FormError, UploadRequest, read_form
 from cheeseshop.upload.multipart import ReceivedFile, UploadForm
 
@@ -83,7 +83,7 @@ async def handle_upload(services: Services, principal: Principal, form: UploadFo
     except UploadRejected as rejection:
         raise APIError(rejection.status, rejection.message) from None
     try:
-        paths = await asyncio.to_thread(_store, services, checked)
+        paths = await _store(services, checked)
     except OSError:
         log.exception("storing %s failed", checked.file.filename)
         raise APIError(503, "The file could not be stored; try again later.") from None
@@ -233,76 +233,79 @@ def _candidate(principal: Principal, checked: _Checked, *, new_project: bool) ->
 
 async def _existing(services: Services, principal: Principal, checked: _Checked) -> str:
     """'identical' (nothing to do), 'new project', or 'new file'; else raises APIError."""
-    file = checked.file
+    request, file = checked.request, checked.file
     async with services.db.read() as session:
-        same_name = await session.scalar(select(File).where(File.filename == file.filename))
-        if same_name is not None:
-            if same_name.blake2_256_digest == file.blake2_256:
-                await _authorize(session, services.settings, principal, checked, must_exist=True)
-                return "identical"
-            raise APIError(400, f"{ALREADY_EXISTS} ({file.filename}) with different contents.")
-        same_bytes = await session.scalar(
-            select(File.filename).where(File.blake2_256_digest == file.blake2_256)
+        state = await index_state(
+            session,
+            filename=file.filename,
+            blake2_256=file.blake2_256,
+            normalized_name=request.normalized_name,
+            ultranormalized_name=confusable_fold(request.name),
+            canonical_version=_canonical(request),
+            user_id=principal.user.id,
         )
-        if same_bytes is not None:
-            raise APIError(400, f"{ALREADY_EXISTS}: these bytes were uploaded as {same_bytes}.")
-        if await session.get(FilenameRegistry, file.filename) is not None:
-            raise APIError(
-                400,
-                f"This filename has already been used ({file.filename}); a filename can never "
-                "be reused, even after deletion. Use a new version.",
-            )
-        project = await _authorize(session, services.settings, principal, checked, must_exist=False)
-        if project is not None and checked.parsed.packagetype == "sdist":
-            release = await _release(session, project, checked.request)
-            if release is not None and await session.scalar(
-                select(File.id).where(File.release_id == release.id, File.packagetype == "sdist")
-            ):
-                raise APIError(400, f"{ALREADY_EXISTS}: only one sdist may be uploaded per release.")
-        return "new project" if project is None else "new file"
+    return judge_existing(state, principal, checked, services.settings)
 
 
-async def _authorize(
-    session: AsyncSession,
-    settings: Settings,
-    principal: Principal,
-    checked: _Checked,
-    *,
-    must_exist: bool,
-) -> Project | None:
+def judge_existing(state: IndexState, principal: Principal, checked: _Checked, settings: Settings) -> str:
+    """The decision :func:`_existing` makes from what the index holds (pure)."""
+    file = checked.file
+    if state.same_name_digest is not None:
+        if state.same_name_digest == file.blake2_256:
+            _authorize(state, principal, checked, settings, must_exist=True)
+            return "identical"
+        raise APIError(400, f"{ALREADY_EXISTS} ({file.filename}) with different contents.")
+    if state.same_bytes_filename is not None:
+        raise APIError(400, f"{ALREADY_EXISTS}: these bytes were uploaded as {state.same_bytes_filename}.")
+    if state.filename_used:
+        raise APIError(
+            400,
+            f"This filename has already been used ({file.filename}); a filename can never "
+            "be reused, even after deletion. Use a new version.",
+        )
+    _authorize(state, principal, checked, settings, must_exist=False)
+    if state.project_name is None:
+        return "new project"
+    if checked.parsed.packagetype == "sdist" and state.release_has_sdist:
+        raise APIError(400, f"{ALREADY_EXISTS}: only one sdist may be uploaded per release.")
+    return "new file"
+
+
+def _authorize(
+    state: IndexState, principal: Principal, checked: _Checked, settings: Settings, *, must_exist: bool
+) -> None:
     name = checked.request.normalized_name
-    project = await session.scalar(select(Project).where(Project.normalized_name == name))
     if not principal.allows_project(name):
         raise APIError(403, f"This API token is not valid for project {checked.request.name!r}.")
-    if project is None:
+    if state.project_name is None:
         if must_exist:
             raise APIError(403, f"No project {checked.request.name!r}.")
         if principal.claims.projects is not None:
             raise APIError(403, "A project-scoped API token cannot create a new project.")
-        await _check_new_name(session, settings, checked.request.name)
-        return None
-    if await role_for(session, principal.user, project) is None:
+        _check_new_name(settings, checked.request.name, similar=state.similar_name)
+        return
+    if state.role is None:
+        raise _not_allowed(principal, state.project_name)
+    if state.project_status in (ProjectStatus.ARCHIVED, ProjectStatus.QUARANTINED):
         raise APIError(
-            403,
-            f"The user '{principal.user.username}' isn't allowed to upload to project "
-            f"'{project.name}'.",
+            400,
+            f"Project {state.project_name!r} is {state.project_status}; it does not accept uploads.",
         )
-    if project.status in (ProjectStatus.ARCHIVED, ProjectStatus.QUARANTINED):
-        raise APIError(
-            400, f"Project {project.name!r} is {project.status}; it does not accept uploads."
-        )
-    return project
 
 
-async def _check_new_name(session: AsyncSession, settings: Settings, name: str) -> None:
+def _not_allowed(principal: Principal, project_name: str) -> APIError:
+    return APIError(
+        403,
+        f"The user '{principal.user.username}' isn't allowed to upload to project '{project_name}'.",
+    )
+
+
+def _check_new_name(settings: Settings, name: str, *, similar: str | None) -> None:
     """Refuse a new project whose name is prohibited or too similar to an existing one."""
     extra = frozenset(normalize(n) for n in settings.prohibited_names)
     reason = prohibited_reason(name, stdlib=settings.prohibit_stdlib_names, extra=extra)
     if reason:
         raise APIError(400, reason)
-    similar = await session.scalar(
-        select(Project.name).where(Project.ultranormalized_name == confusable_fold(name))
-    )
     if similar is not None:
         raise APIError(
             400,
@@ -311,11 +314,8 @@ async def _check_new_name(session: AsyncSession, settings: Settings, name: str) 
         )
 
 
-async def _release(session: AsyncSession, project: Project, request: UploadRequest) -> Release | None:
-    canonical = canonicalize_version(request.version, strip_trailing_zero=True)
-    return await session.scalar(
-        select(Release).where(Release.project_id == project.id, Release.canonical_version == canonical)
-    )
+def _canonical(request: UploadRequest) -> str:
+    return canonicalize_version(request.version, strip_trailing_zero=True)
 
 
 # -- store -------------------------------------------------------------------------------
@@ -329,23 +329,40 @@ class _Paths:
     metadata_blake2_256: str | None
 
 
-def _store(services: Services, checked: _Checked) -> _Paths:
+async def _store(services: Services, checked: _Checked) -> _Paths:
+    """Store the file and its core metadata side by side: two puts, two fsyncs, at once."""
     file = checked.file
     path = storage_path(file.blake2_256, file.filename)
-    services.storage.put(path, file.path)
     if checked.core_metadata is None:
+        await asyncio.to_thread(services.storage.put, path, file.path)
         return _Paths(path, None, None, None)
     metadata_path = f"{path}{METADATA_FILE_SUFFIX}"
-    with tempfile.NamedTemporaryFile(dir=file.path.parent, prefix="metadata-") as handle:
-        handle.write(checked.core_metadata)
-        handle.flush()
-        services.storage.put(metadata_path, Path(handle.name))
+    scratch = file.path.with_name(f"{file.path.name}.metadata")
+    # When one put fails the other is still awaited, so no write is left running behind
+    # the 503; a put that completed leaves an unreferenced file for the collector.
+    results = await asyncio.gather(
+        asyncio.to_thread(services.storage.put, path, file.path),
+        asyncio.to_thread(_put_bytes, services, metadata_path, checked.core_metadata, scratch),
+        return_exceptions=True,
+    )
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
     return _Paths(
         path,
         metadata_path,
         hashlib.sha256(checked.core_metadata).hexdigest(),
         hashlib.blake2b(checked.core_metadata, digest_size=32).hexdigest(),
     )
+
+
+def _put_bytes(services: Services, path: str, data: bytes, scratch: Path) -> None:
+    """Store ``data`` at ``path`` by way of the scratch file (storage puts take a file)."""
+    try:
+        scratch.write_bytes(data)
+        services.storage.put(path, scratch)
+    finally:
+        scratch.unlink(missing_ok=True)
 
 
 async def _discard(services: Services, paths: _Paths) -> None:
@@ -383,6 +400,14 @@ async def _verify_stored(services: Services, paths: _Paths, size: int) -> None:
 # -- record and commit -------------------------------------------------------------------
 
 
+# Core statements built once: the commit binds values, SQLAlchemy compiles each once.
+_INSERT_PROJECT = insert(Project.__table__).returning(Project.__table__.c.id)
+_INSERT_ROLE = insert(Role.__table__)
+_INSERT_RELEASE = insert(Release.__table__).returning(Release.__table__.c.id)
+_INSERT_FILE = insert(File.__table__)
+_INSERT_FILENAME = insert(FilenameRegistry.__table__)
+
+
 async def _commit(
     services: Services,
     principal: Principal,
@@ -390,54 +415,55 @@ async def _commit(
     paths: _Paths,
     description_html: str | None,
 ) -> list[int]:
+    """Record the upload in one write transaction; returns the outbox ids of its events.
+
+    Core statements, not the ORM's unit of work: a new project's upload is about ten
+    statements, and this transaction holds SQLite's one write lock while they run.
+    """
     request, file = checked.request, checked.file
     user = principal.user
-    events: list[Event] = []
+    changes: list[Change] = []
+    now = utcnow()
     async with services.db.write() as session:
-        project = await session.scalar(
-            select(Project).where(Project.normalized_name == request.normalized_name).with_for_update()
-        )
+        project = await lock_project(session, request.normalized_name, _canonical(request), user.id)
         if project is None:
-            project = Project(name=request.name, normalized_name=request.normalized_name)
-            session.add(project)
-            await session.flush()
-            session.add(Role(user_id=user.id, project_id=project.id, role_name=RoleName.OWNER.value))
-            await record_change(session, project, "create", submitted_by=user.username)
-            await record_change(
-                session, project, f"add Owner {user.username}", submitted_by=user.username
+            project_id = await session.scalar(
+                _INSERT_PROJECT,
+                {"name": request.name, "normalized_name": request.normalized_name, "created": now},
             )
-        elif await role_for(session, user, project) is None:
-            raise APIError(403, f"The user '{user.username}' isn't allowed to upload to project '{project.name}'.")
+            assert project_id is not None
+            project = LockedProject(project_id, request.name, RoleName.OWNER.value, 0, None, None, None)
+            await session.execute(
+                _INSERT_ROLE, {"user_id": user.id, "project_id": project.id, "role_name": RoleName.OWNER.value}
+            )
+            changes += [
+                Change("create", submitted_by=user.username),
+                Change(f"add {RoleName.OWNER.value} {user.username}", submitted_by=user.username),
+            ]
+        elif project.role is None:
+            raise _not_allowed(principal, project.name)
 
         limit = project.total_size_limit or services.settings.max_project_size
-        if (project.total_size or 0) + file.size > limit:
+        if project.total_size + file.size > limit:
             raise APIError(
                 400,
                 f"Project size too large: the limit for project {project.name!r} is "
                 f"{limit / 2**30:g} GiB in total. Delete old files or ask for a higher limit.",
             )
-        release = await _release(session, project, request)
-        if release is None:
-            release = _new_release(project, request, uploader_id=user.id, description_html=description_html)
-            session.add(release)
-            await session.flush()
-            serial = await record_change(
-                session, project, "new release", version=release.version, submitted_by=user.username
+        release_id = project.release_id
+        new_release = release_id is None
+        if release_id is None:
+            release_id = await session.scalar(
+                _INSERT_RELEASE,
+                _release_values(
+                    project.id, request, uploader_id=user.id, description_html=description_html, created=now
+                ),
             )
-            events.append(
-                ReleasePublished(
-                    project=project.name,
-                    normalized_name=project.normalized_name,
-                    version=release.version,
-                    published_by=user.username,
-                    created=release.created,
-                    serial=serial,
-                )
-            )
-        now = utcnow()
-        session.add(
-            File(
-                release_id=release.id,
+            changes.append(Change("new release", request.version_string, user.username))
+        await session.execute(
+            _INSERT_FILE,
+            dict(
+                release_id=release_id,
                 filename=file.filename,
                 path=paths.file,
                 size=file.size,
@@ -451,37 +477,50 @@ async def _commit(
                 uploaded_by_id=user.id,
                 metadata_sha256=paths.metadata_sha256,
                 metadata_blake2_256=paths.metadata_blake2_256,
-            )
+            ),
         )
-        session.add(FilenameRegistry(filename=file.filename, created=now))
-        project.total_size = (project.total_size or 0) + file.size
-        await session.flush()
-        serial = await record_change(
+        await session.execute(_INSERT_FILENAME, {"filename": file.filename, "created": now})
+        # The version as the release row spells it: the first upload's spelling wins.
+        version = project.release_version or request.version_string
+        changes.append(Change(f"add {request.pyversion} file {file.filename}", version, user.username))
+        serials = await record_changes(
             session,
-            project,
-            f"add {request.pyversion} file {file.filename}",
-            version=release.version,
-            submitted_by=user.username,
+            project.id,
+            project.name,
+            changes,
+            added_size=file.size,
         )
-        file_event = FileUploaded(
-            project=project.name,
-            normalized_name=project.normalized_name,
-            version=release.version,
-            filename=file.filename,
-            path=paths.file,
-            metadata_path=paths.metadata,
-            packagetype=checked.parsed.packagetype,
-            size=file.size,
-            sha256=file.sha256,
-            blake2_256=file.blake2_256,
-            uploaded_by=user.username,
-            upload_time=now,
-            serial=serial,
-        )
-        # The file event first: a release is announced after its file is recorded. An
-        # event no enabled plugin receives is not written at all (the default install).
-        wanted = [e for e in (file_event, *events) if services.hooks.has_receivers(e.hook)]
-        event_ids = await record(session, wanted)
+        events: list[Event] = [
+            FileUploaded(
+                project=project.name,
+                normalized_name=request.normalized_name,
+                version=version,
+                filename=file.filename,
+                path=paths.file,
+                metadata_path=paths.metadata,
+                packagetype=checked.parsed.packagetype,
+                size=file.size,
+                sha256=file.sha256,
+                blake2_256=file.blake2_256,
+                uploaded_by=user.username,
+                upload_time=now,
+                serial=serials[-1],
+            )
+        ]
+        if new_release:
+            # The file event first: a release is announced after its file is recorded.
+            events.append(
+                ReleasePublished(
+                    project=project.name,
+                    normalized_name=request.normalized_name,
+                    version=version,
+                    published_by=user.username,
+                    created=now,
+                    serial=serials[-2],
+                )
+            )
+        # An event no enabled plugin receives is not written at all (the default install).
+        event_ids = await record(session, [e for e in events if services.hooks.has_receivers(e.hook)])
         await _verify_stored(services, paths, file.size)
         return event_ids
 
@@ -494,16 +533,21 @@ def _list(value: object) -> list[str]:
     return list(value) if isinstance(value, list) else []
 
 
-def _new_release(
-    project: Project, request: UploadRequest, *, uploader_id: int, description_html: str | None
-) -> Release:
+def _release_values(
+    project_id: int,
+    request: UploadRequest,
+    *,
+    uploader_id: int,
+    description_html: str | None,
+    created: datetime,
+) -> dict[str, object]:
     meta = request.metadata
-    return Release(
-        project_id=project.id,
+    return dict(
+        project_id=project_id,
         version=request.version_string,
-        canonical_version=canonicalize_version(request.version, strip_trailing_zero=True),
+        canonical_version=_canonical(request),
         is_prerelease=request.version.is_prerelease,
-        created=utcnow(),
+        created=created,
         metadata_version=request.metadata_version,
         summary=_text(meta.get("summary")),
         description=_text(meta.get("description")),

@@ -21,12 +21,12 @@ from cheeseshop.accounts.service import (
     AuthenticationFailed,
     Principal,
     authenticate_token,
-    role_for,
 )
 from cheeseshop.db.models import Project, Role
 from cheeseshop.errors import APIError
 from cheeseshop.packaging.names import normalize
 from cheeseshop.services import Services, current_services
+from cheeseshop.upload.lookup import project_limits
 from cheeseshop.upload.multipart import MAX_FORM_BYTES, FileLimit, mib, receive_upload
 from cheeseshop.upload.service import handle_upload
 
@@ -108,14 +108,14 @@ async def file_limits(
     if not normalized or not principal.allows_project(normalized):
         return [_default_limit(services)]
     async with services.db.read() as session:
-        project = await session.scalar(select(Project).where(Project.normalized_name == normalized))
-        if project is None:  # a new project: nothing used yet, the index-wide limits
-            label, file_limit, total_limit, used = name, None, None, 0
-        elif await role_for(session, principal.user, project) is None:
-            return [_default_limit(services)]
-        else:
-            label, used = project.name, project.total_size or 0
-            file_limit, total_limit = project.upload_limit, project.total_size_limit
+        project = await project_limits(session, normalized, principal.user.id)
+    if project is None:  # a new project: nothing used yet, the index-wide limits
+        label, file_limit, total_limit, used = name, None, None, 0
+    elif project.role is None:
+        return [_default_limit(services)]
+    else:
+        label, used = project.name, project.total_size
+        file_limit, total_limit = project.upload_limit, project.total_size_limit
     file_limit = file_limit or settings.max_file_size
     total_limit = total_limit or settings.max_project_size
     return [

@@ -1,0 +1,174 @@
+"""What the index already holds that bears on an upload, each question asked in one statement.
+
+An upload asks the database three times: before its file streams (the project's limits),
+after it arrived (duplicates, the project, the uploader's role, similar names) and, under
+lock, in the commit. Each time every question goes into one ``SELECT`` of scalar
+subqueries: on this path a round trip costs far more than the indexed lookups inside it.
+The statements are built once, with bound parameters, so SQLAlchemy compiles each once
+and a request only binds values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from sqlalchemy import bindparam, exists, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cheeseshop.db.models import File, FilenameRegistry, Project, Release, Role
+
+__all__ = ["IndexState", "LockedProject", "ProjectLimits", "index_state", "lock_project", "project_limits"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ProjectLimits:
+    """A project's size limits and use, and the uploader's role on it (None: no role)."""
+
+    name: str
+    role: str | None
+    upload_limit: int | None
+    total_size_limit: int | None
+    total_size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexState:
+    """Everything the duplicate, permission and name checks of one upload need."""
+
+    #: blake2_256 of the file already stored under this filename, if any.
+    same_name_digest: str | None
+    #: The filename under which these exact bytes are already stored, if any.
+    same_bytes_filename: str | None
+    #: Whether the filename was ever accepted (deleted files included).
+    filename_used: bool
+    project_name: str | None
+    project_status: str | None
+    role: str | None
+    #: An existing project whose name folds to the same confusable form, if any.
+    similar_name: str | None
+    #: Whether the release of this version already has an sdist.
+    release_has_sdist: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class LockedProject:
+    """The project row, locked for the commit, and what the commit needs to know."""
+
+    id: int
+    name: str
+    role: str | None
+    total_size: int
+    total_size_limit: int | None
+    release_id: int | None
+    #: The release's version as first uploaded (``1.0`` for a later upload of ``1.0.0``).
+    release_version: str | None
+
+
+# The user's role on the project of the enclosing query (correlated on ``projects``).
+_ROLE = (
+    select(Role.role_name)
+    .where(Role.project_id == Project.id, Role.user_id == bindparam("user_id"))
+    .scalar_subquery()
+)
+
+_PROJECT_LIMITS = select(
+    Project.name, _ROLE, Project.upload_limit, Project.total_size_limit, Project.total_size
+).where(Project.normalized_name == bindparam("normalized_name"))
+
+
+def _index_state_statement() -> Any:
+    project = select(Project.id, Project.name, Project.status).where(
+        Project.normalized_name == bindparam("normalized_name")
+    ).subquery()
+    return select(
+        select(File.blake2_256_digest).where(File.filename == bindparam("filename")).scalar_subquery(),
+        select(File.filename)
+        .where(File.blake2_256_digest == bindparam("blake2_256"))
+        .limit(1)
+        .scalar_subquery(),
+        exists().where(FilenameRegistry.filename == bindparam("filename")),
+        select(project.c.name).scalar_subquery(),
+        select(project.c.status).scalar_subquery(),
+        select(Role.role_name)
+        .where(Role.project_id == project.c.id, Role.user_id == bindparam("user_id"))
+        .scalar_subquery(),
+        select(Project.name)
+        .where(Project.ultranormalized_name == bindparam("ultranormalized_name"))
+        .limit(1)
+        .scalar_subquery(),
+        exists(
+            select(File.id)
+            .join(Release, Release.id == File.release_id)
+            .where(
+                Release.project_id == project.c.id,
+                Release.canonical_version == bindparam("canonical_version"),
+                File.packagetype == "sdist",
+            )
+        ),
+    )
+
+
+_INDEX_STATE = _index_state_statement()
+
+
+def _release(column: Any) -> Any:
+    return (
+        select(column)
+        .where(Release.project_id == Project.id, Release.canonical_version == bindparam("canonical_version"))
+        .scalar_subquery()
+    )
+
+
+_LOCK_PROJECT = (
+    select(
+        Project.id,
+        Project.name,
+        _ROLE,
+        Project.total_size,
+        Project.total_size_limit,
+        _release(Release.id),
+        _release(Release.version),
+    )
+    .where(Project.normalized_name == bindparam("normalized_name"))
+    .with_for_update(of=Project)
+)
+
+
+async def project_limits(session: AsyncSession, normalized_name: str, user_id: int) -> ProjectLimits | None:
+    """The project's limits and the user's role, or None for a project that does not exist."""
+    params = {"normalized_name": normalized_name, "user_id": user_id}
+    row = (await session.execute(_PROJECT_LIMITS, params)).first()
+    return None if row is None else ProjectLimits(row[0], row[1], row[2], row[3], row[4] or 0)
+
+
+async def index_state(
+    session: AsyncSession,
+    *,
+    filename: str,
+    blake2_256: str,
+    normalized_name: str,
+    ultranormalized_name: str,
+    canonical_version: str,
+    user_id: int,
+) -> IndexState:
+    """Answer every pre-commit question about an upload in one round trip."""
+    params = {
+        "filename": filename,
+        "blake2_256": blake2_256,
+        "normalized_name": normalized_name,
+        "ultranormalized_name": ultranormalized_name,
+        "canonical_version": canonical_version,
+        "user_id": user_id,
+    }
+    row = (await session.execute(_INDEX_STATE, params)).one()
+    return IndexState(*row[:2], bool(row[2]), *row[3:7], bool(row[7]))
+
+
+async def lock_project(
+    session: AsyncSession, normalized_name: str, canonical_version: str, user_id: int
+) -> LockedProject | None:
+    """Lock the project's row (PostgreSQL; SQLite's write transaction is the lock) and read it."""
+    params = {"normalized_name": normalized_name, "canonical_version": canonical_version, "user_id": user_id}
+    row = (await session.execute(_LOCK_PROJECT, params)).first()
+    return None if row is None else LockedProject(row[0], row[1], row[2], row[3] or 0, *row[4:7])
