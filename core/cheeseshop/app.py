@@ -65,6 +65,7 @@ def create_app(
 
     @app.before_serving
     async def start_delivery() -> None:
+        services.settings.upload_directory.mkdir(parents=True, exist_ok=True)
         await services.outbox.dispatcher.start(services.outbox)
         await orphans.start()
 

@@ -164,6 +164,11 @@ class Settings(BaseSettings):
         return f"sqlite+aiosqlite:///{(self.data_dir / 'cheeseshop.db').resolve()}"
 
     @property
+    def upload_directory(self) -> Path:
+        """Where uploads stream to before they are stored (``data_dir/tmp``; made at start-up)."""
+        return self.data_dir / "tmp"
+
+    @property
     def is_embedded(self) -> bool:
         """True when running on SQLite: one machine, in-process delivery."""
         return self.resolved_database_url.startswith("sqlite")

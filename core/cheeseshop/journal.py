@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from sqlalchemy import bindparam, insert, text, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from cheeseshop.db.models import JournalEntry, Project, utcnow
 
@@ -38,8 +38,8 @@ class Change:
     submitted_by: str | None = None
 
 
-async def record_changes(
-    session: AsyncSession,
+def record_changes(
+    session: Session,
     project_id: int,
     project_name: str,
     changes: Sequence[Change],
@@ -60,7 +60,7 @@ async def record_changes(
     if not changes:
         raise ValueError("record_changes needs at least one change")
     if session.get_bind().dialect.name == "postgresql":
-        await session.execute(_LOCK, {"key": _JOURNAL_LOCK})
+        session.execute(_LOCK, {"key": _JOURNAL_LOCK})
     now = utcnow()
     rows = [
         {
@@ -75,8 +75,8 @@ async def record_changes(
     # SQLAlchemy sends these as one multi-row INSERT ("insertmanyvalues"), which numbers
     # its rows in VALUES order (an autoincrement rowid on SQLite, one sequence on
     # PostgreSQL); RETURNING's own order is not promised, so sort.
-    serials = sorted((await session.execute(_INSERT, rows)).scalars())
-    await session.execute(
+    serials = sorted(session.execute(_INSERT, rows).scalars())
+    session.execute(
         _UPDATE_PROJECT, {"project_id": project_id, "serial": serials[-1], "added_size": added_size}
     )
     return serials

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from cheeseshop.accounts import tokens
 from cheeseshop.accounts.passwords import hash_password
@@ -20,6 +21,7 @@ __all__ = [
     "AccountError",
     "AuthenticationFailed",
     "Principal",
+    "authenticate",
     "authenticate_token",
     "create_token",
     "create_user",
@@ -168,6 +170,11 @@ async def authenticate_token(
     session: AsyncSession, raw: str, *, prefix: str, now: datetime | None = None
 ) -> Principal:
     """Verify an API token against its database row; raise AuthenticationFailed."""
+    return await session.run_sync(authenticate, raw, prefix=prefix, now=now)
+
+
+def authenticate(session: Session, raw: str, *, prefix: str, now: datetime | None = None) -> Principal:
+    """:func:`authenticate_token` for synchronous work (``Database.run_read``)."""
     now = now or utcnow()
     try:
         token_id, macaroon = tokens.parse_identifier(raw, prefix=prefix)
@@ -176,7 +183,7 @@ async def authenticate_token(
     found = None
     if TOKEN_ID.fullmatch(token_id):
         # One round trip for the token and its user: this runs on every upload.
-        found = (await session.execute(_TOKEN_AND_USER, {"token_id": token_id})).first()
+        found = session.execute(_TOKEN_AND_USER, {"token_id": token_id}).first()
     row, user = found if found is not None else (None, None)
     if row is None or row.revoked is not None:
         raise AuthenticationFailed("invalid or revoked API token")

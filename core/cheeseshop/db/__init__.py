@@ -3,29 +3,33 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session, sessionmaker
 
 __all__ = ["Database", "DatabaseUnavailable", "upgrade"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+T = TypeVar("T")
+
+
 class DatabaseUnavailable(Exception):
     """The database cannot be reached; requests answer 503."""
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
+def _configure_sqlite(engine: Engine) -> None:
     # pysqlite's own transaction handling issues BEGIN lazily and cannot take the write
     # lock up front; we emit BEGIN ourselves so write transactions can say IMMEDIATE and
     # never fail with "database is locked" on a read-to-write upgrade.
-    @event.listens_for(engine.sync_engine, "connect")
+    @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -35,7 +39,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def on_begin(connection: Any) -> None:
         immediate = connection.get_execution_options().get("cheeseshop_write", False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
@@ -48,7 +52,7 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, **kwargs)
-        _configure_sqlite(engine)
+        _configure_sqlite(engine.sync_engine)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 10)
@@ -57,8 +61,25 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     return create_async_engine(url, **kwargs)
 
 
+def _sync_sqlite_engine(url: str) -> Engine:
+    """A blocking pysqlite engine on the same file, for :meth:`Database.run_read`/``run_write``."""
+    engine = create_engine(make_url(url).set(drivername="sqlite"))
+    _configure_sqlite(engine)
+    return engine
+
+
 class Database:
-    """One engine and its session factories; lives on the app (``app.extensions``)."""
+    """One engine and its session factories; lives on the app (``app.extensions``).
+
+    Two ways in. ``read()``/``write()`` give an ``AsyncSession``: convenient, but on SQLite
+    every call crosses to aiosqlite's thread and back (a session with one query makes
+    about nine such hops). ``run_read(work)``/``run_write(work)`` run a synchronous
+    function on a ``Session`` as one unit: on SQLite the whole transaction runs in one
+    worker thread, in one hop, against a pysqlite engine on the same file; on PostgreSQL
+    it runs on the async connection through SQLAlchemy's greenlet bridge. The hot paths
+    (upload) use the second way; ``work`` must do nothing but database work, since on
+    PostgreSQL it runs on the event loop.
+    """
 
     def __init__(self, url: str, **engine_kwargs: Any) -> None:
         self.url = url
@@ -67,6 +88,37 @@ class Database:
         self._reader = async_sessionmaker(self.engine, expire_on_commit=False)
         writer_engine = self.engine.execution_options(cheeseshop_write=True)
         self._writer = async_sessionmaker(writer_engine, expire_on_commit=False)
+        self._sync_engine: Engine | None = None
+        if self.is_sqlite and make_url(url).database not in (None, "", ":memory:"):
+            self._sync_engine = _sync_sqlite_engine(url)
+            self._sync_reader = sessionmaker(self._sync_engine, expire_on_commit=False)
+            self._sync_writer = sessionmaker(
+                self._sync_engine.execution_options(cheeseshop_write=True), expire_on_commit=False
+            )
+
+    async def run_read(self, work: Callable[[Session], T]) -> T:
+        """``work(session)`` in one read transaction (rolled back); returns its result."""
+        if self._sync_engine is None:
+            async with self.read() as session:
+                return await session.run_sync(work)
+
+        def in_thread() -> T:
+            with self._sync_reader() as session:
+                return work(session)
+
+        return await asyncio.to_thread(in_thread)
+
+    async def run_write(self, work: Callable[[Session], T]) -> T:
+        """``work(session)`` in one write transaction: committed if it returns, else rolled back."""
+        if self._sync_engine is None:
+            async with self.write() as session:
+                return await session.run_sync(work)
+
+        def in_thread() -> T:
+            with self._sync_writer() as session, session.begin():
+                return work(session)
+
+        return await asyncio.to_thread(in_thread)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -83,6 +135,8 @@ class Database:
     async def dispose(self) -> None:
         """Close every pooled connection."""
         await self.engine.dispose()
+        if self._sync_engine is not None:
+            await asyncio.to_thread(self._sync_engine.dispose)
 
 
 def _alembic_config(url: str) -> Any:

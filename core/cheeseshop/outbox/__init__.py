@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from cheeseshop.config import Settings
 from cheeseshop.db import Database
@@ -34,8 +34,12 @@ log = logging.getLogger(__name__)
 LEASE = timedelta(minutes=5)
 
 
-async def record(session: AsyncSession, events: Sequence[Event]) -> list[int]:
-    """Add events to the outbox inside the caller's transaction; returns their ids."""
+def record(session: Session, events: Sequence[Event]) -> list[int]:
+    """Add events to the outbox inside the caller's transaction; returns their ids.
+
+    Synchronous, for work run by ``Database.run_write``; from an ``AsyncSession``, call
+    ``await session.run_sync(record, events)``.
+    """
     if not events:
         return []
     rows = [
@@ -43,7 +47,7 @@ async def record(session: AsyncSession, events: Sequence[Event]) -> list[int]:
         for event in events
     ]
     session.add_all(rows)
-    await session.flush()
+    session.flush()
     return [row.id for row in rows]
 
 

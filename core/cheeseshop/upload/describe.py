@@ -72,8 +72,13 @@ async def render_for_upload(
     """
     if raw is not None and len(raw.encode("utf-8", "surrogatepass")) > ISOLATE_ABOVE:
         html = await _render_isolated(raw, content_type, timeout or RENDER_SECONDS)
-    else:
-        html = await asyncio.to_thread(render_description, raw, content_type)
-    if html is None:
-        return None
-    return await asyncio.to_thread(hooks.render_description, html, release, settings)
+        return None if html is None else await asyncio.to_thread(hooks.render_description, html, release, settings)
+
+    def render_and_transform() -> str | None:
+        # One trip to a worker thread for both: a small description renders in about
+        # the time a second thread hop would cost. (The content type is checked even
+        # without a description, so this runs then too.)
+        html = render_description(raw, content_type)
+        return None if html is None else hooks.render_description(html, release, settings)
+
+    return await asyncio.to_thread(render_and_transform)

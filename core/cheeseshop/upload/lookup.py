@@ -5,7 +5,8 @@ after it arrived (duplicates, the project, the uploader's role, similar names) a
 lock, in the commit. Each time every question goes into one ``SELECT`` of scalar
 subqueries: on this path a round trip costs far more than the indexed lookups inside it.
 The statements are built once, with bound parameters, so SQLAlchemy compiles each once
-and a request only binds values.
+and a request only binds values. They are synchronous: callers run them through
+:meth:`cheeseshop.db.Database.run_read` / ``run_write``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import dataclasses
 from typing import Any
 
 from sqlalchemy import bindparam, exists, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from cheeseshop.db.models import File, FilenameRegistry, Project, Release, Role
 
@@ -135,15 +136,15 @@ _LOCK_PROJECT = (
 )
 
 
-async def project_limits(session: AsyncSession, normalized_name: str, user_id: int) -> ProjectLimits | None:
+def project_limits(session: Session, normalized_name: str, user_id: int) -> ProjectLimits | None:
     """The project's limits and the user's role, or None for a project that does not exist."""
     params = {"normalized_name": normalized_name, "user_id": user_id}
-    row = (await session.execute(_PROJECT_LIMITS, params)).first()
+    row = (session.execute(_PROJECT_LIMITS, params)).first()
     return None if row is None else ProjectLimits(row[0], row[1], row[2], row[3], row[4] or 0)
 
 
-async def index_state(
-    session: AsyncSession,
+def index_state(
+    session: Session,
     *,
     filename: str,
     blake2_256: str,
@@ -161,14 +162,14 @@ async def index_state(
         "canonical_version": canonical_version,
         "user_id": user_id,
     }
-    row = (await session.execute(_INDEX_STATE, params)).one()
+    row = (session.execute(_INDEX_STATE, params)).one()
     return IndexState(*row[:2], bool(row[2]), *row[3:7], bool(row[7]))
 
 
-async def lock_project(
-    session: AsyncSession, normalized_name: str, canonical_version: str, user_id: int
+def lock_project(
+    session: Session, normalized_name: str, canonical_version: str, user_id: int
 ) -> LockedProject | None:
     """Lock the project's row (PostgreSQL; SQLite's write transaction is the lock) and read it."""
     params = {"normalized_name": normalized_name, "canonical_version": canonical_version, "user_id": user_id}
-    row = (await session.execute(_LOCK_PROJECT, params)).first()
+    row = (session.execute(_LOCK_PROJECT, params)).first()
     return None if row is None else LockedProject(row[0], row[1], row[2], row[3] or 0, *row[4:7])

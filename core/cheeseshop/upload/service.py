@@ -10,8 +10,9 @@ answer a lone request would have had.
 from __future__ import annotations
 
 import asyncio
-import logging
 import dataclasses
+import functools
+import logging
 import hashlib
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ from packaging.utils import canonicalize_version
 from packaging.version import Version
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from cheeseshop.accounts.service import Principal
 from cheeseshop.db.models import (
@@ -234,9 +236,9 @@ def _candidate(principal: Principal, checked: _Checked, *, new_project: bool) ->
 async def _existing(services: Services, principal: Principal, checked: _Checked) -> str:
     """'identical' (nothing to do), 'new project', or 'new file'; else raises APIError."""
     request, file = checked.request, checked.file
-    async with services.db.read() as session:
-        state = await index_state(
-            session,
+    state = await services.db.run_read(
+        functools.partial(
+            index_state,
             filename=file.filename,
             blake2_256=file.blake2_256,
             normalized_name=request.normalized_name,
@@ -244,6 +246,7 @@ async def _existing(services: Services, principal: Principal, checked: _Checked)
             canonical_version=_canonical(request),
             user_id=principal.user.id,
         )
+    )
     return judge_existing(state, principal, checked, services.settings)
 
 
@@ -417,6 +420,32 @@ async def _commit(
 ) -> list[int]:
     """Record the upload in one write transaction; returns the outbox ids of its events.
 
+    The stored file is checked first (R1): it must be there, whole, when its row commits.
+    """
+    await _verify_stored(services, paths, checked.file.size)
+    return await services.db.run_write(
+        functools.partial(
+            _record_upload,
+            services=services,
+            principal=principal,
+            checked=checked,
+            paths=paths,
+            description_html=description_html,
+        )
+    )
+
+
+def _record_upload(
+    session: Session,
+    *,
+    services: Services,
+    principal: Principal,
+    checked: _Checked,
+    paths: _Paths,
+    description_html: str | None,
+) -> list[int]:
+    """The commit's database work (synchronous, run by ``Database.run_write``).
+
     Core statements, not the ORM's unit of work: a new project's upload is about ten
     statements, and this transaction holds SQLite's one write lock while they run.
     """
@@ -424,105 +453,102 @@ async def _commit(
     user = principal.user
     changes: list[Change] = []
     now = utcnow()
-    async with services.db.write() as session:
-        project = await lock_project(session, request.normalized_name, _canonical(request), user.id)
-        if project is None:
-            project_id = await session.scalar(
-                _INSERT_PROJECT,
-                {"name": request.name, "normalized_name": request.normalized_name, "created": now},
-            )
-            assert project_id is not None
-            project = LockedProject(project_id, request.name, RoleName.OWNER.value, 0, None, None, None)
-            await session.execute(
-                _INSERT_ROLE, {"user_id": user.id, "project_id": project.id, "role_name": RoleName.OWNER.value}
-            )
-            changes += [
-                Change("create", submitted_by=user.username),
-                Change(f"add {RoleName.OWNER.value} {user.username}", submitted_by=user.username),
-            ]
-        elif project.role is None:
-            raise _not_allowed(principal, project.name)
+    project = lock_project(session, request.normalized_name, _canonical(request), user.id)
+    if project is None:
+        project_id = session.scalar(
+            _INSERT_PROJECT,
+            {"name": request.name, "normalized_name": request.normalized_name, "created": now},
+        )
+        assert project_id is not None
+        project = LockedProject(project_id, request.name, RoleName.OWNER.value, 0, None, None, None)
+        session.execute(
+            _INSERT_ROLE, {"user_id": user.id, "project_id": project.id, "role_name": RoleName.OWNER.value}
+        )
+        changes += [
+            Change("create", submitted_by=user.username),
+            Change(f"add {RoleName.OWNER.value} {user.username}", submitted_by=user.username),
+        ]
+    elif project.role is None:
+        raise _not_allowed(principal, project.name)
 
-        limit = project.total_size_limit or services.settings.max_project_size
-        if project.total_size + file.size > limit:
-            raise APIError(
-                400,
-                f"Project size too large: the limit for project {project.name!r} is "
-                f"{limit / 2**30:g} GiB in total. Delete old files or ask for a higher limit.",
-            )
-        release_id = project.release_id
-        new_release = release_id is None
-        if release_id is None:
-            release_id = await session.scalar(
-                _INSERT_RELEASE,
-                _release_values(
-                    project.id, request, uploader_id=user.id, description_html=description_html, created=now
-                ),
-            )
-            changes.append(Change("new release", request.version_string, user.username))
-        await session.execute(
-            _INSERT_FILE,
-            dict(
-                release_id=release_id,
-                filename=file.filename,
-                path=paths.file,
-                size=file.size,
-                md5_digest=file.md5,
-                sha256_digest=file.sha256,
-                blake2_256_digest=file.blake2_256,
-                packagetype=checked.parsed.packagetype,
-                python_version=request.pyversion,
-                requires_python=_text(request.metadata.get("requires_python")),
-                upload_time=now,
-                uploaded_by_id=user.id,
-                metadata_sha256=paths.metadata_sha256,
-                metadata_blake2_256=paths.metadata_blake2_256,
+    limit = project.total_size_limit or services.settings.max_project_size
+    if project.total_size + file.size > limit:
+        raise APIError(
+            400,
+            f"Project size too large: the limit for project {project.name!r} is "
+            f"{limit / 2**30:g} GiB in total. Delete old files or ask for a higher limit.",
+        )
+    release_id = project.release_id
+    new_release = release_id is None
+    if release_id is None:
+        release_id = session.scalar(
+            _INSERT_RELEASE,
+            _release_values(
+                project.id, request, uploader_id=user.id, description_html=description_html, created=now
             ),
         )
-        await session.execute(_INSERT_FILENAME, {"filename": file.filename, "created": now})
-        # The version as the release row spells it: the first upload's spelling wins.
-        version = project.release_version or request.version_string
-        changes.append(Change(f"add {request.pyversion} file {file.filename}", version, user.username))
-        serials = await record_changes(
-            session,
-            project.id,
-            project.name,
-            changes,
-            added_size=file.size,
+        changes.append(Change("new release", request.version_string, user.username))
+    session.execute(
+        _INSERT_FILE,
+        dict(
+            release_id=release_id,
+            filename=file.filename,
+            path=paths.file,
+            size=file.size,
+            md5_digest=file.md5,
+            sha256_digest=file.sha256,
+            blake2_256_digest=file.blake2_256,
+            packagetype=checked.parsed.packagetype,
+            python_version=request.pyversion,
+            requires_python=_text(request.metadata.get("requires_python")),
+            upload_time=now,
+            uploaded_by_id=user.id,
+            metadata_sha256=paths.metadata_sha256,
+            metadata_blake2_256=paths.metadata_blake2_256,
+        ),
+    )
+    session.execute(_INSERT_FILENAME, {"filename": file.filename, "created": now})
+    # The version as the release row spells it: the first upload's spelling wins.
+    version = project.release_version or request.version_string
+    changes.append(Change(f"add {request.pyversion} file {file.filename}", version, user.username))
+    serials = record_changes(
+        session,
+        project.id,
+        project.name,
+        changes,
+        added_size=file.size,
+    )
+    events: list[Event] = [
+        FileUploaded(
+            project=project.name,
+            normalized_name=request.normalized_name,
+            version=version,
+            filename=file.filename,
+            path=paths.file,
+            metadata_path=paths.metadata,
+            packagetype=checked.parsed.packagetype,
+            size=file.size,
+            sha256=file.sha256,
+            blake2_256=file.blake2_256,
+            uploaded_by=user.username,
+            upload_time=now,
+            serial=serials[-1],
         )
-        events: list[Event] = [
-            FileUploaded(
+    ]
+    if new_release:
+        # The file event first: a release is announced after its file is recorded.
+        events.append(
+            ReleasePublished(
                 project=project.name,
                 normalized_name=request.normalized_name,
                 version=version,
-                filename=file.filename,
-                path=paths.file,
-                metadata_path=paths.metadata,
-                packagetype=checked.parsed.packagetype,
-                size=file.size,
-                sha256=file.sha256,
-                blake2_256=file.blake2_256,
-                uploaded_by=user.username,
-                upload_time=now,
-                serial=serials[-1],
+                published_by=user.username,
+                created=now,
+                serial=serials[-2],
             )
-        ]
-        if new_release:
-            # The file event first: a release is announced after its file is recorded.
-            events.append(
-                ReleasePublished(
-                    project=project.name,
-                    normalized_name=request.normalized_name,
-                    version=version,
-                    published_by=user.username,
-                    created=now,
-                    serial=serials[-2],
-                )
-            )
-        # An event no enabled plugin receives is not written at all (the default install).
-        event_ids = await record(session, [e for e in events if services.hooks.has_receivers(e.hook)])
-        await _verify_stored(services, paths, file.size)
-        return event_ids
+        )
+    # An event no enabled plugin receives is not written at all (the default install).
+    return record(session, [e for e in events if services.hooks.has_receivers(e.hook)])
 
 
 def _text(value: object) -> str | None:

@@ -16,21 +16,20 @@ from collections.abc import Mapping, Sequence
 
 from quart import Blueprint, Response, request
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
-from cheeseshop.accounts.service import (
-    AuthenticationFailed,
-    Principal,
-    authenticate_token,
-)
+from cheeseshop.config import Settings
+
+from cheeseshop.accounts.service import AuthenticationFailed, Principal, authenticate
 from cheeseshop.db.models import Project, Role
 from cheeseshop.errors import APIError
 from cheeseshop.packaging.names import normalize
 from cheeseshop.services import Services, current_services
-from cheeseshop.upload.lookup import project_limits
+from cheeseshop.upload.lookup import ProjectLimits, project_limits
 from cheeseshop.upload.multipart import MAX_FORM_BYTES, FileLimit, mib, receive_upload
 from cheeseshop.upload.service import handle_upload
 
-__all__ = ["blueprint", "credentials_from", "file_limits"]
+__all__ = ["blueprint", "credentials_from", "file_limits", "limits_for"]
 
 blueprint = Blueprint("upload", __name__)
 
@@ -68,8 +67,8 @@ def credentials_from(authorization: str | None) -> str | None:
     return password
 
 
-async def _principal() -> Principal:
-    services = current_services()
+def _token() -> str:
+    """The request's API token; 401/400/403 without touching the database."""
     token = credentials_from(request.headers.get("Authorization"))
     if token is None:
         raise APIError(
@@ -77,15 +76,64 @@ async def _principal() -> Principal:
             "Authentication required: use the username '__token__' and an API token as the password.",
             headers=_CHALLENGE,
         )
-    async with services.db.read() as session:
-        try:
-            return await authenticate_token(session, token, prefix=services.settings.token_prefix)
-        except AuthenticationFailed as error:
-            raise APIError(403, f"Invalid API Token: {error}") from None
+    return token
 
 
-def _default_limit(services: Services) -> FileLimit:
-    limit = services.settings.max_file_size
+def _authenticated(session: Session, token: str, prefix: str) -> Principal:
+    try:
+        return authenticate(session, token, prefix=prefix)
+    except AuthenticationFailed as error:
+        raise APIError(403, f"Invalid API Token: {error}") from None
+
+
+def _project_name(fields: Mapping[str, Sequence[str]]) -> tuple[str, str]:
+    """The form's project name (first value, stripped) and its normalized form ('' if none)."""
+    name = next(iter(fields.get("name") or ()), "").strip()
+    return name, normalize(name) if name else ""
+
+
+class _Uploader:
+    """The request's principal, authenticated once, as late as it can be.
+
+    Usually that is when the file part starts: the token and the project's limits are
+    then read in one database visit. A body without a file part is authenticated after
+    it ends; one whose declared size needs the uploader's largest limit, before it.
+    A bad token is refused before any file data is written.
+    """
+
+    def __init__(self, services: Services, token: str) -> None:
+        self.services = services
+        self.token = token
+        self._principal: Principal | None = None
+
+    async def principal(self) -> Principal:
+        """The authenticated principal (reading the token's row if not done yet)."""
+        if self._principal is None:
+            prefix = self.services.settings.token_prefix
+            self._principal = await self.services.db.run_read(
+                lambda session: _authenticated(session, self.token, prefix)
+            )
+        return self._principal
+
+    async def file_limits(self, fields: Mapping[str, Sequence[str]]) -> list[FileLimit]:
+        """:func:`file_limits`, authenticating in the same database visit when needed."""
+        if self._principal is not None:
+            return await file_limits(self.services, self._principal, fields)
+        name, normalized = _project_name(fields)
+        prefix = self.services.settings.token_prefix
+
+        def read(session: Session) -> tuple[Principal, ProjectLimits | None]:
+            principal = _authenticated(session, self.token, prefix)
+            if not normalized or not principal.allows_project(normalized):
+                return principal, None
+            return principal, project_limits(session, normalized, principal.user.id)
+
+        self._principal, project = await self.services.db.run_read(read)
+        return limits_for(self.services.settings, self._principal, name, normalized, project)
+
+
+def _default_limit(settings: Settings) -> FileLimit:
+    limit = settings.max_file_size
     return FileLimit(limit, 413, f"File too large. Limit for this upload is {mib(limit)}.")
 
 
@@ -94,25 +142,35 @@ async def file_limits(
 ) -> list[FileLimit]:
     """The limits on an upload's file, given the form fields that arrived before it.
 
-    Called by :func:`receive_upload` when the file part starts. Without a ``name`` field
-    yet (a client that sends the file first), or for a project the principal may not
-    upload to, the index-wide ``max_file_size`` applies: a project's own, possibly larger,
-    limit is for its uploaders only, and an outsider learns nothing about the project.
-    Otherwise the project's ``upload_limit`` (else ``max_file_size``) applies, then what is
-    left of its total (``total_size_limit``, else ``max_project_size``), with the message
-    the commit gives when it checks the total again.
+    Called by :func:`receive_upload` when the file part starts; see :func:`limits_for`.
     """
-    settings = services.settings
-    name = next(iter(fields.get("name") or ()), "").strip()
-    normalized = normalize(name) if name else ""
+    name, normalized = _project_name(fields)
+    project = None
+    if normalized and principal.allows_project(normalized):
+        project = await services.db.run_read(
+            functools.partial(project_limits, normalized_name=normalized, user_id=principal.user.id)
+        )
+    return limits_for(services.settings, principal, name, normalized, project)
+
+
+def limits_for(
+    settings: Settings, principal: Principal, name: str, normalized: str, project: ProjectLimits | None
+) -> list[FileLimit]:
+    """The file limits for an upload to ``name`` (``project``: its row, None if it is new).
+
+    Without a name yet (a client that sends the file first), or for a project the
+    principal may not upload to, the index-wide ``max_file_size`` applies: a project's
+    own, possibly larger, limit is for its uploaders only, and an outsider learns nothing
+    about the project. Otherwise the project's ``upload_limit`` (else ``max_file_size``)
+    applies, then what is left of its total (``total_size_limit``, else
+    ``max_project_size``), with the message the commit gives when it checks the total again.
+    """
     if not normalized or not principal.allows_project(normalized):
-        return [_default_limit(services)]
-    async with services.db.read() as session:
-        project = await project_limits(session, normalized, principal.user.id)
+        return [_default_limit(settings)]
     if project is None:  # a new project: nothing used yet, the index-wide limits
         label, file_limit, total_limit, used = name, None, None, 0
     elif project.role is None:
-        return [_default_limit(services)]
+        return [_default_limit(settings)]
     else:
         label, used = project.name, project.total_size
         file_limit, total_limit = project.upload_limit, project.total_size_limit
@@ -152,30 +210,28 @@ async def _largest_file_limit(services: Services, principal: Principal) -> int:
 async def upload() -> Response:
     """``POST /legacy/`` (and ``/legacy``, since twine aborts on any redirect)."""
     services = current_services()
-    principal = await _principal()
+    uploader = _Uploader(services, _token())
     settings = services.settings
     declared = request.content_length  # None for a chunked body: then the streaming limits
     if declared is not None and declared > settings.max_file_size + MAX_FORM_BYTES:
-        limit = await _largest_file_limit(services, principal)
+        limit = await _largest_file_limit(services, await uploader.principal())
         if declared > limit + MAX_FORM_BYTES:
             raise APIError(
                 413,
                 f"Upload too large: the body would be {mib(declared)}, and the limit is "
                 f"{mib(limit)} per file (plus {mib(MAX_FORM_BYTES)} for the form's other fields).",
             )
-    temporary = settings.data_dir / "tmp"
-    temporary.mkdir(parents=True, exist_ok=True)
     form = await receive_upload(
         request.body,
         request.headers.get("Content-Type"),
-        directory=temporary,
+        directory=settings.upload_directory,
         max_file_size=settings.max_file_size,
-        limit_for=functools.partial(file_limits, services, principal),
+        limit_for=uploader.file_limits,
         # app.config["BODY_TIMEOUT"], i.e. settings.upload_timeout_seconds.
         timeout=request.body_timeout,
     )
     try:
-        body = await handle_upload(services, principal, form)
+        body = await handle_upload(services, await uploader.principal(), form)
     finally:
         form.cleanup()
     return Response(body or "OK", status=200, content_type="text/plain; charset=utf-8")

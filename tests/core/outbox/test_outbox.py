@@ -141,8 +141,7 @@ async def test_event_dispatcher_sweeps_events_nobody_dispatched(cheeseshop_servi
     """An event committed without a dispatch (a lost hint, a crash) is still delivered."""
     flaky.failures = 0
     event = release_event("swept")
-    async with cheeseshop_services.db.write() as session:
-        await record(session, [event])
+    await cheeseshop_services.db.run_write(lambda session: record(session, [event]))
     await eventually(lambda: steady.count("release_published") == 1)
     delivered = steady.calls[0][1]
     assert delivered == event
@@ -153,8 +152,7 @@ async def test_concurrent_deliveries_of_one_event_call_each_plugin_once(cheesesh
     steady.delay = 0.2
     await cheeseshop_services.outbox.dispatcher.stop()  # only this test's calls deliver
     event = release_event("raced")
-    async with cheeseshop_services.db.write() as session:
-        [event_id] = await record(session, [event])
+    [event_id] = await cheeseshop_services.db.run_write(lambda session: record(session, [event]))
     results = await asyncio.gather(*(cheeseshop_services.outbox.deliver(event_id) for _ in range(4)))
     assert results.count(True) == 1
     assert Counter(kind for kind, _ in steady.calls) == {"release_published": 1}
