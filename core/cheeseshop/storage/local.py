@@ -28,15 +28,11 @@ class LocalFileStorage:
         return cls(settings.data_dir / "files")
 
     def _full(self, path: str) -> Path:
+        full = (self.root / path).resolve()
         # Paths come from our own storage_path(), but a bad one must never escape the root.
-        # Checked by its parts rather than with resolve(), which costs an lstat per
-        # directory level on every call; the root itself was resolved once.
-        parts = path.split("/")
-        if not path or path.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        if not full.is_relative_to(self.root) or full == self.root:
             raise FileNotFoundError(path)
-        if "\\" in path or "\0" in path:
-            raise FileNotFoundError(path)
-        return self.root.joinpath(*parts)
+        return full
 
     def put(self, path: str, source: Path) -> None:
         """Copy ``source`` to ``path`` via a temporary file and an atomic rename."""
