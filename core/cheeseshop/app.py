@@ -10,6 +10,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from werkzeug.exceptions import HTTPException
 
+from cheeseshop.cache import make_page_cache
 from cheeseshop.config import Settings, load_settings
 from cheeseshop.db import Database
 from cheeseshop.errors import APIError
@@ -35,7 +36,8 @@ def build_services(settings: Settings, *, extra_plugins: Sequence[tuple[str, obj
     storage = hooks.file_storage(settings)
     dispatcher = hooks.event_dispatcher(settings)
     outbox = Outbox(db, hooks, settings, dispatcher)
-    return Services(settings=settings, hooks=hooks, db=db, storage=storage, outbox=outbox)
+    cache = make_page_cache(settings, db, enabled=hooks.is_enabled("page_cache"))
+    return Services(settings=settings, hooks=hooks, db=db, storage=storage, outbox=outbox, cache=cache)
 
 
 def create_app(
@@ -53,11 +55,12 @@ def create_app(
     app.config["BODY_TIMEOUT"] = services.settings.upload_timeout_seconds
     app.extensions[EXTENSION_KEY] = services
 
+    from cheeseshop.jsonapi.views import blueprint as jsonapi
     from cheeseshop.simple.files import blueprint as files
     from cheeseshop.simple.views import blueprint as simple
     from cheeseshop.upload.views import blueprint as upload
 
-    for blueprint in (upload, simple, files):
+    for blueprint in (upload, simple, files, jsonapi):
         app.register_blueprint(blueprint)
     _register_edges(app)
 
@@ -66,6 +69,7 @@ def create_app(
     @app.before_serving
     async def start_delivery() -> None:
         services.settings.upload_directory.mkdir(parents=True, exist_ok=True)
+        await services.cache.start()
         await services.outbox.dispatcher.start(services.outbox)
         await orphans.start()
 
@@ -73,6 +77,7 @@ def create_app(
     async def stop_delivery() -> None:
         await orphans.stop()
         await services.outbox.dispatcher.stop()
+        await services.cache.close()
         await services.db.dispose()
 
     services.hooks.configure(app, services.settings)

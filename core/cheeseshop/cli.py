@@ -222,6 +222,79 @@ def token_create(
         raise click.ClickException(str(error)) from None
 
 
+# -- project changes: yank, unyank, status -----------------------------------------------
+
+
+def _change(ctx: click.Context, make: Callable[[Any], Awaitable[Any]]) -> None:
+    """Run one project change and deliver its events from this process at once.
+
+    Delivering here spares plugins (a CDN purge, say) the wait for a server's sweep; what
+    fails here stays in the outbox for the server to retry.
+    """
+    from cheeseshop.projects.service import ChangeRefused
+
+    services = _services(ctx)
+
+    async def go() -> int:
+        try:
+            changed = await make(services)
+            for event_id in changed.event_ids:
+                await services.outbox.deliver(event_id)
+            return changed.serial
+        finally:
+            await services.db.dispose()
+
+    try:
+        serial = _run(go)
+    except ChangeRefused as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"done (serial {serial})", err=True)
+
+
+@main.command()
+@click.argument("project")
+@click.argument("version")
+@click.option("--reason", default="", help="Why; shown to installers (PEP 592).")
+@click.pass_context
+def yank(ctx: click.Context, project: str, version: str, reason: str) -> None:
+    """Yank release VERSION of PROJECT: installers skip it unless pinned to it."""
+    from cheeseshop.projects import service
+
+    _change(ctx, lambda services: service.yank(services, project, version, reason=reason, by="cli"))
+
+
+@main.command()
+@click.argument("project")
+@click.argument("version")
+@click.pass_context
+def unyank(ctx: click.Context, project: str, version: str) -> None:
+    """Undo the yank of release VERSION of PROJECT."""
+    from cheeseshop.projects import service
+
+    _change(ctx, lambda services: service.unyank(services, project, version, by="cli"))
+
+
+@main.group()
+def project() -> None:
+    """Projects."""
+
+
+@project.command("status")
+@click.argument("name")
+@click.argument("status", type=click.Choice(["active", "archived", "quarantined", "deprecated"]))
+@click.option("--reason", default="", help="Why; shown on the project's pages (PEP 792).")
+@click.pass_context
+def project_status(ctx: click.Context, name: str, status: str, reason: str) -> None:
+    """Set the PEP 792 status of project NAME.
+
+    archived: files stay, uploads are refused. quarantined: no files are offered, uploads
+    are refused, and it is hidden from the index. deprecated: a notice only.
+    """
+    from cheeseshop.projects import service
+
+    _change(ctx, lambda services: service.set_status(services, name, status, reason=reason, by="cli"))
+
+
 # -- gc ------------------------------------------------------------------------------------
 
 

@@ -124,6 +124,20 @@ class Settings(BaseSettings):
     auto_migrate: bool = Field(
         default=True, description="Apply database migrations when `cheeseshop serve` starts."
     )
+    redis_url: SecretStr | None = Field(
+        default=None,
+        description="Redis (redis://host:6379/0): the page cache shared by all web processes. "
+        "Default: none, each process caches pages itself.",
+    )
+    page_cache_bytes: int = Field(
+        default=256 * MiB, ge=0, description="Memory for cached pages per web process (without Redis); 0 disables it."
+    )
+    page_cache_poll_seconds: float = Field(
+        default=0.5,
+        ge=0,
+        description="Without Redis: how often a web process reads the journal for changes "
+        "made by other processes, the CLI included (0: never).",
+    )
     outbox_sweep_seconds: float = Field(
         default=30.0, gt=0, description="How often undelivered events are looked for."
     )

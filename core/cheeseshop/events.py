@@ -10,7 +10,7 @@ import dataclasses
 from datetime import datetime
 from typing import Any, ClassVar, Self
 
-__all__ = ["Event", "FileUploaded", "ReleasePublished", "event_from_json"]
+__all__ = ["CachePurge", "Event", "FileUploaded", "ProjectChanged", "ReleasePublished", "event_from_json"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -73,7 +73,49 @@ class ReleasePublished(Event):
     serial: int
 
 
-_EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in (FileUploaded, ReleasePublished)}
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ProjectChanged(Event):
+    """Something about a project changed other than a new file: a yank, an unyank, a status.
+
+    ``action`` is one of ``"yank"``, ``"unyank"`` (``version`` set) or ``"status"``
+    (``status`` set, one of active, archived, quarantined, deprecated); ``reason`` is what
+    the maintainer gave, if anything.
+    """
+
+    hook: ClassVar[str] = "cheeseshop_project_changed"
+
+    project: str
+    normalized_name: str
+    action: str
+    version: str | None = None
+    status: str | None = None
+    reason: str | None = None
+    changed_by: str | None = None
+    serial: int
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CachePurge(Event):
+    """Cached responses tagged with any of ``keys`` are out of date since ``serial``.
+
+    Keys name what a response shows (see :mod:`cheeseshop.cache.keys`):
+    ``project/<normalized name>`` for a project's pages, ``all-projects`` for the root index.
+    """
+
+    hook: ClassVar[str] = "cheeseshop_purge"
+
+    keys: tuple[str, ...]
+    serial: int
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Self:
+        """Rebuild the event; JSON stores the keys as a list."""
+        return cls(keys=tuple(data["keys"]), serial=data["serial"])
+
+
+_EVENT_TYPES: dict[str, type[Event]] = {
+    cls.__name__: cls for cls in (FileUploaded, ReleasePublished, ProjectChanged, CachePurge)
+}
 
 
 def event_from_json(kind: str, data: dict[str, Any]) -> Event:

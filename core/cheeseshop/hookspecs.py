@@ -21,7 +21,9 @@ if TYPE_CHECKING:
     from quart import Quart
 
     from cheeseshop.config import PluginSettings, Settings
-    from cheeseshop.events import FileUploaded, ReleasePublished
+    from quart import Request, Response
+
+    from cheeseshop.events import CachePurge, FileUploaded, ProjectChanged, ReleasePublished
     from cheeseshop.outbox.dispatch import EventDispatcher
     from cheeseshop.storage import FileStorage
     from cheeseshop.upload.candidate import DescribedRelease, UploadCandidate
@@ -170,6 +172,59 @@ def cheeseshop_release_published(event: ReleasePublished, settings: Settings) ->
 
     :param event: the project, the version and who published it.
     :param settings: the validated settings.
+    :returns: nothing.
+    """
+
+
+@hookspec
+def cheeseshop_project_changed(event: ProjectChanged, settings: Settings) -> None:
+    """React to a change to a project other than a new file: a yank, an unyank, a status.
+
+    Called after commit, by the worker, through the outbox. Delivered at least once: must
+    be idempotent. An exception is retried for this plugin alone.
+
+    :param event: the project, the action (``yank``, ``unyank``, ``status``), the version or
+        status concerned, the reason given, who did it, and the journal serial.
+    :param settings: the validated settings.
+    :returns: nothing.
+    """
+
+
+@hookspec
+def cheeseshop_purge(event: CachePurge, settings: Settings) -> None:
+    """Drop cached copies of responses tagged with any of ``event.keys``.
+
+    Called after the change is committed, by the worker, through the outbox, so a purge
+    is never lost and never runs before the change is visible. Every change to a project
+    purges ``project/<normalized name>`` and ``all-projects``. The core's page cache is one
+    implementation; a CDN plugin purges its edge by the same keys (the keys it was given
+    by :func:`cheeseshop_response_headers`). Delivered at least once: purging twice must
+    be harmless. Raise to have this plugin's delivery retried with backoff.
+
+    :param event: ``keys`` to purge and the journal ``serial`` of the change.
+    :param settings: the validated settings.
+    :returns: nothing.
+    """
+
+
+# --------------------------------------------------------------------------------------
+# In the request, on every cacheable response.
+# --------------------------------------------------------------------------------------
+
+
+@hookspec
+def cheeseshop_response_headers(request: Request, response: Response, keys: tuple[str, ...]) -> None:
+    """Add headers to a cacheable response: the Simple pages, the root, the JSON API.
+
+    Called in the request (on the event loop: keep it to setting headers), once per
+    response, before it is sent, including 304s. ``keys`` are the cache keys the response
+    depends on, the same ones a later :func:`cheeseshop_purge` names; a CDN plugin sets
+    them as ``Surrogate-Key`` and its own ``Surrogate-Control``. The core has already set
+    ``Cache-Control``, ``ETag`` and ``Vary``.
+
+    :param request: the Quart request.
+    :param response: the Quart response; change its headers in place.
+    :param keys: the cache keys of what the response shows.
     :returns: nothing.
     """
 

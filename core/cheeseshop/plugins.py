@@ -47,6 +47,7 @@ hookimpl = pluggy.HookimplMarker("cheeseshop")
 DEFAULT_PLUGINS: dict[str, str] = {
     "local_storage": "cheeseshop.storage.local",
     "embedded_outbox": "cheeseshop.outbox.embedded",
+    "page_cache": "cheeseshop.cache.plugin",
 }
 
 #: Provider hooks of which exactly one implementation is used.
@@ -220,6 +221,17 @@ class Hooks:
             if result is not None:
                 html = result
         return html
+
+    # -- responses ----------------------------------------------------------------------
+
+    def response_headers(self, request: Any, response: Any, keys: tuple[str, ...]) -> None:
+        """Let plugins add headers (Surrogate-Key …) to a cacheable response."""
+        if self._impls("cheeseshop_response_headers"):
+            self.pm.hook.cheeseshop_response_headers(request=request, response=response, keys=keys)
+
+    def is_enabled(self, name: str) -> bool:
+        """Whether the plugin ``name`` (a default or a named one) is loaded."""
+        return self.pm.get_plugin(name) is not None
 
     # -- events (called by the outbox only) ---------------------------------------------
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from quart import current_app
 
 if TYPE_CHECKING:
+    from cheeseshop.cache import PageCache
     from cheeseshop.config import Settings
     from cheeseshop.db import Database
     from cheeseshop.outbox import Outbox
@@ -28,6 +29,7 @@ class Services:
     db: Database
     storage: FileStorage
     outbox: Outbox
+    cache: PageCache
 
 
 def current_services() -> Services:

@@ -311,7 +311,7 @@ def test_plugins_json(cli: Invoke) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     enabled = {plugin["name"]: plugin for plugin in data["enabled"]}
-    assert set(enabled) == {"local_storage", "embedded_outbox"}
+    assert set(enabled) == {"local_storage", "embedded_outbox", "page_cache"}
     assert enabled["local_storage"]["hooks"] == ["cheeseshop_file_storage"]
     assert enabled["local_storage"]["default"] is True
     assert enabled["embedded_outbox"]["hooks"] == ["cheeseshop_event_dispatcher"]

@@ -11,10 +11,13 @@ again. :meth:`Outbox.due` finds what a lost dispatch or a crash left behind.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import logging
 import traceback
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
@@ -77,34 +80,7 @@ class Outbox:
 
     async def due(self, *, limit: int = 100) -> tuple[list[int], datetime | None]:
         """Ids of undelivered events due now, and when the next one falls due."""
-        now = utcnow()
-        async with self.db.read() as session:
-            ids = list(
-                await session.scalars(
-                    select(OutboxEvent.id)
-                    .where(OutboxEvent.completed.is_(None), OutboxEvent.next_attempt <= now)
-                    .where(or_(OutboxEvent.lease_until.is_(None), OutboxEvent.lease_until < now))
-                    .order_by(OutboxEvent.id)
-                    .limit(limit)
-                )
-            )
-            upcoming = await session.scalar(
-                select(OutboxEvent.next_attempt)
-                .where(OutboxEvent.completed.is_(None), OutboxEvent.next_attempt > now)
-                .order_by(OutboxEvent.next_attempt)
-                .limit(1)
-            )
-        return ids, upcoming
-
-    async def _lease(self, event_id: int, now: datetime) -> bool:
-        async with self.db.write() as session:
-            result = await session.execute(
-                update(OutboxEvent)
-                .where(OutboxEvent.id == event_id, OutboxEvent.completed.is_(None))
-                .where(or_(OutboxEvent.lease_until.is_(None), OutboxEvent.lease_until < now))
-                .values(lease_until=now + LEASE)
-            )
-            return result.rowcount == 1
+        return await self.db.run_read(functools.partial(_due, now=utcnow(), limit=limit))
 
     async def deliver(self, event_id: int) -> bool:
         """Deliver one event to every plugin that has not taken it yet.
@@ -112,35 +88,27 @@ class Outbox:
         Returns True when the event is now completely delivered. Safe to call
         concurrently and repeatedly: a lease admits one deliverer at a time.
         """
-        if not await self._lease(event_id, utcnow()):
+        if not await self.db.run_write(functools.partial(_lease, event_id=event_id, now=utcnow())):
             return False
         try:
-            # Its last write releases the lease together with the outcome.
+            # Its one write records every outcome and releases the lease with them.
             return await self._deliver_leased(event_id)
         except BaseException:
             try:
-                async with self.db.write() as session:
-                    await session.execute(
-                        update(OutboxEvent).where(OutboxEvent.id == event_id).values(lease_until=None)
-                    )
+                await self.db.run_write(functools.partial(_release, event_id=event_id))
             except Exception:
                 log.warning("could not release the lease on event %s; it expires by itself", event_id)
             raise
 
     async def _deliver_leased(self, event_id: int) -> bool:
-        async with self.db.read() as session:
-            row = await session.get(OutboxEvent, event_id)
-            if row is None:
-                return False
-            deliveries = {
-                d.plugin: d
-                for d in await session.scalars(
-                    select(OutboxDelivery).where(OutboxDelivery.event_id == event_id)
-                )
-            }
-        event = event_from_json(row.kind, row.payload)
+        loaded = await self.db.run_read(functools.partial(_load, event_id=event_id))
+        if loaded is None:
+            return False
+        hook, kind, payload, deliveries = loaded
+        event = event_from_json(kind, payload)
+        outcomes: list[_Outcome] = []
         pending: list[datetime] = []
-        for plugin, function, argnames in self.hooks.receivers(row.hook):
+        for plugin, function, argnames in self.hooks.receivers(hook):
             previous = deliveries.get(plugin)
             now = utcnow()
             if previous is not None and previous.delivered is not None:
@@ -150,50 +118,110 @@ class Outbox:
                 continue
             available = {"event": event, "settings": self.settings}
             kwargs = {name: available[name] for name in argnames}
+            attempts = (previous.attempts if previous else 0) + 1
             try:
                 await asyncio.to_thread(function, **kwargs)
             except Exception as error:
-                attempts = (previous.attempts if previous else 0) + 1
                 retry_at = utcnow() + self.backoff(attempts)
                 log.warning(
                     "plugin %s failed on %s event %s (attempt %d, retry at %s): %r",
-                    plugin, row.hook, event_id, attempts, retry_at.isoformat(), error,
+                    plugin, hook, event_id, attempts, retry_at.isoformat(), error,
                 )
-                await self._record(event_id, plugin, error=error, retry_at=retry_at)
+                message = "".join(traceback.format_exception_only(error)).strip()[:2000]
+                outcomes.append(_Outcome(plugin, attempts, retry_at=retry_at, error=message))
                 pending.append(retry_at)
             else:
-                await self._record(event_id, plugin)
-        async with self.db.write() as session:
-            values: dict[str, datetime | None]
-            if pending:
-                values = {"next_attempt": min(pending), "lease_until": None}
-            else:
-                values = {"completed": utcnow(), "lease_until": None}
-            await session.execute(update(OutboxEvent).where(OutboxEvent.id == event_id).values(**values))
+                outcomes.append(_Outcome(plugin, attempts))
+        # One transaction for every outcome and the event's own state. A crash before it
+        # commits means the plugins that succeeded are called again: at least once.
+        await self.db.run_write(
+            functools.partial(_settle, event_id=event_id, outcomes=outcomes, next_attempt=min(pending, default=None))
+        )
         return not pending
 
-    async def _record(
-        self,
-        event_id: int,
-        plugin: str,
-        *,
-        error: BaseException | None = None,
-        retry_at: datetime | None = None,
-    ) -> None:
-        async with self.db.write() as session:
-            delivery = await session.scalar(
-                select(OutboxDelivery).where(
-                    OutboxDelivery.event_id == event_id, OutboxDelivery.plugin == plugin
-                )
-            )
-            if delivery is None:
-                delivery = OutboxDelivery(event_id=event_id, plugin=plugin, attempts=0)
-                session.add(delivery)
-            delivery.attempts += 1
-            if error is None:
-                delivery.delivered = utcnow()
-                delivery.next_attempt = None
-                delivery.last_error = None
-            else:
-                delivery.next_attempt = retry_at
-                delivery.last_error = "".join(traceback.format_exception_only(error)).strip()[:2000]
+
+@dataclasses.dataclass(frozen=True)
+class _Delivered:
+    attempts: int
+    delivered: datetime | None
+    next_attempt: datetime | None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Outcome:
+    plugin: str
+    attempts: int
+    retry_at: datetime | None = None
+    error: str | None = None
+
+
+# -- the database work, synchronous (run by Database.run_read/run_write) ----------------
+
+
+def _due(session: Session, *, now: datetime, limit: int) -> tuple[list[int], datetime | None]:
+    ids = list(
+        session.scalars(
+            select(OutboxEvent.id)
+            .where(OutboxEvent.completed.is_(None), OutboxEvent.next_attempt <= now)
+            .where(or_(OutboxEvent.lease_until.is_(None), OutboxEvent.lease_until < now))
+            .order_by(OutboxEvent.id)
+            .limit(limit)
+        )
+    )
+    upcoming = session.scalar(
+        select(OutboxEvent.next_attempt)
+        .where(OutboxEvent.completed.is_(None), OutboxEvent.next_attempt > now)
+        .order_by(OutboxEvent.next_attempt)
+        .limit(1)
+    )
+    return ids, upcoming
+
+
+def _lease(session: Session, *, event_id: int, now: datetime) -> bool:
+    result = session.execute(
+        update(OutboxEvent)
+        .where(OutboxEvent.id == event_id, OutboxEvent.completed.is_(None))
+        .where(or_(OutboxEvent.lease_until.is_(None), OutboxEvent.lease_until < now))
+        .values(lease_until=now + LEASE)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def _release(session: Session, *, event_id: int) -> None:
+    session.execute(update(OutboxEvent).where(OutboxEvent.id == event_id).values(lease_until=None))
+
+
+def _load(session: Session, *, event_id: int) -> tuple[str, str, dict[str, Any], dict[str, _Delivered]] | None:
+    row = session.get(OutboxEvent, event_id)
+    if row is None:
+        return None
+    deliveries = {
+        d.plugin: _Delivered(d.attempts, d.delivered, d.next_attempt)
+        for d in session.scalars(select(OutboxDelivery).where(OutboxDelivery.event_id == event_id))
+    }
+    return row.hook, row.kind, row.payload, deliveries
+
+
+def _settle(
+    session: Session, *, event_id: int, outcomes: Sequence[_Outcome], next_attempt: datetime | None
+) -> None:
+    now = utcnow()
+    existing = {
+        d.plugin: d
+        for d in session.scalars(select(OutboxDelivery).where(OutboxDelivery.event_id == event_id))
+    }
+    for outcome in outcomes:
+        delivery = existing.get(outcome.plugin)
+        if delivery is None:
+            delivery = OutboxDelivery(event_id=event_id, plugin=outcome.plugin, attempts=0)
+            session.add(delivery)
+        delivery.attempts = outcome.attempts
+        delivery.delivered = now if outcome.error is None else None
+        delivery.next_attempt = outcome.retry_at
+        delivery.last_error = outcome.error
+    values: dict[str, datetime | None] = {"lease_until": None}
+    if next_attempt is None:
+        values["completed"] = now
+    else:
+        values["next_attempt"] = next_attempt
+    session.execute(update(OutboxEvent).where(OutboxEvent.id == event_id).values(**values))

@@ -8,10 +8,21 @@ from collections.abc import Sequence
 from datetime import datetime
 from html import escape
 
-__all__ = ["API_VERSION", "FileView", "ProjectLink", "project_html", "project_json", "root_html", "root_json"]
+__all__ = [
+    "API_VERSION",
+    "FileView",
+    "ProjectLink",
+    "ProjectStatusView",
+    "project_html",
+    "project_json",
+    "root_html",
+    "root_json",
+]
 
-#: The highest Simple API version whose fields every page emits.
-API_VERSION = "1.1"
+#: The highest Simple API version whose fields every page emits: sizes, versions and
+#: upload times (1.1, PEP 700), alternate locations (1.2, PEP 708), provenance (1.3,
+#: PEP 740) and project status (1.4, PEP 792).
+API_VERSION = "1.4"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +38,19 @@ class FileView:
     yanked: bool
     yanked_reason: str | None
     metadata_sha256: str | None
+    provenance_url: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ProjectStatusView:
+    """PEP 792 status of a project: active, archived, quarantined or deprecated."""
+
+    status: str = "active"
+    reason: str | None = None
+
+    def to_json(self) -> dict[str, str]:
+        """The ``project-status`` object: the reason only when there is one."""
+        return {"status": self.status, **({"reason": self.reason} if self.reason else {})}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +73,12 @@ def _yanked(file: FileView) -> bool | str:
 
 
 def project_json(
-    name: str, *, last_serial: int, versions: Sequence[str], files: Sequence[FileView]
+    name: str,
+    *,
+    last_serial: int,
+    versions: Sequence[str],
+    files: Sequence[FileView],
+    status: ProjectStatusView = ProjectStatusView(),
 ) -> str:
     """PEP 691 JSON for a project page."""
     metadata = lambda f: {"sha256": f.metadata_sha256} if f.metadata_sha256 else False  # noqa: E731
@@ -57,6 +86,8 @@ def project_json(
         "meta": {"api-version": API_VERSION, "_last-serial": last_serial},
         "name": name,
         "versions": list(versions),
+        "alternate-locations": [],
+        "project-status": status.to_json(),
         "files": [
             {
                 "filename": f.filename,
@@ -68,6 +99,7 @@ def project_json(
                 "yanked": _yanked(f),
                 "core-metadata": metadata(f),
                 "dist-info-metadata": metadata(f),
+                "provenance": f.provenance_url,
             }
             for f in files
         ],
@@ -75,17 +107,24 @@ def project_json(
     return json.dumps(body, separators=(",", ":"))
 
 
-def _head(title: str) -> str:
+def _head(title: str, status: ProjectStatusView | None = None) -> str:
+    meta = [f'    <meta name="pypi:repository-version" content="{API_VERSION}">\n']
+    if status is not None and status.status != "active":
+        meta.append(f'    <meta name="pypi:project-status" content="{escape(status.status)}">\n')
+        if status.reason:
+            meta.append(f'    <meta name="pypi:project-status-reason" content="{escape(status.reason)}">\n')
     return (
-        "<!DOCTYPE html>\n<html>\n  <head>\n"
-        f'    <meta name="pypi:repository-version" content="{API_VERSION}">\n'
-        f"    <title>{escape(title)}</title>\n  </head>\n  <body>\n"
+        '<!DOCTYPE html>\n<html>\n  <head>\n    <meta charset="utf-8">\n'
+        + "".join(meta)
+        + f"    <title>{escape(title)}</title>\n  </head>\n  <body>\n"
     )
 
 
-def project_html(name: str, *, files: Sequence[FileView]) -> str:
+def project_html(
+    name: str, *, files: Sequence[FileView], status: ProjectStatusView = ProjectStatusView()
+) -> str:
     """PEP 503 HTML for a project page: one anchor per file."""
-    lines = [_head(f"Links for {name}"), f"    <h1>Links for {escape(name)}</h1>\n"]
+    lines = [_head(f"Links for {name}", status), f"    <h1>Links for {escape(name)}</h1>\n"]
     for f in files:
         attributes = [f'href="{escape(f.url)}#sha256={f.sha256}"']
         if f.requires_python:
@@ -98,6 +137,8 @@ def project_html(name: str, *, files: Sequence[FileView]) -> str:
             # Both spellings: PEP 714 renamed the attribute; older pips read the first.
             attributes.append(f'data-dist-info-metadata="sha256={f.metadata_sha256}"')
             attributes.append(f'data-core-metadata="sha256={f.metadata_sha256}"')
+        if f.provenance_url:
+            attributes.append(f'data-provenance="{escape(f.provenance_url)}"')
         lines.append(f"    <a {' '.join(attributes)}>{escape(f.filename)}</a><br />\n")
     lines.append("  </body>\n</html>\n")
     return "".join(lines)

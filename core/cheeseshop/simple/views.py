@@ -1,32 +1,50 @@
-"""Simple API routes: ``/simple/`` and ``/simple/<project>/``."""
+"""Simple API routes: ``/simple/`` and ``/simple/<project>/``, served from the page cache.
+
+A page is rendered once per change: built from one database visit, kept in the page cache
+under the key of what it shows (``all-projects`` for the root, ``project/<name>`` for a
+project), and purged through the outbox when a change to it commits.
+"""
 
 from __future__ import annotations
 
-from quart import Blueprint, Response, redirect, request, url_for
-from sqlalchemy import func, select
-from sqlalchemy.orm import selectinload
+import dataclasses
+import functools
 
+from packaging.version import InvalidVersion, Version
+from quart import Blueprint, Response, redirect, request, url_for
+from sqlalchemy import bindparam, func, select
+from sqlalchemy.orm import Session
+
+from cheeseshop.cache import CachedPage, make_page
+from cheeseshop.cache.keys import ALL_PROJECTS, project_key
 from cheeseshop.db.models import File, JournalEntry, Project, ProjectStatus, Release
 from cheeseshop.errors import APIError
 from cheeseshop.packaging.names import is_valid_project_name, normalize
 from cheeseshop.services import current_services
 from cheeseshop.simple import negotiate, render
-from cheeseshop.simple.render import FileView, ProjectLink
+from cheeseshop.simple.render import FileView, ProjectLink, ProjectStatusView
+from cheeseshop.web.cached import cached_response, url_variant
 
-__all__ = ["blueprint", "file_url"]
+__all__ = ["blueprint", "file_url", "files_prefix"]
 
 blueprint = Blueprint("simple", __name__)
 
 CACHE_CONTROL = "max-age=600, public"
+_VARIANTS = {negotiate.JSON: "json", negotiate.V1_HTML: "v1html", negotiate.HTML: "html"}
+
+
+def files_prefix() -> str:
+    """The URL every stored file's path is appended to: the files URL, else our /packages/."""
+    settings = current_services().settings
+    if settings.files_url:
+        return f"{settings.files_url.rstrip('/')}/"
+    base = settings.base_url.rstrip("/") + "/" if settings.base_url else request.host_url
+    return f"{base}packages/"
 
 
 def file_url(path: str) -> str:
     """Public URL of a stored file: the configured files URL, else this server's /packages/."""
-    settings = current_services().settings
-    if settings.files_url:
-        return f"{settings.files_url.rstrip('/')}/{path}"
-    base = settings.base_url.rstrip("/") + "/" if settings.base_url else request.host_url
-    return f"{base}packages/{path}"
+    return files_prefix() + path
 
 
 def _content_type() -> str:
@@ -44,36 +62,45 @@ def _content_type() -> str:
         ) from None
 
 
-async def _respond(body: str, content_type: str, serial: int) -> Response:
-    response = Response(body, content_type=f"{content_type}; charset=utf-8" if "html" in content_type else content_type)
-    response.headers["Vary"] = "Accept"
-    response.headers["X-PyPI-Last-Serial"] = str(serial)
-    response.headers["Cache-Control"] = CACHE_CONTROL
-    response.headers["Access-Control-Allow-Origin"] = "*"
-    response.headers["Access-Control-Expose-Headers"] = "X-PyPI-Last-Serial"
-    await response.add_etag()
-    return await response.make_conditional(request)
+def _media_type(content_type: str) -> str:
+    return content_type if content_type == negotiate.JSON else f"{content_type}; charset=utf-8"
 
 
 @blueprint.get("/simple/")
 async def root() -> Response:
     """The list of every visible project."""
     content_type = _content_type()
-    async with current_services().db.read() as session:
-        rows = (
-            await session.execute(
-                select(Project.name, Project.normalized_name, Project.last_serial)
-                .where(Project.status != ProjectStatus.QUARANTINED.value)
-                .order_by(Project.normalized_name)
-            )
-        ).all()
-        serial = await session.scalar(select(func.max(JournalEntry.id))) or 0
-    projects = [ProjectLink(name=r.name, normalized_name=r.normalized_name, last_serial=r.last_serial) for r in rows]
+    build = functools.partial(_build_root, content_type)
+    return await cached_response(
+        ALL_PROJECTS,
+        _VARIANTS[content_type],
+        build,
+        cache_control=CACHE_CONTROL,
+        vary="Accept",
+    )
+
+
+_ROOT_PROJECTS = (
+    select(Project.name, Project.normalized_name, Project.last_serial)
+    .where(Project.status != ProjectStatus.QUARANTINED.value)
+    .order_by(Project.normalized_name)
+)
+_LAST_SERIAL = select(func.max(JournalEntry.id))
+
+
+def _load_root(session: Session) -> tuple[int, list[ProjectLink]]:
+    serial = session.scalar(_LAST_SERIAL) or 0
+    rows = session.execute(_ROOT_PROJECTS).all()
+    return serial, [ProjectLink(name, normalized, last_serial) for name, normalized, last_serial in rows]
+
+
+async def _build_root(content_type: str) -> CachedPage:
+    serial, projects = await current_services().db.run_read(_load_root)
     if content_type == negotiate.JSON:
         body = render.root_json(last_serial=serial, projects=projects)
     else:
         body = render.root_html(projects=projects)
-    return await _respond(body, content_type, serial)
+    return make_page(body.encode(), _media_type(content_type), serial)
 
 
 @blueprint.get("/simple/<project>/")
@@ -86,51 +113,100 @@ async def project_page(project: str) -> Response:
     if not is_valid_project_name(normalized):
         # No such project can exist; and PostgreSQL raises on a NUL in text.
         raise APIError(404, f"No project named {project!r}.")
-    async with current_services().db.read() as session:
-        record = await session.scalar(
-            select(Project)
-            .where(Project.normalized_name == normalized)
-            .options(selectinload(Project.releases).selectinload(Release.files))
-        )
-    if record is None:
-        raise APIError(404, f"No project named {project!r}.")
-    files = _files(record)
-    versions = sorted({release.version for release in record.releases if release.files}, key=_version_key)
+    build = functools.partial(_build_project, normalized, content_type, file_url_for=files_prefix())
+    return await cached_response(
+        project_key(normalized),
+        url_variant(_VARIANTS[content_type]),
+        build,
+        cache_control=CACHE_CONTROL,
+        not_found=f"No project named {project!r}.",
+        vary="Accept",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _ProjectData:
+    name: str
+    status: ProjectStatusView
+    last_serial: int
+    files: list[tuple[str, FileView]]  # (version, file)
+
+
+_PROJECT = select(
+    Project.id, Project.name, Project.status, Project.status_reason, Project.last_serial
+).where(Project.normalized_name == bindparam("normalized_name"))
+
+_FILES = (
+    select(
+        Release.version,
+        Release.yanked,
+        Release.yanked_reason,
+        File.filename,
+        File.path,
+        File.sha256_digest,
+        File.requires_python,
+        File.size,
+        File.upload_time,
+        File.yanked,
+        File.metadata_sha256,
+    )
+    .join(Release, Release.id == File.release_id)
+    .where(Release.project_id == bindparam("project_id"))
+)
+
+
+def _load_project(session: Session, normalized: str, file_url_for: str) -> _ProjectData | None:
+    row = session.execute(_PROJECT, {"normalized_name": normalized}).first()
+    if row is None:
+        return None
+    project_id, name, status, reason, last_serial = row
+    files: list[tuple[str, FileView]] = []
+    # PEP 792: a quarantined project offers no files at all.
+    if status != ProjectStatus.QUARANTINED.value:
+        for r in session.execute(_FILES, {"project_id": project_id}):
+            view = FileView(
+                filename=r.filename,
+                url=file_url_for + r.path,
+                sha256=r.sha256_digest,
+                requires_python=r.requires_python,
+                size=r.size,
+                upload_time=r.upload_time,
+                yanked=bool(r[1] or r[9]),
+                yanked_reason=r.yanked_reason,
+                metadata_sha256=r.metadata_sha256,
+            )
+            files.append((r.version, view))
+    return _ProjectData(name, ProjectStatusView(status, reason), last_serial, files)
+
+
+def _version_key(version: str) -> tuple[int, Version | str]:
+    try:
+        return (1, Version(version))
+    except InvalidVersion:  # not from our uploads, but never fail a page over one
+        return (0, version)
+
+
+async def _build_project(normalized: str, content_type: str, *, file_url_for: str) -> CachedPage | None:
+    data = await current_services().db.run_read(
+        functools.partial(_load_project, normalized=normalized, file_url_for=file_url_for)
+    )
+    if data is None:
+        return None
+    # As PyPI orders them: by version, then filename.
+    ordered = sorted(data.files, key=lambda pair: (_version_key(pair[0]), pair[1].filename))
+    files = [view for _, view in ordered]
     if content_type == negotiate.JSON:
-        body = render.project_json(normalized, last_serial=record.last_serial, versions=versions, files=files)
-    else:
-        body = render.project_html(record.name, files=files)
-    return await _respond(body, content_type, record.last_serial)
-
-
-def _version_key(version: str) -> object:
-    from packaging.version import Version
-
-    return Version(version)
-
-
-def _files(project: Project) -> list[FileView]:
-    if project.status == ProjectStatus.QUARANTINED.value:
-        return []
-    files: list[tuple[File, Release]] = [(f, r) for r in project.releases for f in r.files]
-    files.sort(key=lambda pair: pair[0].filename)
-    return [
-        FileView(
-            filename=f.filename,
-            url=file_url(f.path),
-            sha256=f.sha256_digest,
-            requires_python=f.requires_python,
-            size=f.size,
-            upload_time=f.upload_time,
-            yanked=r.yanked or f.yanked,
-            yanked_reason=r.yanked_reason,
-            metadata_sha256=f.metadata_sha256,
+        versions = sorted({version for version, _ in ordered}, key=_version_key)
+        body = render.project_json(
+            normalized, last_serial=data.last_serial, versions=versions, files=files, status=data.status
         )
-        for f, r in files
-    ]
+    else:
+        body = render.project_html(data.name, files=files, status=data.status)
+    return make_page(body.encode(), _media_type(content_type), data.last_serial)
 
 
 @blueprint.get("/simple/<project>")
 async def project_without_slash(project: str) -> Response:
     """``/simple/<p>`` -> 301 to the normalized slash form."""
     return redirect(url_for("simple.project_page", project=normalize(project)), 301)
+

@@ -35,7 +35,9 @@ from cheeseshop.db.models import (
     utcnow,
 )
 from cheeseshop.errors import APIError
-from cheeseshop.events import Event, FileUploaded, ReleasePublished
+from cheeseshop.cache import purge_after_commit
+from cheeseshop.cache.keys import change_keys
+from cheeseshop.events import CachePurge, Event, FileUploaded, ReleasePublished
 from cheeseshop.journal import Change, record_changes
 from cheeseshop.outbox import record
 from cheeseshop.packaging.archives import (
@@ -106,6 +108,7 @@ async def handle_upload(services: Services, principal: Principal, form: UploadFo
         await _discard(services, paths)
         raise
     await services.outbox.dispatch(event_ids)
+    await purge_after_commit(services.cache, change_keys(checked.request.normalized_name))
     return ""
 
 
@@ -547,7 +550,8 @@ def _record_upload(
                 serial=serials[-2],
             )
         )
-    # An event no enabled plugin receives is not written at all (the default install).
+    events.append(CachePurge(keys=change_keys(request.normalized_name), serial=serials[-1]))
+    # An event no enabled plugin receives is not written at all.
     return record(session, [e for e in events if services.hooks.has_receivers(e.hook)])
 
 

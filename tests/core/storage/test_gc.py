@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 import time
@@ -287,13 +288,7 @@ async def test_collector_runs_again_every_interval(cheeseshop_services: Services
 
 def _with_grace(services: Services, grace: float) -> Services:
     settings = services.settings.model_copy(update={"orphan_grace_seconds": grace})
-    return Services(
-        settings=settings,
-        hooks=services.hooks,
-        db=services.db,
-        storage=services.storage,
-        outbox=services.outbox,
-    )
+    return dataclasses.replace(services, settings=settings)
 
 
 def _source(services: Services, content: bytes) -> Path:

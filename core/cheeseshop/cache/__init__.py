@@ -1,0 +1,119 @@
+"""The page cache: rendered Simple and JSON pages, kept until a purge names their key.
+
+A page is stored under (key, variant) — the key says what it shows (see :mod:`.keys`),
+the variant which rendering (``json``, ``html``…). Every key has a generation that a purge
+bumps; a page remembers the generation of its key from before its data was read, and is
+served only while that is still current. So a page built from data read before a change
+can never be served after the purge of that change, however the build and the purge
+interleave. Two implementations: in this process (:mod:`.memory`), or shared by every
+web process through Redis (:mod:`.redis`) when ``redis_url`` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from cheeseshop.config import Settings
+    from cheeseshop.db import Database
+
+__all__ = ["CachedPage", "NullPageCache", "PageCache", "make_page", "make_page_cache", "purge_after_commit"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class CachedPage:
+    """A rendered response body with what its headers need."""
+
+    body: bytes
+    content_type: str
+    etag: str
+    serial: int
+
+    @property
+    def size(self) -> int:
+        """Bytes held, roughly: the body dominates."""
+        return len(self.body) + len(self.etag) + len(self.content_type) + 64
+
+
+def make_page(body: bytes, content_type: str, serial: int) -> CachedPage:
+    """A page with its strong ETag (a hash of the body, computed once, not per request)."""
+    etag = '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
+    return CachedPage(body=body, content_type=content_type, etag=etag, serial=serial)
+
+
+#: Builds a page on a miss; returns None for "nothing to cache" (e.g. a 404).
+Build = Callable[[], Awaitable[CachedPage | None]]
+
+
+class PageCache(Protocol):
+    """Where rendered pages are kept between requests."""
+
+    async def fetch(self, key: str, variant: str, build: Build) -> CachedPage | None:
+        """The cached page, else ``await build()`` — stored unless purged meanwhile."""
+        ...
+
+    def purge(self, keys: Iterable[str]) -> None:
+        """Make every page of these keys stale (blocking; called from a worker thread)."""
+        ...
+
+    async def start(self) -> None:
+        """Begin background work, if any (web processes, at start-up)."""
+        ...
+
+    async def close(self) -> None:
+        """Stop background work and release connections."""
+        ...
+
+
+class NullPageCache:
+    """No caching: every fetch builds (the ``page_cache`` plugin is blocked)."""
+
+    async def fetch(self, key: str, variant: str, build: Build) -> CachedPage | None:
+        """Build, always."""
+        return await build()
+
+    def purge(self, keys: Iterable[str]) -> None:
+        """Nothing is kept, so nothing to purge."""
+
+    async def start(self) -> None:
+        """Nothing to start."""
+
+    async def close(self) -> None:
+        """Nothing to close."""
+
+
+def make_page_cache(settings: Settings, db: Database, *, enabled: bool) -> PageCache:
+    """Redis when ``redis_url`` is set, else in this process; none when not ``enabled``."""
+    if not enabled:
+        return NullPageCache()
+    if settings.redis_url is not None:
+        from cheeseshop.cache.redis import RedisPageCache
+
+        return RedisPageCache(settings.redis_url.get_secret_value())
+    if settings.page_cache_bytes == 0:
+        return NullPageCache()
+    from cheeseshop.cache.memory import MemoryPageCache
+
+    return MemoryPageCache(
+        db, max_bytes=settings.page_cache_bytes, poll_seconds=settings.page_cache_poll_seconds
+    )
+
+
+async def purge_after_commit(cache: PageCache, keys: tuple[str, ...]) -> None:
+    """Purge ``keys`` from this process's cache right after a commit: read-your-writes.
+
+    The ``cheeseshop_purge`` event recorded with the change purges every other cache (and
+    retries until it has); this only spares the process that made the change the wait for
+    that delivery. A failure is logged, never raised: the change is committed already.
+    """
+    try:
+        await asyncio.to_thread(cache.purge, keys)
+    except Exception:
+        log.warning("could not purge %s at once; the outbox will", keys, exc_info=True)

@@ -1,0 +1,172 @@
+"""Yank, unyank and set a project's status: each one journaled, announced and purged.
+
+Every change is one write transaction that updates the row, writes one journal entry (a
+new serial) and records its events in the outbox: ``cheeseshop_project_changed`` and
+``cheeseshop_purge``. After the commit, the events are handed to the dispatcher and the
+page cache of this process is purged at once (the outbox purge reaches the rest).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+from packaging.utils import canonicalize_version
+from packaging.version import InvalidVersion, Version
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cheeseshop.cache import purge_after_commit
+from cheeseshop.cache.keys import change_keys
+from cheeseshop.db.models import Project, ProjectStatus, Release
+from cheeseshop.events import CachePurge, Event, ProjectChanged
+from cheeseshop.journal import Change, record_changes
+from cheeseshop.outbox import record
+from cheeseshop.packaging.names import normalize
+from cheeseshop.services import Services
+
+__all__ = ["ChangeRefused", "Changed", "set_status", "unyank", "yank"]
+
+#: Longest reason kept (PyPI's limit for a yank reason is about this order).
+MAX_REASON = 1000
+
+
+class ChangeRefused(ValueError):
+    """The change cannot be made; the message says why (unknown project, already yanked …)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Changed:
+    """A committed change: its journal serial and the outbox ids of its events."""
+
+    serial: int
+    event_ids: list[int]
+
+
+async def yank(services: Services, project: str, version: str, *, reason: str = "", by: str | None = None) -> Changed:
+    """Yank a release (PEP 592): installers skip it unless it is pinned exactly."""
+    work = functools.partial(_yank, services=services, project=project, version=version, reason=reason, by=by, yanked=True)
+    return await _apply(services, work)
+
+
+async def unyank(services: Services, project: str, version: str, *, by: str | None = None) -> Changed:
+    """Undo a yank."""
+    work = functools.partial(_yank, services=services, project=project, version=version, reason="", by=by, yanked=False)
+    return await _apply(services, work)
+
+
+async def set_status(
+    services: Services, project: str, status: str, *, reason: str = "", by: str | None = None
+) -> Changed:
+    """Set a project's PEP 792 status: active, archived, quarantined or deprecated."""
+    try:
+        wanted = ProjectStatus(status)
+    except ValueError:
+        choices = ", ".join(s.value for s in ProjectStatus)
+        raise ChangeRefused(f"unknown status {status!r}; use one of {choices}") from None
+    work = functools.partial(_set_status, services=services, project=project, status=wanted, reason=reason, by=by)
+    return await _apply(services, work)
+
+
+async def _apply(services: Services, work: functools.partial[tuple[Changed, tuple[str, ...]]]) -> Changed:
+    changed, keys = await services.db.run_write(work)
+    await services.outbox.dispatch(changed.event_ids)
+    await purge_after_commit(services.cache, keys)
+    return changed
+
+
+def _reason(reason: str) -> str | None:
+    reason = " ".join(reason.split())
+    if len(reason) > MAX_REASON:
+        raise ChangeRefused(f"the reason is too long ({len(reason)} characters; at most {MAX_REASON})")
+    return reason or None
+
+
+def _project(session: Session, name: str) -> Project:
+    project = session.scalar(
+        select(Project).where(Project.normalized_name == normalize(name)).with_for_update()
+    )
+    if project is None:
+        raise ChangeRefused(f"no project named {name!r}")
+    return project
+
+
+def _commit_change(
+    session: Session,
+    services: Services,
+    project: Project,
+    change: Change,
+    event: functools.partial[ProjectChanged],
+) -> tuple[Changed, tuple[str, ...]]:
+    [serial] = record_changes(session, project.id, project.name, [change])
+    keys = change_keys(project.normalized_name)
+    events: list[Event] = [event(serial=serial), CachePurge(keys=keys, serial=serial)]
+    ids = record(session, [e for e in events if services.hooks.has_receivers(e.hook)])
+    return Changed(serial, ids), keys
+
+
+def _yank(
+    session: Session,
+    *,
+    services: Services,
+    project: str,
+    version: str,
+    reason: str,
+    by: str | None,
+    yanked: bool,
+) -> tuple[Changed, tuple[str, ...]]:
+    row = _project(session, project)
+    try:
+        canonical = canonicalize_version(Version(version), strip_trailing_zero=True)
+    except InvalidVersion:
+        raise ChangeRefused(f"{version!r} is not a valid version") from None
+    release = session.scalar(
+        select(Release).where(Release.project_id == row.id, Release.canonical_version == canonical)
+    )
+    if release is None:
+        raise ChangeRefused(f"project {row.name!r} has no release {version!r}")
+    if release.yanked == yanked:
+        state = "already yanked" if yanked else "not yanked"
+        raise ChangeRefused(f"release {release.version} of {row.name!r} is {state}")
+    release.yanked = yanked
+    release.yanked_reason = _reason(reason) if yanked else None
+    session.flush()
+    action = "yank" if yanked else "unyank"
+    event = functools.partial(
+        ProjectChanged,
+        project=row.name,
+        normalized_name=row.normalized_name,
+        action=action,
+        version=release.version,
+        reason=release.yanked_reason,
+        changed_by=by,
+    )
+    return _commit_change(session, services, row, Change(f"{action} release", release.version, by), event)
+
+
+def _set_status(
+    session: Session,
+    *,
+    services: Services,
+    project: str,
+    status: ProjectStatus,
+    reason: str,
+    by: str | None,
+) -> tuple[Changed, tuple[str, ...]]:
+    row = _project(session, project)
+    cleaned = _reason(reason)
+    if row.status == status.value and row.status_reason == cleaned:
+        raise ChangeRefused(f"project {row.name!r} is already {status.value}")
+    row.status = status.value
+    row.status_reason = cleaned if status is not ProjectStatus.ACTIVE else None
+    session.flush()
+    event = functools.partial(
+        ProjectChanged,
+        project=row.name,
+        normalized_name=row.normalized_name,
+        action="status",
+        status=status.value,
+        reason=row.status_reason,
+        changed_by=by,
+    )
+    return _commit_change(session, services, row, Change(f"set status {status.value}", None, by), event)

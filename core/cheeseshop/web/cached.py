@@ -1,0 +1,80 @@
+"""Serving cacheable pages: the page cache, conditional requests and cache headers, once.
+
+The Simple API and the JSON API render a page to bytes once, keep it in the page cache
+(:mod:`cheeseshop.cache`) under the key of what it shows, and answer from there until a
+purge names that key. A hit costs a dictionary lookup (or one Redis ``MGET``) and the
+headers: no database, no rendering, no hashing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from quart import Response, request
+
+from cheeseshop.cache import Build, CachedPage
+from cheeseshop.errors import APIError
+from cheeseshop.services import current_services
+
+__all__ = ["cached_response", "page_response", "url_variant"]
+
+
+def url_variant(name: str) -> str:
+    """A cache variant for a page rendered as ``name`` that embeds absolute URLs.
+
+    Without ``base_url`` set, file URLs are built from the request's host, so pages for
+    different hosts (``localhost`` and ``127.0.0.1``, say) are kept apart.
+    """
+    if current_services().settings.base_url:
+        return name
+    return f"{name} {request.host_url}"
+
+
+async def cached_response(
+    key: str,
+    variant: str,
+    build: Build,
+    *,
+    cache_control: str,
+    not_found: str = "Not found.",
+    vary: str | None = None,
+) -> Response:
+    """The page for (key, variant) from the cache, else built; 404 when ``build`` finds nothing.
+
+    ``build`` returns None when there is nothing to show: a 404 with ``not_found``.
+    """
+    page = await current_services().cache.fetch(key, variant, build)
+    if page is None:
+        raise APIError(404, not_found)
+    return page_response(page, key, cache_control=cache_control, vary=vary)
+
+
+def page_response(
+    page: CachedPage,
+    key: str,
+    *,
+    cache_control: str,
+    vary: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """The response for a cached page: 304 when the client's ETag matches.
+
+    Sets ETag, Cache-Control, Vary, X-PyPI-Last-Serial and CORS headers (and ``headers``),
+    then lets plugins add theirs (``cheeseshop_response_headers``) with the page's key.
+    """
+    # If-None-Match compares weakly (RFC 9110 13.1.2); werkzeug parses the quotes away.
+    if request.if_none_match.contains_weak(page.etag.strip('"')):
+        response = Response(b"", status=304)
+    else:
+        response = Response(page.body, content_type=page.content_type)
+    out = response.headers
+    out["ETag"] = page.etag
+    out["Cache-Control"] = cache_control
+    out["X-PyPI-Last-Serial"] = str(page.serial)
+    out["Access-Control-Allow-Origin"] = "*"
+    out["Access-Control-Expose-Headers"] = "X-PyPI-Last-Serial"
+    if vary:
+        out["Vary"] = vary
+    out.update(headers or {})
+    current_services().hooks.response_headers(request, response, (key,))
+    return response
