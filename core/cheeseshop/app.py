@@ -18,6 +18,7 @@ from cheeseshop.outbox import Outbox
 from cheeseshop.plugins import load_plugins
 from cheeseshop.services import EXTENSION_KEY, Services
 from cheeseshop.storage.gc import OrphanCollector
+from cheeseshop.web import access
 from cheeseshop.web.reason import REASON_HEADER, latin1_reason
 
 __all__ = ["build_services", "create_app", "create_app_from_env"]
@@ -63,6 +64,7 @@ def create_app(
     for blueprint in (upload, simple, files, jsonapi):
         app.register_blueprint(blueprint)
     _register_edges(app)
+    access.install(app)
 
     orphans = OrphanCollector(services)
 

@@ -7,6 +7,8 @@ preferred (pip and uv list it first), while a bare ``*/*`` or no Accept at all g
 
 from __future__ import annotations
 
+import functools
+
 __all__ = ["HTML", "JSON", "V1_HTML", "NotAcceptable", "choose"]
 
 JSON = "application/vnd.pypi.simple.v1+json"
@@ -59,8 +61,13 @@ def _match(offer: str, ranges: list[tuple[str, float]]) -> tuple[float, int]:
     return (0.0, -1) if best is None else (best[1], best[0])
 
 
+@functools.lru_cache(maxsize=256)
 def choose(accept: str | None, format_override: str | None = None) -> str:
-    """The content type to answer with; raises NotAcceptable."""
+    """The content type to answer with; raises NotAcceptable.
+
+    Cached: installers send the same few Accept headers on every request. (An unbounded
+    variety of headers only cycles the 256 entries; exceptions are not cached.)
+    """
     if format_override:
         wanted = _ALIASES.get(format_override.lower(), format_override.lower())
         if wanted in _OFFERS:

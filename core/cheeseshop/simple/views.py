@@ -113,7 +113,7 @@ async def project_page(project: str) -> Response:
     if not is_valid_project_name(normalized):
         # No such project can exist; and PostgreSQL raises on a NUL in text.
         raise APIError(404, f"No project named {project!r}.")
-    build = functools.partial(_build_project, normalized, content_type, file_url_for=files_prefix())
+    build = functools.partial(_build_project, normalized, content_type)
     return await cached_response(
         project_key(normalized),
         url_variant(_VARIANTS[content_type]),
@@ -186,9 +186,10 @@ def _version_key(version: str) -> tuple[int, Version | str]:
         return (0, version)
 
 
-async def _build_project(normalized: str, content_type: str, *, file_url_for: str) -> CachedPage | None:
+async def _build_project(normalized: str, content_type: str) -> CachedPage | None:
+    # The prefix is worked out here, on a miss only: it reads the request's host URL.
     data = await current_services().db.run_read(
-        functools.partial(_load_project, normalized=normalized, file_url_for=file_url_for)
+        functools.partial(_load_project, normalized=normalized, file_url_for=files_prefix())
     )
     if data is None:
         return None

@@ -1,0 +1,37 @@
+"""The access log: one line per request, written by the app rather than by hypercorn.
+
+hypercorn's own access log builds a dictionary of every environment variable for each
+request, which costs more than serving a cached Simple page. This writes the same shape
+of line (``client "METHOD /path?query HTTP-version" status bytes "user agent"``) to the
+``cheeseshop.access`` logger at INFO, from the values at hand.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from quart import Quart, Response, request
+
+__all__ = ["install"]
+
+log = logging.getLogger("cheeseshop.access")
+
+
+def install(app: Quart) -> None:
+    """Log every response of ``app`` (when ``cheeseshop.access`` is enabled for INFO)."""
+
+    @app.after_request
+    async def access_line(response: Response) -> Response:
+        if log.isEnabledFor(logging.INFO):
+            length = response.content_length
+            log.info(
+                '%s "%s %s %s" %d %s "%s"',
+                request.remote_addr or "-",
+                request.method,
+                request.full_path.rstrip("?"),
+                request.http_version,
+                response.status_code,
+                "-" if length is None else length,
+                request.headers.get("User-Agent", "-"),
+            )
+        return response
