@@ -372,6 +372,30 @@ class Clients:
             env=self.env,
         )  # fmt: skip
 
+    def pip(self, command: str, *args: str | os.PathLike[str]) -> Result:
+        """``pip COMMAND ARGS`` from this index only (isolated, no cache)."""
+        return run(
+            [
+                sys.executable, "-m", "pip", command,
+                "--isolated", "--no-cache-dir", "--disable-pip-version-check",
+                "--index-url", self.server.simple_url,
+                *args,
+            ],
+            env=self.env,
+        )  # fmt: skip
+
+    def uv_pip(self, command: str, *args: str | os.PathLike[str]) -> Result:
+        """``uv pip COMMAND ARGS`` from this index only, for this interpreter."""
+        return run(
+            [
+                UV, "pip", command, "--no-config", "--no-cache",
+                "--index-url", self.server.simple_url,
+                "--python", sys.executable,
+                *args,
+            ],
+            env=self.env,
+        )  # fmt: skip
+
     def python(self, code: str, *, path: Path) -> Result:
         """``python -c code`` with only ``path`` added to its import path."""
         return run([sys.executable, "-c", code], env={**self.env, "PYTHONPATH": str(path)})
