@@ -239,6 +239,10 @@ class Hooks:
         """Whether any plugin implements the event hook (else its events need no outbox row)."""
         return bool(self._impls(hook))
 
+    def receiver_names(self, hook: str) -> list[str]:
+        """Names of the plugins implementing the event hook."""
+        return [impl.plugin_name for impl in self._impls(hook)]
+
     def receivers(self, hook: str) -> list[tuple[str, Callable[..., Any], tuple[str, ...]]]:
         """(plugin name, function, argument names) of each implementation of an event hook.
 

@@ -8,9 +8,12 @@ from typing import TYPE_CHECKING
 from quart import current_app
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from cheeseshop.cache import PageCache
     from cheeseshop.config import Settings
     from cheeseshop.db import Database
+    from cheeseshop.events import Event
     from cheeseshop.outbox import Outbox
     from cheeseshop.plugins import Hooks
     from cheeseshop.storage import FileStorage
@@ -30,6 +33,22 @@ class Services:
     storage: FileStorage
     outbox: Outbox
     cache: PageCache
+
+
+    def events_to_record(self, events: Iterable[Event]) -> list[Event]:
+        """The events some plugin needs delivered through the outbox, in order.
+
+        An event no enabled plugin receives is not written at all. The core's own page
+        cache needs purge events only when it is shared (Redis); a per-process cache is
+        purged right after the commit and follows the journal for the rest.
+        """
+        return [event for event in events if self._needs_outbox(event)]
+
+    def _needs_outbox(self, event: Event) -> bool:
+        receivers = self.hooks.receiver_names(event.hook)
+        if event.hook == "cheeseshop_purge" and not self.cache.needs_purge_events:
+            receivers = [name for name in receivers if name != "page_cache"]
+        return bool(receivers)
 
 
 def current_services() -> Services:

@@ -11,7 +11,6 @@ web process through Redis (:mod:`.redis`) when ``redis_url`` is set.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hashlib
 import logging
@@ -55,12 +54,21 @@ Build = Callable[[], Awaitable[CachedPage | None]]
 class PageCache(Protocol):
     """Where rendered pages are kept between requests."""
 
+    #: True when purges must reach this cache through the outbox: it outlives processes
+    #: (Redis), so a purge lost with a crash would leave a stale page there for good. A
+    #: per-process cache is purged right after each commit and follows the journal.
+    needs_purge_events: bool
+
     async def fetch(self, key: str, variant: str, build: Build) -> CachedPage | None:
         """The cached page, else ``await build()`` — stored unless purged meanwhile."""
         ...
 
     def purge(self, keys: Iterable[str]) -> None:
         """Make every page of these keys stale (blocking; called from a worker thread)."""
+        ...
+
+    async def purge_now(self, keys: Iterable[str]) -> None:
+        """Make every page of these keys stale, from the event loop."""
         ...
 
     async def start(self) -> None:
@@ -75,11 +83,16 @@ class PageCache(Protocol):
 class NullPageCache:
     """No caching: every fetch builds (the ``page_cache`` plugin is blocked)."""
 
+    needs_purge_events = False
+
     async def fetch(self, key: str, variant: str, build: Build) -> CachedPage | None:
         """Build, always."""
         return await build()
 
     def purge(self, keys: Iterable[str]) -> None:
+        """Nothing is kept, so nothing to purge."""
+
+    async def purge_now(self, keys: Iterable[str]) -> None:
         """Nothing is kept, so nothing to purge."""
 
     async def start(self) -> None:
@@ -114,6 +127,6 @@ async def purge_after_commit(cache: PageCache, keys: tuple[str, ...]) -> None:
     that delivery. A failure is logged, never raised: the change is committed already.
     """
     try:
-        await asyncio.to_thread(cache.purge, keys)
+        await cache.purge_now(keys)
     except Exception:
         log.warning("could not purge %s at once; the outbox will", keys, exc_info=True)

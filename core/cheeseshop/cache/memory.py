@@ -53,6 +53,8 @@ def purge_local_caches(keys: Iterable[str]) -> None:
 class MemoryPageCache:
     """Pages in a dict, under a lock: purges come from the outbox's worker threads."""
 
+    needs_purge_events = False
+
     def __init__(self, db: Database | None = None, *, max_bytes: int = 256 * 2**20, poll_seconds: float = 1.0):
         self.max_bytes = max_bytes
         self.poll_seconds = poll_seconds
@@ -103,6 +105,10 @@ class MemoryPageCache:
                     old = self._pages.pop((key, variant), None)
                     if old is not None:
                         self._bytes -= old[1].size
+
+    async def purge_now(self, keys: Iterable[str]) -> None:
+        """:meth:`purge`, which is quick enough to run on the event loop."""
+        self.purge(keys)
 
     async def start(self) -> None:
         """Follow the journal, so changes committed by other processes purge here too."""

@@ -16,6 +16,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import redis
 import redis.asyncio
@@ -50,15 +51,19 @@ def _decode(raw: bytes) -> tuple[int, CachedPage]:
     return generation, CachedPage(body=body, content_type=content_type, etag=etag, serial=serial)
 
 
+def _queue_purge(pipe: Any, keys: Iterable[str]) -> None:
+    for key in keys:
+        pipe.incr(_gen_key(key))
+        # Drop the common bodies now rather than at expiry; any leftover is stale anyway.
+        pipe.delete(_page_key(key, "json"), _page_key(key, "html"))
+
+
 def purge_redis(url: str, keys: Iterable[str]) -> None:
     """Bump the generation of each key (and drop its pages) in the Redis at ``url``."""
     client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
     try:
         with client.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.incr(_gen_key(key))
-                # Drop the bodies now rather than at expiry; any leftover is stale anyway.
-                pipe.delete(_page_key(key, "json"), _page_key(key, "html"))
+            _queue_purge(pipe, keys)
             pipe.execute()
     finally:
         client.close()
@@ -66,6 +71,8 @@ def purge_redis(url: str, keys: Iterable[str]) -> None:
 
 class RedisPageCache:
     """Pages in Redis, so every web process serves and purges the same copy."""
+
+    needs_purge_events = True
 
     def __init__(self, url: str, *, ttl: int = 24 * 3600, timeout: float = 1.0) -> None:
         self.url = url
@@ -98,6 +105,12 @@ class RedisPageCache:
     def purge(self, keys: Iterable[str]) -> None:
         """Purge through a blocking client (this runs in the outbox's worker thread)."""
         purge_redis(self.url, keys)
+
+    async def purge_now(self, keys: Iterable[str]) -> None:
+        """Purge through this cache's own connections (raises when Redis is down)."""
+        async with self._client.pipeline(transaction=False) as pipe:
+            _queue_purge(pipe, keys)
+            await pipe.execute()
 
     async def start(self) -> None:
         """Nothing to start: Redis itself is shared."""

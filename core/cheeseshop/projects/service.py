@@ -101,7 +101,7 @@ def _commit_change(
     [serial] = record_changes(session, project.id, project.name, [change])
     keys = change_keys(project.normalized_name)
     events: list[Event] = [event(serial=serial), CachePurge(keys=keys, serial=serial)]
-    ids = record(session, [e for e in events if services.hooks.has_receivers(e.hook)])
+    ids = record(session, services.events_to_record(events))
     return Changed(serial, ids), keys
 
 

@@ -551,8 +551,7 @@ def _record_upload(
             )
         )
     events.append(CachePurge(keys=change_keys(request.normalized_name), serial=serials[-1]))
-    # An event no enabled plugin receives is not written at all.
-    return record(session, [e for e in events if services.hooks.has_receivers(e.hook)])
+    return record(session, services.events_to_record(events))
 
 
 def _text(value: object) -> str | None:
