@@ -4,17 +4,19 @@ The public facade for plugin authors: import from here, never from ``cheeseshop.
 """
 
 from cheeseshop.config import PluginSettings, Settings
-from cheeseshop.events import Event, FileUploaded, ReleasePublished
+from cheeseshop.events import CachePurge, Event, FileUploaded, ProjectChanged, ReleasePublished
 from cheeseshop.plugins import hookimpl
 from cheeseshop.storage import FileStorage, storage_path
 from cheeseshop.upload.candidate import DescribedRelease, UploadCandidate, UploadRejected
 
 __all__ = [
+    "CachePurge",
     "DescribedRelease",
     "Event",
     "FileStorage",
     "FileUploaded",
     "PluginSettings",
+    "ProjectChanged",
     "ReleasePublished",
     "Settings",
     "UploadCandidate",

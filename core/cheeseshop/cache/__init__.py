@@ -42,9 +42,14 @@ class CachedPage:
 
 
 def make_page(body: bytes, content_type: str, serial: int) -> CachedPage:
-    """A page with its strong ETag (a hash of the body, computed once, not per request)."""
-    etag = '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
-    return CachedPage(body=body, content_type=content_type, etag=etag, serial=serial)
+    """A page with its strong ETag, computed once, not per request.
+
+    The content type is hashed with the body: a strong validator must differ between
+    representations of one URL (RFC 9110 8.8.1), and the HTML body is the same bytes
+    whether sent as ``text/html`` or as ``application/vnd.pypi.simple.v1+html``.
+    """
+    digest = hashlib.blake2b(content_type.encode() + b"\n" + body, digest_size=16)
+    return CachedPage(body=body, content_type=content_type, etag=f'"{digest.hexdigest()}"', serial=serial)
 
 
 #: Builds a page on a miss; returns None for "nothing to cache" (e.g. a 404).
@@ -109,7 +114,9 @@ def make_page_cache(settings: Settings, db: Database, *, enabled: bool) -> PageC
     if settings.redis_url is not None:
         from cheeseshop.cache.redis import RedisPageCache
 
-        return RedisPageCache(settings.redis_url.get_secret_value())
+        return RedisPageCache(
+            settings.redis_url.get_secret_value(), db=db, poll_seconds=settings.page_cache_poll_seconds
+        )
     if settings.page_cache_bytes == 0:
         return NullPageCache()
     from cheeseshop.cache.memory import MemoryPageCache

@@ -10,37 +10,22 @@ several processes, configure ``redis_url`` for one shared cache instead.
 from __future__ import annotations
 
 import asyncio
-import logging
+import functools
 import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterable
 
-from sqlalchemy import bindparam, func, select
-from sqlalchemy.orm import Session
-
 from cheeseshop.background import stop_gracefully
 from cheeseshop.cache import Build, CachedPage
-from cheeseshop.cache.keys import change_keys
+from cheeseshop.cache.follow import changes_since, follow, last_serial
 from cheeseshop.db import Database
-from cheeseshop.db.models import JournalEntry
-from cheeseshop.packaging.names import normalize
 
 __all__ = ["MemoryPageCache", "purge_local_caches"]
-
-log = logging.getLogger(__name__)
 
 # Every memory cache of this process, for the purge hook (a plugin function has no
 # other way to reach the caches of the application(s) living here).
 _LIVE: weakref.WeakSet[MemoryPageCache] = weakref.WeakSet()
-
-_CHANGES = (
-    select(JournalEntry.id, JournalEntry.name)
-    .where(JournalEntry.id > bindparam("after"))
-    .order_by(JournalEntry.id)
-    .limit(bindparam("limit"))
-)
-_LAST = select(func.max(JournalEntry.id))
 
 
 def purge_local_caches(keys: Iterable[str]) -> None:
@@ -75,6 +60,9 @@ class MemoryPageCache:
         generation = self._generations.get(key, 0)
         hit = self._pages.get((key, variant))
         if hit is not None and hit[0] == generation:
+            with self._lock:  # least recently used goes first
+                if (key, variant) in self._pages:
+                    self._pages.move_to_end((key, variant))
             return hit[1]
         page = await build()
         if page is not None and page.size <= self.max_bytes:
@@ -112,35 +100,24 @@ class MemoryPageCache:
 
     async def start(self) -> None:
         """Follow the journal, so changes committed by other processes purge here too."""
-        if self._db is not None and self.poll_seconds > 0 and self._poller is None:
-            last = await self._db.run_read(lambda session: session.scalar(_LAST) or 0)
-            self._poller = asyncio.create_task(self._follow(last), name="page-cache-journal")
+        if self._db is None or self.poll_seconds <= 0 or self._poller is not None:
+            return
+        db = self._db
+        seen = await db.run_read(last_serial)
+
+        async def step() -> None:
+            nonlocal seen
+            seen, keys = await db.run_read(functools.partial(changes_since, after=seen))
+            if keys:
+                self.purge(keys)
+
+        self._stopping = asyncio.Event()
+        self._poller = asyncio.create_task(
+            follow(self._stopping, self.poll_seconds, step), name="page-cache-journal"
+        )
 
     async def close(self) -> None:
         """Stop following the journal."""
         if self._poller is not None:
             await stop_gracefully(self._poller, self._stopping, grace=2)
             self._poller = None
-
-    async def _follow(self, last: int) -> None:
-        assert self._db is not None
-        while True:
-            try:
-                await asyncio.wait_for(self._stopping.wait(), timeout=self.poll_seconds)
-                return
-            except TimeoutError:
-                pass
-            after = last
-            try:
-                rows = await self._db.run_read(lambda session: _changes(session, after))
-            except Exception:  # the database may be down for a while: keep following
-                log.warning("page cache: could not read the journal", exc_info=True)
-                continue
-            if rows:
-                last = rows[-1][0]
-                self.purge({key for _, name in rows for key in change_keys(normalize(name))})
-
-
-def _changes(session: Session, after: int) -> list[tuple[int, str]]:
-    return [(row.id, row.name) for row in session.execute(_CHANGES, {"after": after, "limit": 10_000})]
-

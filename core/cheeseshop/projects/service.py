@@ -154,11 +154,12 @@ def _set_status(
     by: str | None,
 ) -> tuple[Changed, tuple[str, ...]]:
     row = _project(session, project)
-    cleaned = _reason(reason)
+    # An active project has no reason to show; one given is dropped.
+    cleaned = _reason(reason) if status is not ProjectStatus.ACTIVE else None
     if row.status == status.value and row.status_reason == cleaned:
         raise ChangeRefused(f"project {row.name!r} is already {status.value}")
     row.status = status.value
-    row.status_reason = cleaned if status is not ProjectStatus.ACTIVE else None
+    row.status_reason = cleaned
     session.flush()
     event = functools.partial(
         ProjectChanged,
