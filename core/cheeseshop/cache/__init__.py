@@ -11,6 +11,7 @@ web process through Redis (:mod:`.redis`) when ``redis_url`` is set.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import logging
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from cheeseshop.config import Settings
     from cheeseshop.db import Database
 
-__all__ = ["CachedPage", "NullPageCache", "PageCache", "make_page", "make_page_cache", "purge_after_commit"]
+__all__ = ["CachedPage", "NullPageCache", "SingleFlight", "PageCache", "make_page", "make_page_cache", "purge_after_commit"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,28 @@ def make_page(body: bytes, content_type: str, serial: int) -> CachedPage:
 
 #: Builds a page on a miss; returns None for "nothing to cache" (e.g. a 404).
 Build = Callable[[], Awaitable[CachedPage | None]]
+
+
+class SingleFlight:
+    """One build per page and generation at a time in this process; concurrent misses share it.
+
+    After a purge, a popular page (the root, a big project) would otherwise be built by
+    every request that arrives before the first build is done. The generation is part of
+    the key: a request that comes after a purge never joins a build begun before it.
+    """
+
+    def __init__(self) -> None:
+        self._running: dict[tuple[str, str, int], asyncio.Future[CachedPage | None]] = {}
+
+    async def run(self, key: tuple[str, str, int], build: Build) -> CachedPage | None:
+        """``await build()``, or the result of the build already running for ``key``."""
+        running = self._running.get(key)
+        if running is None:
+            running = asyncio.ensure_future(build())
+            self._running[key] = running
+            running.add_done_callback(lambda _: self._running.pop(key, None))
+        # Shielded: one request giving up must not cancel the build the others wait for.
+        return await asyncio.shield(running)
 
 
 class PageCache(Protocol):

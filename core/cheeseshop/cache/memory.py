@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 
 from cheeseshop.background import stop_gracefully
-from cheeseshop.cache import Build, CachedPage
+from cheeseshop.cache import Build, CachedPage, SingleFlight
 from cheeseshop.cache.follow import changes_since, follow, last_serial
 from cheeseshop.db import Database
 
@@ -51,6 +51,7 @@ class MemoryPageCache:
         self._bytes = 0
         self._poller: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self._flights = SingleFlight()
         _LIVE.add(self)
 
     async def fetch(self, key: str, variant: str, build: Build) -> CachedPage | None:
@@ -64,7 +65,7 @@ class MemoryPageCache:
                 if (key, variant) in self._pages:
                     self._pages.move_to_end((key, variant))
             return hit[1]
-        page = await build()
+        page = await self._flights.run((key, variant, generation), build)
         if page is not None and page.size <= self.max_bytes:
             self._store(key, variant, generation, page)
         return page

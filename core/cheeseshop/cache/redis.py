@@ -32,7 +32,7 @@ import redis
 import redis.asyncio
 
 from cheeseshop.background import stop_gracefully
-from cheeseshop.cache import Build, CachedPage
+from cheeseshop.cache import Build, CachedPage, SingleFlight
 from cheeseshop.cache.follow import changes_since, follow, last_serial
 from cheeseshop.db import Database
 
@@ -141,6 +141,7 @@ class RedisPageCache:
         self._stopping = asyncio.Event()
         # Set on a Redis error, cleared once the journal has been followed up to now.
         self._behind = False
+        self._flights = SingleFlight()
 
     async def fetch(self, key: str, variant: str, build: Build) -> CachedPage | None:
         """The page from Redis if its generation is current, else built and stored."""
@@ -156,7 +157,7 @@ class RedisPageCache:
         stored = _decode(raw) if raw is not None else None
         if stored is not None and stored[0] == generation:
             return stored[1]
-        built = await build()
+        built = await self._flights.run((key, variant, generation), build)
         if built is not None:
             try:
                 async with self._client.pipeline(transaction=False) as pipe:

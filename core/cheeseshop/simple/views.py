@@ -7,6 +7,7 @@ project), and purged through the outbox when a change to it commits.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 
@@ -96,11 +97,15 @@ def _load_root(session: Session) -> tuple[int, list[ProjectLink]]:
 
 async def _build_root(content_type: str) -> CachedPage:
     serial, projects = await current_services().db.run_read(_load_root)
-    if content_type == negotiate.JSON:
-        body = render.root_json(last_serial=serial, projects=projects)
-    else:
-        body = render.root_html(projects=projects)
-    return make_page(body.encode(), _media_type(content_type), serial)
+
+    def rendered() -> bytes:
+        if content_type == negotiate.JSON:
+            return render.root_json(last_serial=serial, projects=projects).encode()
+        return render.root_html(projects=projects).encode()
+
+    # Hundreds of thousands of projects take a while to render: not on the event loop.
+    body = await asyncio.to_thread(rendered)
+    return make_page(body, _media_type(content_type), serial)
 
 
 @blueprint.get("/simple/<project>/")

@@ -157,6 +157,28 @@ async def test_concurrent_builds_across_a_purge_leave_only_the_fresh_page():
     assert fresh.calls == 1
 
 
+async def test_concurrent_misses_share_one_build():
+    cache = MemoryPageCache()
+    key = project_key("popular")
+    release = asyncio.Event()
+    calls = 0
+
+    async def slow() -> CachedPage:
+        nonlocal calls
+        calls += 1
+        await release.wait()
+        return make_page(b"built once", "text/html", 1)
+
+    waiting = [asyncio.create_task(cache.fetch(key, "html", slow)) for _ in range(5)]
+    await asyncio.sleep(0.05)
+    waiting[0].cancel()  # one client giving up must not cancel the build the others share
+    release.set()
+    pages = await asyncio.gather(*waiting[1:])
+    assert calls == 1
+    assert {page.body for page in pages if page is not None} == {b"built once"}
+    assert await cache.fetch(key, "html", slow) is pages[0]
+
+
 # -- bounded by bytes, least recently used out first -----------------------------------------
 
 
