@@ -113,26 +113,14 @@ def _index_state_statement() -> Any:
 _INDEX_STATE = _index_state_statement()
 
 
-def _release(column: Any) -> Any:
-    return (
-        select(column)
-        .where(Release.project_id == Project.id, Release.canonical_version == bindparam("canonical_version"))
-        .scalar_subquery()
-    )
-
-
 _LOCK_PROJECT = (
-    select(
-        Project.id,
-        Project.name,
-        _ROLE,
-        Project.total_size,
-        Project.total_size_limit,
-        _release(Release.id),
-        _release(Release.version),
-    )
+    select(Project.id, Project.name, _ROLE, Project.total_size, Project.total_size_limit)
     .where(Project.normalized_name == bindparam("normalized_name"))
     .with_for_update(of=Project)
+)
+_RELEASE = select(Release.id, Release.version).where(
+    Release.project_id == bindparam("project_id"),
+    Release.canonical_version == bindparam("canonical_version"),
 )
 
 
@@ -169,7 +157,17 @@ def index_state(
 def lock_project(
     session: Session, normalized_name: str, canonical_version: str, user_id: int
 ) -> LockedProject | None:
-    """Lock the project's row (PostgreSQL; SQLite's write transaction is the lock) and read it."""
-    params = {"normalized_name": normalized_name, "canonical_version": canonical_version, "user_id": user_id}
-    row = (session.execute(_LOCK_PROJECT, params)).first()
-    return None if row is None else LockedProject(row[0], row[1], row[2], row[3] or 0, *row[4:7])
+    """Lock the project's row (PostgreSQL; SQLite's write transaction is the lock) and read it.
+
+    The release is read by a second statement, after the lock is held: under PostgreSQL's
+    READ COMMITTED, a statement that waited for a row lock still sees the rest of the
+    database as it was when it began, so a release committed by the upload it waited
+    for would be missed by a subquery of the locking statement itself.
+    """
+    params = {"normalized_name": normalized_name, "user_id": user_id}
+    row = session.execute(_LOCK_PROJECT, params).first()
+    if row is None:
+        return None
+    release = session.execute(_RELEASE, {"project_id": row[0], "canonical_version": canonical_version}).first()
+    release_id, release_version = (None, None) if release is None else release
+    return LockedProject(row[0], row[1], row[2], row[3] or 0, row[4], release_id, release_version)

@@ -92,24 +92,44 @@ async def handle_upload(services: Services, principal: Principal, form: UploadFo
         log.exception("storing %s failed", checked.file.filename)
         raise APIError(503, "The file could not be stored; try again later.") from None
     try:
-        event_ids = await _commit(services, principal, checked, paths, description_html)
-    except IntegrityError:
-        # A racing request committed first; answer as if we had come second.
-        try:
-            if await _existing(services, principal, checked) == "identical":
-                return ""  # the winner stored these very bytes at this very path: keep them
-        except APIError:
-            await _discard(services, paths)
-            raise
-        await _discard(services, paths)
-        raise APIError(400, f"{ALREADY_EXISTS}. (A concurrent upload of {checked.file.filename}.)") from None
+        event_ids = await _commit_settling_races(services, principal, checked, paths, description_html)
     except APIError:
-        # Refused inside the transaction, which was therefore rolled back.
+        # Refused inside the transaction, which was therefore rolled back; or lost a race.
         await _discard(services, paths)
         raise
+    if event_ids is None:
+        return ""  # a racer committed these very bytes at this very path: keep them
     await services.outbox.dispatch(event_ids)
     await purge_after_commit(services.cache, change_keys(checked.request.normalized_name))
     return ""
+
+
+#: Commits tried before a conflict that keeps recurring is reported (each retry follows a
+#: racer's commit, so two suffice for any one race; the third is margin).
+COMMIT_ATTEMPTS = 3
+
+
+async def _commit_settling_races(
+    services: Services,
+    principal: Principal,
+    checked: _Checked,
+    paths: _Paths,
+    description_html: str | None,
+) -> list[int] | None:
+    """Commit; when a uniqueness constraint says another upload committed first, look again.
+
+    The racer may have uploaded these very bytes (then None: nothing to do), or this same
+    filename with other bytes (APIError 400, as if this request had come second). Or it
+    created the project or the release this file belongs to — two files of a new release
+    uploaded at once — and then the commit is simply tried again, now seeing them.
+    """
+    for _ in range(COMMIT_ATTEMPTS):
+        try:
+            return await _commit(services, principal, checked, paths, description_html)
+        except IntegrityError:
+            if await _existing(services, principal, checked) == "identical":
+                return None
+    raise APIError(400, f"{ALREADY_EXISTS}. (A concurrent upload of {checked.file.filename}.)")
 
 
 # -- validate (pure, plus reading the archive) -----------------------------------------

@@ -193,3 +193,47 @@ async def test_confusable_names_once_each_exactly_one_succeeds(
 
 def _far_future(services: Services) -> float:
     return time.time() + services.settings.orphan_grace_seconds + 60
+
+
+# -- different files of one new release: all must land --------------------------------------
+
+
+async def test_files_of_one_new_release_racing_all_succeed(upload, make_token, cheeseshop_services, monkeypatch):
+    """A wheel and an sdist of a release not yet on the index, uploaded at once, both land.
+
+    The second commit to get the project's lock must see the release (or, for a new
+    project, the project) that the first one created, not collide with it: a short pause
+    after taking the lock makes both reach that point together.
+    """
+    import cheeseshop.upload.service as upload_service
+    from sqlalchemy.util import await_only
+
+    from cheeseshop.testing.dists import build_sdist
+
+    original = upload_service.lock_project
+
+    def slow_lock(session: Any, *args: Any) -> Any:
+        locked = original(session, *args)
+        if session.get_bind().dialect.name == "postgresql":
+            await_only(asyncio.sleep(0.05))
+        else:
+            time.sleep(0.05)
+        return locked
+
+    monkeypatch.setattr(upload_service, "lock_project", slow_lock)
+    token = await make_token()
+    pairs = [
+        [build_wheel("new-together", "1.0"), build_sdist("new-together", "1.0")],  # a new project
+        [build_wheel("new-together", "2.0"), build_sdist("new-together", "2.0")],  # a new release
+        [build_wheel("new-together", "3.0", tag="py2.py3-none-any"), build_wheel("new-together", "3.0")],
+    ]
+    for pair in pairs:
+        results = await _race(upload, pair, [token, token])
+        assert [status for status, _ in results] == [200, 200], results
+    async with cheeseshop_services.db.read() as session:
+        filenames = set(await session.scalars(select(File.filename)))
+        releases = list(await session.scalars(select(Release.version).order_by(Release.id)))
+        projects = list(await session.scalars(select(Project.name)))
+    assert filenames == {dist.filename for pair in pairs for dist in pair}
+    assert releases == ["1.0", "2.0", "3.0"]
+    assert projects == ["new-together"]
