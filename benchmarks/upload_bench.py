@@ -32,12 +32,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import hashlib
 import os
 import platform
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -50,19 +47,28 @@ from pathlib import Path
 
 import httpx
 from cheeseshop.testing.dists import Dist, build_wheel
+from common import (
+    CACHE,
+    DEVPI_PACKAGES,
+    PASSWORD,
+    PYPISERVER_PACKAGES,
+    PYTHON,
+    USERNAME,
+    PeerUnavailable,
+    cheeseshop_env,
+    cheeseshop_revision,
+    cheeseshop_token,
+    ensure_venv,
+    free_port,
+    log_errors,
+    run,
+    server_process,
+    upload_form,
+    version_of,
+)
 
-PYTHON = sys.executable
-CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cheeseshop-bench"
-USERNAME = "bench"
-PASSWORD = "bench-password-1"
 POSTGRES_DATABASE = "cheeseshop_bench"
-START_TIMEOUT = 90.0
-STOP_TIMEOUT = 15.0
 REQUEST_TIMEOUT = 60.0
-
-
-class PeerUnavailable(Exception):
-    """A server could not be installed, set up or started; the message says why."""
 
 
 # -- the workload ------------------------------------------------------------------------
@@ -71,28 +77,6 @@ class PeerUnavailable(Exception):
 def build_dists(count: int) -> list[Dist]:
     """N distinct small wheels, one project each, identical bytes on every run."""
     return [build_wheel(f"bench-pkg-{i}", "1.0") for i in range(count)]
-
-
-def upload_form(dist: Dist) -> tuple[dict[str, str], dict[str, tuple[str, bytes, str]]]:
-    """The fields and file twine sends for this wheel (plus md5_digest, as twine < 6 did)."""
-    # Our wheels' METADATA has one-line fields only, so "Key: value" lines are enough.
-    metadata = dict(
-        line.split(": ", 1) for line in dist.metadata.decode().splitlines() if ": " in line
-    )
-    data = {
-        "metadata_version": metadata["Metadata-Version"],
-        "name": metadata["Name"],
-        "version": metadata["Version"],
-        "summary": metadata["Summary"],
-        "filetype": "bdist_wheel",
-        "pyversion": "py3",
-        "md5_digest": hashlib.md5(dist.content).hexdigest(),
-        "sha256_digest": dist.sha256,
-        "blake2_256_digest": hashlib.blake2b(dist.content, digest_size=32).hexdigest(),
-        ":action": "file_upload",
-        "protocol_version": "1",
-    }
-    return data, {"content": (dist.filename, dist.content, "application/octet-stream")}
 
 
 # -- results -----------------------------------------------------------------------------
@@ -231,143 +215,10 @@ def upload_with_twine(
 # -- processes ---------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def run(
-    command: Sequence[str | Path], *, env: dict[str, str] | None = None, timeout: float = 300
-) -> str:
-    """Run a set-up command; raise PeerUnavailable with its output when it fails."""
-    try:
-        completed = subprocess.run(
-            [str(part) for part in command],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as error:
-        raise PeerUnavailable(f"{Path(command[0]).name}: {error}") from None
-    if completed.returncode != 0:
-        tail = (completed.stdout + completed.stderr).strip()[-800:]
-        raise PeerUnavailable(f"`{' '.join(map(str, command[:4]))} ...` failed:\n{tail}")
-    return completed.stdout
-
-
-@contextlib.contextmanager
-def server_process(
-    command: Sequence[str | Path], *, port: int, log: Path, env: dict[str, str] | None = None
-) -> Iterator[subprocess.Popen[bytes]]:
-    """Start a server, wait until its port accepts connections, stop it on exit."""
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(part) for part in command],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if process.poll() is not None:
-                raise PeerUnavailable(
-                    f"{Path(command[0]).name} exited with {process.returncode} at start-up:\n"
-                    + log.read_text(errors="replace")[-800:]
-                )
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-                break
-            if time.monotonic() > deadline:
-                raise PeerUnavailable(
-                    f"{Path(command[0]).name} did not listen within {START_TIMEOUT:.0f} s"
-                )
-            time.sleep(0.1)
-        yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def ensure_venv(name: str, packages: Sequence[str]) -> Path:
-    """A venv under the cache dir holding ``packages``, created (with pip) when missing."""
-    venv = CACHE / "venvs" / name
-    marker = venv / ".bench-packages"
-    wanted = " ".join(packages)
-    if marker.exists() and marker.read_text() == wanted:
-        return venv
-    shutil.rmtree(venv, ignore_errors=True)
-    print(f"  installing {wanted} into {venv} ...", flush=True)
-    run([PYTHON, "-m", "venv", venv], timeout=120)
-    run(
-        [
-            venv / "bin" / "python",
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            *packages,
-        ],
-        timeout=600,
-    )
-    marker.write_text(wanted)
-    return venv
-
-
-def log_errors(log: Path, lines: int = 4) -> str | None:
-    """The server's last logged error: its first line and the end of its traceback."""
-    if not log.exists():
-        return None
-    text = log.read_text(errors="replace").splitlines()
-    starts = [i for i, line in enumerate(text) if " ERROR " in line or line.startswith("Traceback")]
-    if not starts:
-        return None
-    first = starts[-1]
-    # The block runs until the next log record (a line starting with a timestamp digit).
-    end = next((i for i in range(first + 1, len(text)) if text[i][:1].isdigit()), len(text))
-    block = text[first:end]
-    return "\n".join(block[:1] + block[1:][-lines:])
-
-
-def version_of(venv: Path, distribution: str) -> str:
-    code = f"import importlib.metadata as m; print(m.version({distribution!r}))"
-    return run([venv / "bin" / "python", "-c", code]).strip()
-
-
 # -- the servers -------------------------------------------------------------------------
 #
 # Each is a context manager: given an empty work directory, it yields a Target on a fresh
 # server and stops (and cleans up after) the server on exit.
-
-
-def cheeseshop_env(workdir: Path, database_url: str | None) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CHEESESHOP_")}
-    env["CHEESESHOP_DATA_DIR"] = str(workdir / "data")
-    if database_url:
-        env["CHEESESHOP_DATABASE_URL"] = database_url
-    return env
-
-
-def cheeseshop_token(env: dict[str, str]) -> str:
-    """Migrate, create the user and return a new API token, all through the CLI."""
-    cli = [PYTHON, "-m", "cheeseshop"]
-    run([*cli, "db", "upgrade"], env=env)
-    run(
-        [*cli, "user", "create", USERNAME, "--email", "bench@example.com"],
-        env={**env, "CHEESESHOP_NEW_PASSWORD": PASSWORD},
-    )
-    return run([*cli, "token", "create", USERNAME, "--description", "benchmark"], env=env).strip()
 
 
 @contextlib.contextmanager
@@ -400,9 +251,6 @@ def cheeseshop_postgres(workdir: Path) -> Iterator[Target]:
             yield target
     finally:
         drop_postgres_database(POSTGRES_DATABASE)
-
-
-PYPISERVER_PACKAGES = ["pypiserver", "passlib"]
 
 
 @contextlib.contextmanager
@@ -441,9 +289,6 @@ def pypiserver(workdir: Path) -> Iterator[Target]:
     ]
     with server_process(command, port=port, log=workdir / "server.log"):
         yield Target(f"http://127.0.0.1:{port}/", USERNAME, PASSWORD)
-
-
-DEVPI_PACKAGES = ["devpi-server", "devpi-client"]
 
 
 @contextlib.contextmanager
@@ -487,17 +332,6 @@ SERVERS: dict[str, Callable[[Path], contextlib.AbstractContextManager[Target]]] 
     "pypiserver": pypiserver,
     "devpi": devpi,
 }
-
-
-def cheeseshop_revision() -> str:
-    """The commit measured, marked ``+dirty`` when core/ has uncommitted changes."""
-    repo = Path(__file__).resolve().parents[1]
-    try:
-        commit = run(["git", "-C", repo, "rev-parse", "--short", "HEAD"], timeout=30).strip()
-        dirty = run(["git", "-C", repo, "status", "--porcelain", "--", "core"], timeout=30).strip()
-    except PeerUnavailable:
-        return "not a git checkout"
-    return f"git {commit}{'+dirty' if dirty else ''}"
 
 
 def describe(name: str) -> str:
