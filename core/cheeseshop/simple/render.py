@@ -7,6 +7,8 @@ import json
 from collections.abc import Sequence
 from datetime import datetime
 from html import escape
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
+from typing import NamedTuple
 
 __all__ = [
     "API_VERSION",
@@ -53,9 +55,8 @@ class ProjectStatusView:
         return {"status": self.status, **({"reason": self.reason} if self.reason else {})}
 
 
-@dataclasses.dataclass(frozen=True)
-class ProjectLink:
-    """One project in the root index."""
+class ProjectLink(NamedTuple):
+    """One project in the root index (a tuple: the root lists hundreds of thousands)."""
 
     name: str
     normalized_name: str
@@ -144,19 +145,24 @@ def project_html(
     return "".join(lines)
 
 
-def root_json(*, last_serial: int, projects: Sequence[ProjectLink]) -> str:
-    """PEP 691 JSON for the root index."""
-    body = {
-        "meta": {"api-version": API_VERSION, "_last-serial": last_serial},
-        "projects": [{"name": p.name, "_last-serial": p.last_serial} for p in projects],
-    }
-    return json.dumps(body, separators=(",", ":"))
+def root_json(*, last_serial: int, projects: Sequence[tuple[str, str, int]]) -> str:
+    """PEP 691 JSON for the root index; ``projects`` are (name, normalized name, serial).
+
+    Written out piece by piece, the same bytes ``json.dumps`` would give: for hundreds of
+    thousands of projects that is several times faster than building a dict for each.
+    """
+    meta = json.dumps({"api-version": API_VERSION, "_last-serial": last_serial}, separators=(",", ":"))
+    items = ",".join(
+        f'{{"name":{encode_basestring_ascii(name)},"_last-serial":{int(serial)}}}'
+        for name, _, serial in projects
+    )
+    return f'{{"meta":{meta},"projects":[{items}]}}'
 
 
-def root_html(*, projects: Sequence[ProjectLink]) -> str:
-    """PEP 503 HTML for the root index."""
+def root_html(*, projects: Sequence[tuple[str, str, int]]) -> str:
+    """PEP 503 HTML for the root index; ``projects`` are (name, normalized name, serial)."""
     lines = [_head("Simple index")]
-    for p in projects:
-        lines.append(f'    <a href="{p.normalized_name}/">{escape(p.name)}</a><br />\n')
+    for name, normalized, _ in projects:
+        lines.append(f'    <a href="{escape(normalized)}/">{escape(name)}</a><br />\n')
     lines.append("  </body>\n</html>\n")
     return "".join(lines)

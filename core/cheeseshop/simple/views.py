@@ -23,7 +23,7 @@ from cheeseshop.errors import APIError
 from cheeseshop.packaging.names import is_valid_project_name, normalize
 from cheeseshop.services import current_services
 from cheeseshop.simple import negotiate, render
-from cheeseshop.simple.render import FileView, ProjectLink, ProjectStatusView
+from cheeseshop.simple.render import FileView, ProjectStatusView
 from cheeseshop.web.cached import cached_response, url_variant
 
 __all__ = ["blueprint", "file_url", "files_prefix"]
@@ -52,7 +52,7 @@ def _content_type() -> str:
     try:
         # A literal "+" in a typed URL (?format=…v1+json) arrives decoded as a space;
         # media types never contain spaces.
-        override = (request.args.get("format") or "").replace(" ", "+")
+        override = (request.args.get("format") or "").replace(" ", "+") if request.query_string else ""
         return negotiate.choose(request.headers.get("Accept"), override or None)
     except negotiate.NotAcceptable:
         raise APIError(
@@ -81,18 +81,24 @@ async def root() -> Response:
     )
 
 
-_ROOT_PROJECTS = (
-    select(Project.name, Project.normalized_name, Project.last_serial)
-    .where(Project.status != ProjectStatus.QUARANTINED.value)
-    .order_by(Project.normalized_name)
+# Plain SQL on the driver's own cursor: for hundreds of thousands of rows, SQLAlchemy's
+# row objects would cost more than the query. (Quarantined projects are hidden, PEP 792.)
+_ROOT_SQL = (
+    "SELECT name, normalized_name, last_serial FROM projects "
+    f"WHERE status != '{ProjectStatus.QUARANTINED.value}' ORDER BY normalized_name"
 )
 _LAST_SERIAL = select(func.max(JournalEntry.id))
 
 
-def _load_root(session: Session) -> tuple[int, list[ProjectLink]]:
+def _load_root(session: Session) -> tuple[int, list[tuple[str, str, int]]]:
     serial = session.scalar(_LAST_SERIAL) or 0
-    rows = session.execute(_ROOT_PROJECTS).all()
-    return serial, [ProjectLink(name, normalized, last_serial) for name, normalized, last_serial in rows]
+    cursor = session.connection().connection.cursor()
+    try:
+        cursor.execute(_ROOT_SQL)
+        rows = cursor.fetchall()
+    finally:
+        cursor.close()
+    return serial, rows
 
 
 async def _build_root(content_type: str) -> CachedPage:

@@ -27,7 +27,8 @@ def url_variant(name: str) -> str:
     """
     if current_services().settings.base_url:
         return name
-    return f"{name} {request.host_url}"
+    # The scheme and Host header, not request.host_url: that one re-parses the whole URL.
+    return f"{name} {request.scheme}://{request.headers.get('Host', '')}"
 
 
 async def cached_response(
