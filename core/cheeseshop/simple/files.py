@@ -9,12 +9,13 @@ otherwise the bytes are streamed, with ``ETag`` (the sha256), ``HEAD`` and singl
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from collections.abc import AsyncIterator
 from typing import BinaryIO
 
 from quart import Blueprint, Response, redirect, request
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from cheeseshop.db.models import File, Project, ProjectStatus, Release
 from cheeseshop.errors import APIError
@@ -56,19 +57,60 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, min(end, size - 1)
 
 
-async def _stream(storage: FileStorage, path: str, start: int, length: int) -> AsyncIterator[bytes]:
-    handle: BinaryIO = await asyncio.to_thread(storage.open, path)
+@dataclasses.dataclass
+class _Opened:
+    """A stored file opened for a response: its size, and the first chunk already read."""
+
+    size: int
+    handle: BinaryIO | None
+    first: bytes
+
+
+def _open(storage: FileStorage, path: str, *, read: bool, start: int = 0, length: int | None = None) -> _Opened:
+    """Size the file and, when ``read``, open it and read its first chunk: one thread trip.
+
+    ``length`` None reads to the end. A file that fits in the first chunk is closed at
+    once, so a small download costs this one trip.
+    """
+    size = storage.size(path)
+    if not read:
+        return _Opened(size, None, b"")
+    wanted = size - start if length is None else length
+    handle = storage.open(path)
     try:
-        await asyncio.to_thread(handle.seek, start)
-        remaining = length
-        while remaining > 0:
-            chunk = await asyncio.to_thread(handle.read, min(CHUNK, remaining))
+        handle.seek(start)
+        first = handle.read(min(CHUNK, wanted))
+    except BaseException:
+        handle.close()
+        raise
+    if len(first) >= wanted:
+        handle.close()
+        return _Opened(size, None, first)
+    return _Opened(size, handle, first)
+
+
+async def _stream(opened: _Opened, length: int) -> AsyncIterator[bytes]:
+    try:
+        if opened.first:
+            yield opened.first
+        remaining = length - len(opened.first)
+        while remaining > 0 and opened.handle is not None:
+            chunk = await asyncio.to_thread(opened.handle.read, min(CHUNK, remaining))
             if not chunk:
                 break
             remaining -= len(chunk)
             yield chunk
     finally:
-        await asyncio.to_thread(handle.close)
+        if opened.handle is not None:
+            await asyncio.to_thread(opened.handle.close)
+
+
+_FILE = (
+    select(File.path, File.sha256_digest, File.metadata_sha256, Project.status)
+    .join(Release, File.release_id == Release.id)
+    .join(Project, Release.project_id == Project.id)
+    .where(File.path == bindparam("path"))
+)
 
 
 async def _lookup(path: str) -> tuple[str, str]:
@@ -77,15 +119,9 @@ async def _lookup(path: str) -> tuple[str, str]:
         raise APIError(404, "No such file.")
     is_metadata = path.endswith(METADATA_FILE_SUFFIX)
     file_path = path[: -len(METADATA_FILE_SUFFIX)] if is_metadata else path
-    async with current_services().db.read() as session:
-        row = (
-            await session.execute(
-                select(File.path, File.sha256_digest, File.metadata_sha256, Project.status)
-                .join(Release, File.release_id == Release.id)
-                .join(Project, Release.project_id == Project.id)
-                .where(File.path == file_path)
-            )
-        ).first()
+    row = await current_services().db.run_read(
+        lambda session: session.execute(_FILE, {"path": file_path}).first()
+    )
     if row is None or row.status == ProjectStatus.QUARANTINED.value:
         raise APIError(404, "No such file.")
     if is_metadata:
@@ -112,30 +148,34 @@ async def download(path: str) -> Response:
     }
     if etag in {tag.strip() for tag in request.headers.get("If-None-Match", "").split(",")}:
         return Response(b"", status=304, headers=headers)
+    content_type = "text/plain; charset=utf-8" if path.endswith(METADATA_FILE_SUFFIX) else "application/octet-stream"
+    range_header = request.headers.get("Range")
+    if range_header and request.headers.get("If-Range", etag) != etag:
+        range_header = None
+    # A plain GET opens, sizes and reads in one trip; HEAD and Range need the size first.
+    whole = request.method != "HEAD" and not range_header
     try:
-        size = await asyncio.to_thread(storage.size, stored)
+        opened = await asyncio.to_thread(_open, storage, stored, read=whole)
+        size = opened.size
+        try:
+            span = parse_range(range_header, size)
+        except ValueError:
+            return Response(b"", status=416, headers={**headers, "Content-Range": f"bytes */{size}"})
+        status, start, length = 200, 0, size
+        if span is not None:
+            start, end = span
+            length = end - start + 1
+            status = 206
+            headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+        if request.method != "HEAD" and not whole:
+            opened = await asyncio.to_thread(_open, storage, stored, read=True, start=start, length=length)
     except FileNotFoundError:
         # The row exists but the bytes are gone: an operator problem, not the client's.
         raise APIError(503, "The file is temporarily unavailable; try again later.") from None
-    content_type = "text/plain; charset=utf-8" if path.endswith(METADATA_FILE_SUFFIX) else "application/octet-stream"
-    try:
-        span = parse_range(request.headers.get("Range"), size)
-    except ValueError:
-        return Response(b"", status=416, headers={**headers, "Content-Range": f"bytes */{size}"})
-    if span is not None and request.headers.get("If-Range", etag) != etag:
-        span = None
-    status = 200
-    start, length = 0, size
-    if span is not None:
-        start, end = span
-        length = end - start + 1
-        status = 206
-        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     headers["Content-Length"] = str(length)
     if request.method == "HEAD":
         response = Response(b"", status=status, headers=headers, content_type=content_type)
-        response.headers["Content-Length"] = str(length)
-        return response
-    response = Response(_stream(storage, stored, start, length), status=status, headers=headers, content_type=content_type)
+    else:
+        response = Response(_stream(opened, length), status=status, headers=headers, content_type=content_type)
     response.headers["Content-Length"] = str(length)
     return response
