@@ -175,9 +175,22 @@ def yanked(server: Any, catalogue: Path) -> None:
 
 
 def _cli(server: Any, *args: str) -> None:
-    """``cheeseshop ARGS`` against the server's database, asserting that it worked."""
+    """``cheeseshop ARGS`` against the server's database, asserting that it worked.
+
+    A change made by the CLI (another process) reaches the server's page cache when the
+    server next reads the journal (``page_cache_poll_seconds``, 0.5 s by default): wait,
+    bounded, until the root index shows the change's serial, as a client retrying would.
+    """
     done = server.cli(*args)
     assert done.returncode == 0, f"{done}{server.output()}"
+    reported = re.search(r"done \(serial (\d+)\)", done.stderr)
+    if reported is None:
+        return
+    serial = int(reported.group(1))
+    deadline = time.monotonic() + 10
+    while server.simple_json("/simple/")["meta"]["_last-serial"] < serial:
+        assert time.monotonic() < deadline, f"the server never showed serial {serial}"
+        time.sleep(0.05)
 
 
 def _import_versions(clients: Any, target: Path, *modules: str) -> list[str]:
