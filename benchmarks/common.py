@@ -200,6 +200,24 @@ def cheeseshop_token(env: dict[str, str]) -> str:
     return run([*cli, "token", "create", USERNAME, "--description", "benchmark"], env=env).strip()
 
 
+@contextlib.contextmanager
+def postgres_database(name: str) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for a Cheeseshop server, dropped afterwards.
+
+    Raises PeerUnavailable when PostgreSQL cannot be reached.
+    """
+    from cheeseshop.testing.services import ServiceUnavailable, drop_postgres_database, make_postgres_database
+
+    try:
+        url = make_postgres_database(name)
+    except ServiceUnavailable as error:
+        raise PeerUnavailable(f"PostgreSQL is not available: {error}") from None
+    try:
+        yield url
+    finally:
+        drop_postgres_database(name)
+
+
 def cheeseshop_revision() -> str:
     """The commit measured, marked ``+dirty`` when core/ has uncommitted changes."""
     repo = Path(__file__).resolve().parents[1]

@@ -77,6 +77,7 @@ from common import (
     cheeseshop_token,
     ensure_venv,
     free_port,
+    postgres_database,
     run,
     server_process,
     upload_form,
@@ -800,19 +801,9 @@ def cheeseshop_sqlite(ctx: Context) -> Iterator[Bench]:
 
 @contextlib.contextmanager
 def cheeseshop_postgres(ctx: Context) -> Iterator[Bench]:
-    import pytest
-    from cheeseshop.testing.services import create_postgres_database, drop_postgres_database
-
-    try:
-        url = create_postgres_database(POSTGRES_DATABASE)
-    except pytest.skip.Exception as missing:  # how service_missing reports an absent server
-        raise PeerUnavailable(str(missing)) from None
-    try:
-        with cheeseshop_server(ctx, "cheeseshop-postgres", url) as bench:
-            ctx.versions["cheeseshop-postgres"] += f"; PostgreSQL {postgres_version(url)}"
-            yield bench
-    finally:
-        drop_postgres_database(POSTGRES_DATABASE)
+    with postgres_database(POSTGRES_DATABASE) as url, cheeseshop_server(ctx, "cheeseshop-postgres", url) as bench:
+        ctx.versions["cheeseshop-postgres"] += f"; PostgreSQL {postgres_version(url)}"
+        yield bench
 
 
 def postgres_version(url: str) -> str:

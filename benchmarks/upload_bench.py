@@ -60,6 +60,7 @@ from common import (
     cheeseshop_token,
     ensure_venv,
     free_port,
+    postgres_database,
     log_errors,
     run,
     server_process,
@@ -239,18 +240,8 @@ def cheeseshop_sqlite(workdir: Path) -> Iterator[Target]:
 
 @contextlib.contextmanager
 def cheeseshop_postgres(workdir: Path) -> Iterator[Target]:
-    import pytest
-    from cheeseshop.testing.services import create_postgres_database, drop_postgres_database
-
-    try:
-        url = create_postgres_database(POSTGRES_DATABASE)
-    except pytest.skip.Exception as missing:  # how service_missing reports an absent server
-        raise PeerUnavailable(str(missing)) from None
-    try:
-        with cheeseshop(workdir, database_url=url) as target:
-            yield target
-    finally:
-        drop_postgres_database(POSTGRES_DATABASE)
+    with postgres_database(POSTGRES_DATABASE) as url, cheeseshop(workdir, database_url=url) as target:
+        yield target
 
 
 @contextlib.contextmanager

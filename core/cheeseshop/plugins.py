@@ -235,10 +235,6 @@ class Hooks:
 
     # -- events (called by the outbox only) ---------------------------------------------
 
-    def has_receivers(self, hook: str) -> bool:
-        """Whether any plugin implements the event hook (else its events need no outbox row)."""
-        return bool(self._impls(hook))
-
     def receiver_names(self, hook: str) -> list[str]:
         """Names of the plugins implementing the event hook."""
         return [impl.plugin_name for impl in self._impls(hook)]

@@ -12,7 +12,9 @@ import pytest
 
 __all__ = [
     "POSTGRES_URL_ENV",
+    "ServiceUnavailable",
     "create_postgres_database",
+    "make_postgres_database",
     "drop_postgres_database",
     "migrated_sqlite",
     "postgres_server_url",
@@ -68,20 +70,33 @@ def drop_postgres_database(name: str) -> None:
     asyncio.run(_drop(postgres_server_url(), name))
 
 
+class ServiceUnavailable(Exception):
+    """A service (PostgreSQL, Redis …) a test or benchmark needs cannot be reached."""
+
+
 def create_postgres_database(name: str) -> str:
     """Create (or re-create) database ``name``, migrate it, and return its SQLAlchemy URL.
 
     Calls :func:`service_missing` when the server cannot be reached.
     """
+    try:
+        return make_postgres_database(name)
+    except ServiceUnavailable as error:
+        service_missing("PostgreSQL", str(error))
+        raise  # not reached: service_missing skips or fails
+
+
+def make_postgres_database(name: str) -> str:
+    """:func:`create_postgres_database` outside pytest: raises ServiceUnavailable instead."""
     if not re.fullmatch(r"[a-z0-9_]{1,60}", name):
         raise ValueError(f"bad database name {name!r}")
     server = postgres_server_url()
     try:
         asyncio.run(_create(server, name))
     except (OSError, asyncio.TimeoutError) as error:
-        service_missing("PostgreSQL", f"{server}: {error}")
+        raise ServiceUnavailable(f"{server}: {error}") from None
     except Exception as error:  # asyncpg's own errors (auth, ...) share no base with OSError
-        service_missing("PostgreSQL", f"{server}: {type(error).__name__}: {error}")
+        raise ServiceUnavailable(f"{server}: {type(error).__name__}: {error}") from None
     url = _async_url(server, name)
     from cheeseshop.db import upgrade
 
