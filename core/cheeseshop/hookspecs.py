@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from quart import Quart
 
     from cheeseshop.config import PluginSettings, Settings
-    from quart import Request, Response
-
     from cheeseshop.events import CachePurge, FileUploaded, ProjectChanged, ReleasePublished
     from cheeseshop.outbox.dispatch import EventDispatcher
     from cheeseshop.storage import FileStorage
@@ -213,19 +213,22 @@ def cheeseshop_purge(event: CachePurge, settings: Settings) -> None:
 
 
 @hookspec
-def cheeseshop_response_headers(request: Request, response: Response, keys: tuple[str, ...]) -> None:
-    """Add headers to a cacheable response: the Simple pages, the root, the JSON API.
+def cheeseshop_response_headers(keys: tuple[str, ...], settings: Settings) -> Mapping[str, str] | None:
+    """Headers to add to every cacheable response tagged with ``keys``.
 
-    Called in the request (on the event loop: keep it to setting headers), once per
-    response, before it is sent, including 304s. ``keys`` are the cache keys the response
-    depends on, the same ones a later :func:`cheeseshop_purge` names; a CDN plugin sets
-    them as ``Surrogate-Key`` and its own ``Surrogate-Control``. The core has already set
-    ``Cache-Control``, ``ETag`` and ``Vary``.
+    Cacheable responses are the Simple pages, the root and the JSON API, 304s included.
+    ``keys`` are the cache keys the response depends on, the same ones a later
+    :func:`cheeseshop_purge` names; a CDN plugin returns them as ``Surrogate-Key`` with its
+    own ``Surrogate-Control``. The core sets ``Cache-Control``, ``ETag`` and ``Vary``
+    itself; a plugin's header of the same name replaces the core's.
 
-    :param request: the Quart request.
-    :param response: the Quart response; change its headers in place.
+    The answer must depend on ``keys`` and ``settings`` alone: it is computed once per set
+    of keys and remembered, so cache hits are served without calling any plugin (which is
+    also why the request is not passed).
+
     :param keys: the cache keys of what the response shows.
-    :returns: nothing.
+    :param settings: the validated settings.
+    :returns: header names and values to set, or ``None`` for none.
     """
 
 

@@ -139,6 +139,10 @@ def load_plugins(settings: Settings, *, extra: Sequence[tuple[str, object]] = ()
     return hooks
 
 
+#: How many sets of keys :meth:`Hooks.response_headers` remembers before starting afresh.
+_RESPONSE_HEADERS_REMEMBERED = 50_000
+
+
 class Hooks:
     """The typed facade the core calls; one method per hook."""
 
@@ -152,6 +156,7 @@ class Hooks:
         self.pm = pm
         self.defaults = defaults
         self.versions = versions or {}
+        self._response_headers: dict[tuple[str, ...], tuple[tuple[str, str], ...]] = {}
 
     def _impls(self, hook: str) -> list[pluggy.HookImpl]:
         return getattr(self.pm.hook, hook).get_hookimpls()
@@ -224,10 +229,28 @@ class Hooks:
 
     # -- responses ----------------------------------------------------------------------
 
-    def response_headers(self, request: Any, response: Any, keys: tuple[str, ...]) -> None:
-        """Let plugins add headers (Surrogate-Key …) to a cacheable response."""
+    def response_headers(self, keys: tuple[str, ...], settings: Settings) -> tuple[tuple[str, str], ...]:
+        """The headers plugins add to a cacheable response tagged with ``keys``.
+
+        Remembered per set of keys (the hook's answer depends on nothing else, and
+        ``settings`` are the same for the life of the process), so a cache hit costs one
+        dictionary lookup. Later plugins' values win on a clash.
+        """
+        known = self._response_headers.get(keys)
+        if known is not None:
+            return known
+        merged: dict[str, str] = {}
         if self._impls("cheeseshop_response_headers"):
-            self.pm.hook.cheeseshop_response_headers(request=request, response=response, keys=keys)
+            # pluggy calls the last registered first; apply in registration order.
+            for answer in reversed(
+                self.pm.hook.cheeseshop_response_headers(keys=keys, settings=settings)
+            ):
+                merged.update(answer or {})
+        headers = tuple(merged.items())
+        if len(self._response_headers) >= _RESPONSE_HEADERS_REMEMBERED:
+            self._response_headers.clear()
+        self._response_headers[keys] = headers
+        return headers
 
     def is_enabled(self, name: str) -> bool:
         """Whether the plugin ``name`` (a default or a named one) is loaded."""

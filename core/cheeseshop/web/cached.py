@@ -8,7 +8,7 @@ headers: no database, no rendering, no hashing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from quart import Response, request
 
@@ -16,7 +16,7 @@ from cheeseshop.cache import Build, CachedPage
 from cheeseshop.errors import APIError
 from cheeseshop.services import current_services
 
-__all__ = ["cached_response", "page_response", "url_variant"]
+__all__ = ["cached_response", "page_headers", "page_response", "url_variant"]
 
 
 def url_variant(name: str) -> str:
@@ -50,6 +50,35 @@ async def cached_response(
     return page_response(page, key, cache_control=cache_control, vary=vary)
 
 
+def page_headers(
+    page: CachedPage,
+    *,
+    cache_control: str,
+    vary: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    plugin_headers: Sequence[tuple[str, str]] = (),
+) -> dict[str, str]:
+    """Every header of the response for a cached page, bar Content-Type and Content-Length.
+
+    ETag, Cache-Control, X-PyPI-Last-Serial, CORS, ``Vary`` and ``headers``, then the
+    plugins' (``cheeseshop_response_headers``, as given by ``Hooks.response_headers``),
+    which win on a clash. The same for a 200 and a 304. Pure: the Quart views and the
+    ASGI fast path (:mod:`cheeseshop.web.fastpath`) both send exactly these.
+    """
+    out = {
+        "ETag": page.etag,
+        "Cache-Control": cache_control,
+        "X-PyPI-Last-Serial": str(page.serial),
+        "Access-Control-Allow-Origin": "*",
+        "Access-Control-Expose-Headers": "X-PyPI-Last-Serial",
+    }
+    if vary:
+        out["Vary"] = vary
+    out.update(headers or {})
+    out.update(plugin_headers)
+    return out
+
+
 def page_response(
     page: CachedPage,
     key: str,
@@ -58,24 +87,20 @@ def page_response(
     vary: str | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> Response:
-    """The response for a cached page: 304 when the client's ETag matches.
-
-    Sets ETag, Cache-Control, Vary, X-PyPI-Last-Serial and CORS headers (and ``headers``),
-    then lets plugins add theirs (``cheeseshop_response_headers``) with the page's key.
-    """
+    """The response for a cached page: 304 when the client's ETag matches."""
     # If-None-Match compares weakly (RFC 9110 13.1.2); werkzeug parses the quotes away.
     if request.if_none_match.contains_weak(page.etag.strip('"')):
         response = Response(b"", status=304)
     else:
         response = Response(page.body, content_type=page.content_type)
-    out = response.headers
-    out["ETag"] = page.etag
-    out["Cache-Control"] = cache_control
-    out["X-PyPI-Last-Serial"] = str(page.serial)
-    out["Access-Control-Allow-Origin"] = "*"
-    out["Access-Control-Expose-Headers"] = "X-PyPI-Last-Serial"
-    if vary:
-        out["Vary"] = vary
-    out.update(headers or {})
-    current_services().hooks.response_headers(request, response, (key,))
+    services = current_services()
+    response.headers.update(
+        page_headers(
+            page,
+            cache_control=cache_control,
+            vary=vary,
+            headers=headers,
+            plugin_headers=services.hooks.response_headers((key,), services.settings),
+        )
+    )
     return response
