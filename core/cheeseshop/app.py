@@ -18,7 +18,8 @@ from cheeseshop.outbox import Outbox
 from cheeseshop.plugins import load_plugins
 from cheeseshop.services import EXTENSION_KEY, Services
 from cheeseshop.storage.gc import OrphanCollector
-from cheeseshop.web import access
+from cheeseshop.web import COMMON_HEADERS, access
+from cheeseshop.web.fastpath import CachedPageFastPath
 from cheeseshop.web.reason import REASON_HEADER, latin1_reason
 
 __all__ = ["build_services", "create_app", "create_app_from_env"]
@@ -65,6 +66,8 @@ def create_app(
         app.register_blueprint(blueprint)
     _register_edges(app)
     access.install(app)
+    # Current cached pages are answered before Quart sees the request (web/fastpath.py).
+    app.asgi_app = CachedPageFastPath(app.asgi_app, services)  # type: ignore[method-assign]
 
     orphans = OrphanCollector(services)
 
@@ -152,5 +155,6 @@ def _register_edges(app: Quart) -> None:
 
     @app.after_request
     async def common_headers(response: Response) -> Response:
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        for name, value in COMMON_HEADERS.items():
+            response.headers.setdefault(name, value)
         return response

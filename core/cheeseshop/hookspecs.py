@@ -216,9 +216,10 @@ def cheeseshop_purge(event: CachePurge, settings: Settings) -> None:
 def cheeseshop_response_headers(keys: tuple[str, ...], settings: Settings) -> Mapping[str, str] | None:
     """Headers to add to every cacheable response tagged with ``keys``.
 
-    Cacheable responses are the Simple pages, the root and the JSON API, 304s included.
-    ``keys`` are the cache keys the response depends on, the same ones a later
-    :func:`cheeseshop_purge` names; a CDN plugin returns them as ``Surrogate-Key`` with its
+    Called in the web process, on the event loop, the first time a cacheable response
+    with these ``keys`` is sent. Cacheable responses are the Simple pages, the root and
+    the JSON API, 304s included. ``keys`` are the cache keys the response depends on,
+    the same ones a later :func:`cheeseshop_purge` names; a CDN plugin returns them as ``Surrogate-Key`` with its
     own ``Surrogate-Control``. The core sets ``Cache-Control``, ``ETag`` and ``Vary``
     itself; a plugin's header of the same name replaces the core's.
 

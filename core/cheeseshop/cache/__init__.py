@@ -91,6 +91,10 @@ class PageCache(Protocol):
         """The cached page, else ``await build()`` — stored unless purged meanwhile."""
         ...
 
+    async def peek(self, key: str, variant: str) -> CachedPage | None:
+        """The cached page if it is current, else None: never builds, never raises."""
+        ...
+
     def purge(self, keys: Iterable[str]) -> None:
         """Make every page of these keys stale (blocking; called from a worker thread)."""
         ...
@@ -116,6 +120,10 @@ class NullPageCache:
     async def fetch(self, key: str, variant: str, build: Build) -> CachedPage | None:
         """Build, always."""
         return await build()
+
+    async def peek(self, key: str, variant: str) -> CachedPage | None:
+        """Nothing is kept."""
+        return None
 
     def purge(self, keys: Iterable[str]) -> None:
         """Nothing is kept, so nothing to purge."""

@@ -56,19 +56,31 @@ class MemoryPageCache:
 
     async def fetch(self, key: str, variant: str, build: Build) -> CachedPage | None:
         """The cached page if its key was not purged since it was built, else a new one."""
-        # No lock to read: a dict lookup is atomic, and a page that a purge races past
-        # here was current when the lookup began.
+        # The generation is read before the lookup: a build below stores under it, so a
+        # purge that lands while building makes the new page stale at once.
         generation = self._generations.get(key, 0)
-        hit = self._pages.get((key, variant))
-        if hit is not None and hit[0] == generation:
-            with self._lock:  # least recently used goes first
-                if (key, variant) in self._pages:
-                    self._pages.move_to_end((key, variant))
-            return hit[1]
+        hit = self._current(key, variant, generation)
+        if hit is not None:
+            return hit
         page = await self._flights.run((key, variant, generation), build)
         if page is not None and page.size <= self.max_bytes:
             self._store(key, variant, generation, page)
         return page
+
+    async def peek(self, key: str, variant: str) -> CachedPage | None:
+        """The cached page if its key was not purged since it was built, else None."""
+        return self._current(key, variant, self._generations.get(key, 0))
+
+    def _current(self, key: str, variant: str, generation: int) -> CachedPage | None:
+        # No lock to read: a dict lookup is atomic, and a page that a purge races past
+        # here was current when the lookup began.
+        hit = self._pages.get((key, variant))
+        if hit is None or hit[0] != generation:
+            return None
+        with self._lock:  # least recently used goes first
+            if (key, variant) in self._pages:
+                self._pages.move_to_end((key, variant))
+        return hit[1]
 
     def _store(self, key: str, variant: str, generation: int, page: CachedPage) -> None:
         with self._lock:

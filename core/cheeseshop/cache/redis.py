@@ -149,14 +149,12 @@ class RedisPageCache:
             return await build()
         page_key = _page_key(key, variant)
         try:
-            generation_raw, raw = await self._client.mget(_gen_key(key), page_key)
+            generation, stored = await self._lookup(key, page_key)
         except redis.RedisError:
             self._lost()
             return await build()
-        generation = int(generation_raw or 0)
-        stored = _decode(raw) if raw is not None else None
-        if stored is not None and stored[0] == generation:
-            return stored[1]
+        if stored is not None:
+            return stored
         built = await self._flights.run((key, variant, generation), build)
         if built is not None:
             try:
@@ -168,6 +166,25 @@ class RedisPageCache:
             except redis.RedisError:
                 self._lost()
         return built
+
+    async def peek(self, key: str, variant: str) -> CachedPage | None:
+        """The page from Redis if its generation is current, else None (also when Redis fails)."""
+        if self._behind:
+            return None
+        try:
+            return (await self._lookup(key, _page_key(key, variant)))[1]
+        except redis.RedisError:
+            self._lost()
+            return None
+
+    async def _lookup(self, key: str, page_key: str) -> tuple[int, CachedPage | None]:
+        """The key's generation, and the stored page if it was built under that generation."""
+        generation_raw, raw = await self._client.mget(_gen_key(key), page_key)
+        generation = int(generation_raw or 0)
+        stored = _decode(raw) if raw is not None else None
+        if stored is not None and stored[0] == generation:
+            return generation, stored[1]
+        return generation, None
 
     def purge(self, keys: Iterable[str]) -> None:
         """Purge through a blocking client (this runs in the outbox's worker thread)."""

@@ -26,12 +26,13 @@ from cheeseshop.simple import negotiate, render
 from cheeseshop.simple.render import FileView, ProjectStatusView
 from cheeseshop.web.cached import cached_response, url_variant
 
-__all__ = ["blueprint", "file_url", "files_prefix"]
+__all__ = ["CACHE_CONTROL", "VARIANTS", "blueprint", "file_url", "files_prefix"]
 
 blueprint = Blueprint("simple", __name__)
 
 CACHE_CONTROL = "max-age=600, public"
-_VARIANTS = {negotiate.JSON: "json", negotiate.V1_HTML: "v1html", negotiate.HTML: "html"}
+#: The cache variant of each Simple API format.
+VARIANTS = {negotiate.JSON: "json", negotiate.V1_HTML: "v1html", negotiate.HTML: "html"}
 
 
 def files_prefix() -> str:
@@ -74,7 +75,7 @@ async def root() -> Response:
     build = functools.partial(_build_root, content_type)
     return await cached_response(
         ALL_PROJECTS,
-        _VARIANTS[content_type],
+        VARIANTS[content_type],
         build,
         cache_control=CACHE_CONTROL,
         vary="Accept",
@@ -127,7 +128,7 @@ async def project_page(project: str) -> Response:
     build = functools.partial(_build_project, normalized, content_type)
     return await cached_response(
         project_key(normalized),
-        url_variant(_VARIANTS[content_type]),
+        url_variant(VARIANTS[content_type]),
         build,
         cache_control=CACHE_CONTROL,
         not_found=f"No project named {project!r}.",

@@ -12,7 +12,7 @@ import logging
 
 from quart import Quart, Response, request
 
-__all__ = ["install"]
+__all__ = ["install", "log_response"]
 
 log = logging.getLogger("cheeseshop.access")
 
@@ -23,15 +23,36 @@ def install(app: Quart) -> None:
     @app.after_request
     async def access_line(response: Response) -> Response:
         if log.isEnabledFor(logging.INFO):
-            length = response.content_length
-            log.info(
-                '%s "%s %s %s" %d %s "%s"',
-                request.remote_addr or "-",
+            log_response(
+                (request.remote_addr, 0) if request.remote_addr else None,
                 request.method,
                 request.full_path.rstrip("?"),
                 request.http_version,
                 response.status_code,
-                "-" if length is None else length,
-                request.headers.get("User-Agent", "-"),
+                response.content_length,
+                request.headers.get("User-Agent"),
             )
         return response
+
+
+def log_response(
+    client: tuple[str, int] | None,
+    method: str,
+    path: str,
+    http_version: str,
+    status: int,
+    length: int | None,
+    user_agent: str | None,
+) -> None:
+    """Write one access-log line (if INFO is enabled for ``cheeseshop.access``)."""
+    if log.isEnabledFor(logging.INFO):
+        log.info(
+            '%s "%s %s %s" %d %s "%s"',
+            client[0] if client else "-",
+            method,
+            path,
+            http_version,
+            status,
+            "-" if length is None else length,
+            user_agent or "-",
+        )

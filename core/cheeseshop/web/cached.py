@@ -16,7 +16,7 @@ from cheeseshop.cache import Build, CachedPage
 from cheeseshop.errors import APIError
 from cheeseshop.services import current_services
 
-__all__ = ["cached_response", "page_headers", "page_response", "url_variant"]
+__all__ = ["cached_response", "page_headers", "page_response", "url_variant", "variant_for"]
 
 
 def url_variant(name: str) -> str:
@@ -25,10 +25,17 @@ def url_variant(name: str) -> str:
     Without ``base_url`` set, file URLs are built from the request's host, so pages for
     different hosts (``localhost`` and ``127.0.0.1``, say) are kept apart.
     """
-    if current_services().settings.base_url:
-        return name
     # The scheme and Host header, not request.host_url: that one re-parses the whole URL.
-    return f"{name} {request.scheme}://{request.headers.get('Host', '')}"
+    return variant_for(
+        name,
+        base_url=current_services().settings.base_url,
+        origin=f"{request.scheme}://{request.headers.get('Host', '')}",
+    )
+
+
+def variant_for(name: str, *, base_url: str | None, origin: str) -> str:
+    """The variant of :func:`url_variant` from its parts (``origin``: ``scheme://host``). Pure."""
+    return name if base_url else f"{name} {origin}"
 
 
 async def cached_response(
@@ -91,6 +98,9 @@ def page_response(
     # If-None-Match compares weakly (RFC 9110 13.1.2); werkzeug parses the quotes away.
     if request.if_none_match.contains_weak(page.etag.strip('"')):
         response = Response(b"", status=304)
+        # A 304 describes the 200 it stands for: no type or length of its own.
+        del response.headers["Content-Type"]
+        del response.headers["Content-Length"]
     else:
         response = Response(page.body, content_type=page.content_type)
     services = current_services()

@@ -1,0 +1,181 @@
+"""Cache hits answered below Quart: the hot read path in plain ASGI.
+
+Nearly all of an index's traffic is a resolver asking for a page that has not changed:
+``/simple/<project>/``, ``/simple/`` and ``/pypi/<project>[/<version>]/json``. Once such a
+page is in the page cache, answering it needs a lookup and a few headers; Quart's request
+and response objects, routing and hooks cost more than that, twice over. So this
+middleware, wrapped around ``app.asgi_app``, serves a GET or HEAD whose page is in the
+cache and current, and hands everything else to Quart untouched.
+
+It can never answer differently from the views. It only *reads* the cache, under the
+same (key, variant) the views store pages under, and a view stores a page only for a
+canonical request it would answer with that page (a non-normalized name is redirected, a
+bad version refused, and neither is ever cached). A query string, an unacceptable
+``Accept`` or any miss goes to Quart, which renders, stores, and answers. The headers
+come from the same :func:`~cheeseshop.web.cached.page_headers` the views use.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, NamedTuple
+
+from werkzeug.http import parse_etags
+
+from cheeseshop.cache import CachedPage
+from cheeseshop.cache.keys import ALL_PROJECTS, project_key
+from cheeseshop.jsonapi import views as jsonapi_views
+from cheeseshop.services import Services
+from cheeseshop.simple import negotiate
+from cheeseshop.simple import views as simple_views
+from cheeseshop.web import COMMON_HEADERS, access
+from cheeseshop.web.cached import page_headers, variant_for
+
+__all__ = ["CachedPageFastPath", "PageRoute", "route"]
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable[..., Awaitable[Any]], Callable[..., Awaitable[None]]], Awaitable[None]]
+
+
+class PageRoute(NamedTuple):
+    """Where a request's page would be cached, and the headers a view adds to it."""
+
+    key: str
+    variant: str
+    cache_control: str
+    vary: str | None
+    headers: dict[str, str] | None
+
+
+def route(path: str, accept: str | None, *, base_url: str | None, origin: str) -> PageRoute | None:
+    """The cached page a GET of ``path`` (no query string) is answered with, if any. Pure.
+
+    ``origin`` is the request's ``scheme://host``, which pages embedding absolute URLs are
+    kept apart by when no ``base_url`` is set. None for a path that is not a cacheable
+    page, or an ``Accept`` the Simple API cannot satisfy (Quart answers 406).
+    """
+    if path.startswith("/simple/"):
+        name = path[8:]
+        try:
+            content_type = negotiate.choose(accept, None)
+        except negotiate.NotAcceptable:
+            return None
+        variant = simple_views.VARIANTS[content_type]
+        if not name:
+            return PageRoute(ALL_PROJECTS, variant, simple_views.CACHE_CONTROL, "Accept", None)
+        if name.count("/") != 1 or not name.endswith("/"):
+            return None
+        return PageRoute(
+            project_key(name[:-1]),
+            variant_for(variant, base_url=base_url, origin=origin),
+            simple_views.CACHE_CONTROL,
+            "Accept",
+            None,
+        )
+    if path.startswith("/pypi/") and path.endswith("/json"):
+        parts = path[6:-5].split("/")
+        if len(parts) == 1:
+            name, variant = parts[0], "pypi-json"
+        elif len(parts) == 2:
+            name, variant = parts[0], f"pypi-json {parts[1]}"
+        else:
+            return None
+        return PageRoute(
+            project_key(name),
+            variant_for(variant, base_url=base_url, origin=origin),
+            jsonapi_views.CACHE_CONTROL,
+            None,
+            jsonapi_views.CORS_HEADERS,
+        )
+    return None
+
+
+class CachedPageFastPath:
+    """ASGI middleware: serve current cached pages directly; pass the rest to ``app``."""
+
+    def __init__(self, app: ASGIApp, services: Services) -> None:
+        self.app = app
+        self.services = services
+
+    async def __call__(self, scope: Scope, receive: Callable[..., Awaitable[Any]], send: Callable[..., Awaitable[None]]) -> None:
+        """Answer a cache hit here; call the wrapped app for everything else."""
+        if (
+            scope["type"] == "http"
+            and scope["method"] in ("GET", "HEAD")
+            and not scope["query_string"]
+            and await self._answer(scope, send)
+        ):
+            return
+        await self.app(scope, receive, send)
+
+    async def _answer(self, scope: Scope, send: Callable[..., Awaitable[None]]) -> bool:
+        path: str = scope["path"]
+        if not (path.startswith("/simple/") or path.startswith("/pypi/")):
+            return False
+        headers = _request_headers(scope)
+        settings = self.services.settings
+        found = route(
+            path,
+            headers.get(b"accept"),
+            base_url=settings.base_url,
+            origin=f"{scope['scheme']}://{headers.get(b'host', '')}",
+        )
+        if found is None:
+            return False
+        page = await self.services.cache.peek(found.key, found.variant)
+        if page is None:
+            return False
+        await self._send_page(scope, send, page, found, headers)
+        return True
+
+    async def _send_page(
+        self,
+        scope: Scope,
+        send: Callable[..., Awaitable[None]],
+        page: CachedPage,
+        found: PageRoute,
+        headers: dict[bytes, str],
+    ) -> None:
+        out = page_headers(
+            page,
+            cache_control=found.cache_control,
+            vary=found.vary,
+            headers=found.headers,
+            plugin_headers=self.services.hooks.response_headers((found.key,), self.services.settings),
+        )
+        if_none_match = headers.get(b"if-none-match")
+        if if_none_match is not None and parse_etags(if_none_match).contains_weak(page.etag.strip('"')):
+            status, body = 304, b""
+        else:
+            status, body = 200, page.body
+            out["Content-Type"] = page.content_type
+            out["Content-Length"] = str(len(page.body))
+        for name, value in COMMON_HEADERS.items():
+            out.setdefault(name, value)
+        raw = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in out.items()]
+        await send({"type": "http.response.start", "status": status, "headers": raw})
+        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+        access.log_response(
+            scope.get("client"),
+            scope["method"],
+            scope["path"],
+            scope.get("http_version", "1.1"),
+            status,
+            len(body) if status == 200 else None,
+            headers.get(b"user-agent"),
+        )
+
+
+def _request_headers(scope: Scope) -> dict[bytes, str]:
+    """The request headers this path reads, first of each name, decoded as latin-1."""
+    wanted: dict[bytes, str] = {}
+    for name, value in scope["headers"]:
+        if name in _READ and name not in wanted:
+            wanted[name] = value.decode("latin-1")
+    return wanted
+
+
+_READ = frozenset({b"accept", b"host", b"if-none-match", b"user-agent"})

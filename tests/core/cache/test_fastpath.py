@@ -1,0 +1,210 @@
+"""The ASGI fast path: cache hits answered below Quart, exactly as the views answer them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import cheeseshop
+from cheeseshop.cache.keys import ALL_PROJECTS, project_key
+from cheeseshop.testing.dists import build_wheel
+from cheeseshop.web.fastpath import PageRoute, route
+
+JSON = "application/vnd.pypi.simple.v1+json"
+HTML = "text/html"
+# The headers a test client response has that are not the application's (none today;
+# a real server adds date and server).
+_TRANSPORT = {"date", "server"}
+
+
+class Counting:
+    """Wraps the app behind the fast path and counts the requests that reach Quart."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.paths: list[str] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            self.paths.append(scope["path"])
+        await self.app(scope, receive, send)
+
+
+@pytest.fixture
+def quart_requests(cheeseshop_app: Any) -> Counting:
+    fast = cheeseshop_app.app.asgi_app
+    counting = Counting(fast.app)
+    fast.app = counting
+    return counting
+
+
+@pytest.fixture
+def cheeseshop_settings_overrides() -> dict[str, Any]:
+    return {"page_cache_poll_seconds": 0}
+
+
+async def uploaded(upload: Any, name: str, version: str = "1.0") -> None:
+    response = await upload(build_wheel(name, version))
+    assert response.status_code == 200, await response.get_data(as_text=True)
+
+
+def headers_of(response: Any) -> dict[str, str]:
+    return {k.lower(): v for k, v in response.headers.items() if k.lower() not in _TRANSPORT}
+
+
+async def asgi_messages(app: Any, method: str, path: str, accept: str) -> list[dict[str, Any]]:
+    """What the application sends for one request, message by message (the test client
+    would recompute Content-Length from the body, which a HEAD answer leaves out)."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "method": method, "path": path, "raw_path": path.encode(), "query_string": b"",
+        "headers": [(b"host", b"localhost"), (b"accept", accept.encode())], "scheme": "http",
+        "http_version": "1.1", "root_path": "", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+    }
+    await app(scope, receive, send)
+    return sent
+
+
+async def get(client: Any, path: str, *, method: str = "GET", **headers: str) -> Any:
+    return await client.open(path, method=method, headers=headers)
+
+
+@pytest.mark.parametrize(
+    ("path", "accept"),
+    [
+        ("/simple/fast-one/", JSON),
+        ("/simple/fast-one/", HTML),
+        ("/simple/", JSON),
+        ("/simple/", HTML),
+        ("/pypi/fast-one/json", "*/*"),
+        ("/pypi/fast-one/1.0/json", "*/*"),
+    ],
+)
+async def test_a_hit_is_answered_without_quart_exactly_as_the_view_answered_the_miss(
+    upload, cheeseshop_client, cheeseshop_services, quart_requests, path, accept
+):
+    await uploaded(upload, "Fast.One")
+    quart_requests.paths.clear()
+
+    miss = await get(cheeseshop_client, path, Accept=accept)
+    hit = await get(cheeseshop_client, path, Accept=accept)
+
+    assert quart_requests.paths == [path], "the miss goes to Quart, the hit does not"
+    assert miss.status_code == hit.status_code == 200
+    assert await hit.get_data() == await miss.get_data()
+    assert headers_of(hit) == headers_of(miss)
+    assert int(hit.headers["Content-Length"]) == len(await hit.get_data())
+
+    # 304 and HEAD from the fast path match the view's too.
+    etag = hit.headers["ETag"]
+    fast_304 = await get(cheeseshop_client, path, Accept=accept, **{"If-None-Match": f"W/{etag}, \"x\""})
+    assert fast_304.status_code == 304 and await fast_304.get_data() == b""
+    head = await asgi_messages(cheeseshop_client.app, "HEAD", path, accept)
+    assert head[0]["status"] == 200 and head[1]["body"] == b""
+    assert {k.decode(): v.decode() for k, v in head[0]["headers"]} == headers_of(miss)
+    assert quart_requests.paths == [path]
+
+    # The view's own 304, for comparison: after a purge, the request reaches Quart.
+    cheeseshop_services.cache.purge([project_key("fast-one"), ALL_PROJECTS])
+    view_304 = await get(cheeseshop_client, path, Accept=accept, **{"If-None-Match": etag})
+    assert quart_requests.paths == [path, path]
+    assert view_304.status_code == 304
+    assert headers_of(view_304) == headers_of(fast_304)
+
+
+async def test_a_purge_sends_the_next_request_to_quart_which_shows_the_change(
+    upload, cheeseshop_client, quart_requests
+):
+    await uploaded(upload, "fast-two")
+    first = await get(cheeseshop_client, "/simple/fast-two/", Accept=JSON)
+    await get(cheeseshop_client, "/simple/fast-two/", Accept=JSON)
+    assert quart_requests.paths.count("/simple/fast-two/") == 1
+
+    await uploaded(upload, "fast-two", "2.0")
+    after = await get(cheeseshop_client, "/simple/fast-two/", Accept=JSON)
+    assert quart_requests.paths.count("/simple/fast-two/") == 2
+    assert (await after.get_json())["versions"] == ["1.0", "2.0"]
+    assert after.headers["ETag"] != first.headers["ETag"]
+
+
+async def test_what_the_fast_path_does_not_serve_goes_to_quart(upload, cheeseshop_client, quart_requests):
+    await uploaded(upload, "fast-three")
+    await get(cheeseshop_client, "/simple/fast-three/", Accept=JSON)
+    quart_requests.paths.clear()
+
+    with_query = await cheeseshop_client.get("/simple/fast-three/?format=" + JSON.replace("+", "%2B"))
+    assert with_query.status_code == 200
+    refused = await get(cheeseshop_client, "/simple/fast-three/", Accept="image/png")
+    assert refused.status_code == 406
+    redirected = await get(cheeseshop_client, "/simple/Fast_Three/", Accept=JSON)
+    assert redirected.status_code == 301
+    unknown = await get(cheeseshop_client, "/simple/no-such-project/", Accept=JSON)
+    assert unknown.status_code == 404
+    posted = await cheeseshop_client.post("/simple/fast-three/")
+    assert posted.status_code == 405
+    assert quart_requests.paths == [
+        "/simple/fast-three/",
+        "/simple/fast-three/",
+        "/simple/Fast_Three/",
+        "/simple/no-such-project/",
+        "/simple/fast-three/",
+    ]
+
+
+class Tagger:
+    @cheeseshop.hookimpl
+    def cheeseshop_response_headers(self, keys: tuple[str, ...]) -> dict[str, str]:
+        return {"Surrogate-Key": " ".join(keys)}
+
+
+class TestWithAPluginsHeaders:
+    @pytest.fixture
+    def cheeseshop_plugins(self) -> list[tuple[str, object]]:
+        return [("tagger", Tagger())]
+
+    async def test_response_headers_of_plugins_are_on_fast_path_hits(
+        self, upload, cheeseshop_client, quart_requests
+    ):
+        await uploaded(upload, "fast-four")
+        await get(cheeseshop_client, "/simple/fast-four/", Accept=JSON)
+        hit = await get(cheeseshop_client, "/simple/fast-four/", Accept=JSON)
+        assert quart_requests.paths.count("/simple/fast-four/") == 1
+        assert hit.headers["Surrogate-Key"] == "project/fast-four"
+
+
+# -- the pure router ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "accept", "expected"),
+    [
+        ("/simple/numpy/", JSON, PageRoute("project/numpy", "json https://h", "max-age=600, public", "Accept", None)),
+        ("/simple/numpy/", None, PageRoute("project/numpy", "html https://h", "max-age=600, public", "Accept", None)),
+        ("/simple/", JSON, PageRoute(ALL_PROJECTS, "json", "max-age=600, public", "Accept", None)),
+        ("/simple/numpy/", "image/png", None),
+        ("/simple/numpy", JSON, None),
+        ("/simple/a/b/", JSON, None),
+        ("/pypi/numpy/json/x", None, None),
+        ("/pypi/a/b/c/json", None, None),
+        ("/packages/aa/bb/x.whl", None, None),
+    ],
+)
+def test_route_maps_paths_to_cache_keys_and_variants(path, accept, expected):
+    assert route(path, accept, base_url=None, origin="https://h") == expected
+
+
+def test_route_for_the_json_api_and_with_a_base_url():
+    project = route("/pypi/numpy/json", None, base_url="https://pypi.example", origin="http://ignored")
+    release = route("/pypi/numpy/2.0/json", None, base_url=None, origin="http://h")
+    assert project is not None and release is not None
+    assert (project.key, project.variant, project.vary) == ("project/numpy", "pypi-json", None)
+    assert (release.key, release.variant) == ("project/numpy", "pypi-json 2.0 http://h")
+    assert release.headers and release.headers["Access-Control-Allow-Origin"] == "*"
