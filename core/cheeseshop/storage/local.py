@@ -37,7 +37,9 @@ class LocalFileStorage:
     def put(self, path: str, source: Path) -> None:
         """Copy ``source`` to ``path`` via a temporary file and an atomic rename."""
         target = self._full(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        # os.makedirs stats the parents and creates only what is missing: one mkdir for a
+        # new file's directory, where Path.mkdir(parents=True) fails and retries (3 calls).
+        os.makedirs(target.parent, exist_ok=True)
         fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
         try:
             with os.fdopen(fd, "wb") as out, source.open("rb") as src:
