@@ -340,7 +340,7 @@ def test_unknown_plugin_stops_with_a_message(cli: Invoke) -> None:
     result = cli("plugins", env={"CHEESESHOP_PLUGINS": "nope,recorder"})
     assert result.exit_code != 0
     assert "unknown plugin(s): nope" in result.output
-    assert "installed: recorder" in result.output
+    assert "recorder" in result.output.partition("installed: ")[2]
     assert result.stdout == ""
 
 

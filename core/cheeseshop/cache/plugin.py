@@ -15,7 +15,9 @@ from cheeseshop.cache.memory import purge_local_caches
 __all__ = ["cheeseshop_purge"]
 
 
-@hookimpl(trylast=True)
+# tryfirst: the outbox delivers in hook order, and a CDN purged before the origin's own
+# cache would refetch the stale page from it and keep it.
+@hookimpl(tryfirst=True)
 def cheeseshop_purge(event: CachePurge, settings: Settings) -> None:
     """Purge the keys from this process's memory caches and from the shared Redis cache."""
     purge_local_caches(event.keys)

@@ -70,8 +70,9 @@ async def set_status(
 
 async def _apply(services: Services, work: functools.partial[tuple[Changed, tuple[str, ...]]]) -> Changed:
     changed, keys = await services.db.run_write(work)
-    await services.outbox.dispatch(changed.event_ids)
+    # This process's pages first: a CDN purging from the outbox must not refetch them.
     await purge_after_commit(services.cache, keys)
+    await services.outbox.dispatch(changed.event_ids)
     return changed
 
 

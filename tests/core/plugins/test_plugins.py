@@ -46,7 +46,7 @@ def test_unknown_plugin_stops_start_up_listing_installed(tmp_path):
     with pytest.raises(PluginError) as caught:
         load_plugins(settings_for(tmp_path, plugins=["recorder", "nonesuch"]))
     message = str(caught.value)
-    assert "nonesuch" in message and "installed: recorder" in message
+    assert "nonesuch" in message and "recorder" in message.partition("installed: ")[2]
 
 
 def test_file_storage_from_a_plugin_overrides_the_default(tmp_path):
