@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from alembic import context
+from sqlalchemy import event
 from sqlalchemy.engine import Connection
 
 from cheeseshop.db import make_engine
@@ -31,10 +32,26 @@ def _run(connection: Connection) -> None:
     )
     with context.begin_transaction():
         context.run_migrations()
+    if connection.dialect.name == "sqlite":
+        broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+        if broken:
+            raise RuntimeError(f"the migration left rows pointing nowhere: {broken[:5]}")
 
 
 async def _run_async() -> None:
     engine = make_engine(_url())
+    if engine.dialect.name == "sqlite":
+        # A batch migration rebuilds a table: create the new one, copy, drop the old,
+        # rename. With foreign keys enforced, dropping the old table cascades, and every
+        # row pointing at it (all releases of all projects, say) would go with it. So they
+        # are off while migrating (the pragma is a no-op inside a transaction, hence on
+        # connect) and checked once the migration is done.
+        @event.listens_for(engine.sync_engine, "connect")
+        def _foreign_keys_off(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA foreign_keys=OFF")
+            cursor.close()
+
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run)
