@@ -4,24 +4,48 @@ The public facade for plugin authors: import from here, never from ``cheeseshop.
 """
 
 from cheeseshop.config import PluginSettings, Settings
-from cheeseshop.events import CachePurge, Event, FileUploaded, ProjectChanged, ReleasePublished
+from cheeseshop.events import (
+    CachePurge,
+    Event,
+    FileUploaded,
+    Notification,
+    ProjectChanged,
+    Recipient,
+    ReleasePublished,
+)
+from cheeseshop.notify import (
+    EmailSender,
+    EmailSendError,
+    Mailer,
+    mark_address_undeliverable,
+    mark_undeliverable,
+)
 from cheeseshop.plugins import hookimpl
 from cheeseshop.storage import FileStorage, storage_path
 from cheeseshop.upload.candidate import DescribedRelease, UploadCandidate, UploadRejected
+from cheeseshop.worker.schedule import PeriodicTask
 
 __all__ = [
     "CachePurge",
     "DescribedRelease",
+    "EmailSendError",
+    "EmailSender",
     "Event",
     "FileStorage",
     "FileUploaded",
+    "Mailer",
+    "Notification",
+    "PeriodicTask",
     "PluginSettings",
     "ProjectChanged",
+    "Recipient",
     "ReleasePublished",
     "Settings",
     "UploadCandidate",
     "UploadRejected",
     "hookimpl",
+    "mark_address_undeliverable",
+    "mark_undeliverable",
     "storage_path",
 ]
 __version__ = "0.1.0"

@@ -16,6 +16,7 @@ from cheeseshop.db import Database
 from cheeseshop.errors import APIError
 from cheeseshop.outbox import Outbox
 from cheeseshop.plugins import load_plugins
+from cheeseshop.ratelimit import RateLimiter
 from cheeseshop.services import EXTENSION_KEY, Services
 from cheeseshop.storage.gc import OrphanCollector
 from cheeseshop.web import COMMON_HEADERS, access
@@ -39,7 +40,16 @@ def build_services(settings: Settings, *, extra_plugins: Sequence[tuple[str, obj
     dispatcher = hooks.event_dispatcher(settings)
     outbox = Outbox(db, hooks, settings, dispatcher)
     cache = make_page_cache(settings, db, enabled=hooks.is_enabled("page_cache"))
-    return Services(settings=settings, hooks=hooks, db=db, storage=storage, outbox=outbox, cache=cache)
+    redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
+    return Services(
+        settings=settings,
+        hooks=hooks,
+        db=db,
+        storage=storage,
+        outbox=outbox,
+        cache=cache,
+        ratelimiter=RateLimiter(redis_url),
+    )
 
 
 def create_app(

@@ -1,4 +1,4 @@
-"""The ``cheeseshop`` command: serve, db, user, token, gc, plugins, config."""
+"""The ``cheeseshop`` command: serve, worker, beat, db, user, token, gc, plugins, config."""
 
 from __future__ import annotations
 
@@ -177,6 +177,43 @@ def user_create(ctx: click.Context, username: str, email: str, password: str) ->
     click.echo(f"created user {username}")
 
 
+@user.command("notifications")
+@click.argument("username")
+@click.option(
+    "--release-published/--no-release-published",
+    default=None,
+    help="E-mail USERNAME (or not) when a project they own or maintain publishes a release.",
+)
+@click.pass_context
+def user_notifications(ctx: click.Context, username: str, release_published: bool | None) -> None:
+    """Show, or change, what USERNAME is e-mailed about, and their addresses' state."""
+    from cheeseshop.accounts.service import AccountError
+    from cheeseshop.notify import notification_choices
+
+    services = _services(ctx)
+
+    async def go() -> Any:
+        try:
+            async with services.db.write() as session:
+                return await notification_choices(session, username, release_published=release_published)
+        finally:
+            await services.db.dispose()
+
+    try:
+        choices = _run(go)
+    except AccountError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"{choices.username}: release-published e-mail {'on' if choices.release_published else 'off'}")
+    for address in choices.addresses:
+        notes = ["primary" if address.primary else "secondary", "verified" if address.verified else "unverified"]
+        if address.undeliverable_since is not None:
+            notes.append(
+                f"undeliverable since {address.undeliverable_since:%Y-%m-%d %H:%M} UTC: "
+                f"{address.undeliverable_reason or 'no reason given'}"
+            )
+        click.echo(f"  {address.email} ({', '.join(notes)})")
+
+
 # -- token -------------------------------------------------------------------------------
 
 
@@ -294,6 +331,58 @@ def project_status(ctx: click.Context, name: str, status: str, reason: str) -> N
     from cheeseshop.projects import service
 
     _change(ctx, lambda services: service.set_status(services, name, status, reason=reason, by="cli"))
+
+
+# -- worker and beat (Celery; need broker_url) --------------------------------------------
+
+
+_LOGLEVEL = click.option(
+    "--loglevel", default="INFO", show_default=True, help="DEBUG, INFO, WARNING or ERROR."
+)
+
+
+@main.command()
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1),
+    default=None,
+    help="Worker processes or threads (default: one per CPU).",
+)
+@_LOGLEVEL
+@click.option(
+    "--pool",
+    type=click.Choice(["prefork", "threads", "solo"]),
+    default="prefork",
+    show_default=True,
+    help="Run tasks in processes, threads, or this process.",
+)
+@click.option("--hostname", default=None, help="Node name, unique per worker (default: celery@<host>).")
+@click.pass_context
+def worker(
+    ctx: click.Context, concurrency: int | None, loglevel: str, pool: str, hostname: str | None
+) -> None:
+    """Run a Celery worker: delivers outbox events, runs periodic tasks."""
+    from cheeseshop.worker.commands import run_worker
+
+    try:
+        run_worker(
+            _settings(ctx), concurrency=concurrency, loglevel=loglevel, pool=pool, hostname=hostname
+        )
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
+
+
+@main.command()
+@_LOGLEVEL
+@click.pass_context
+def beat(ctx: click.Context, loglevel: str) -> None:
+    """Run Celery beat (RedBeat): sends the periodic tasks; run one or two, never more needed."""
+    from cheeseshop.worker.commands import run_beat
+
+    try:
+        run_beat(_settings(ctx), loglevel=loglevel)
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
 
 
 # -- gc ------------------------------------------------------------------------------------

@@ -39,6 +39,8 @@ __all__ = [
 ENV_PREFIX = "CHEESESHOP_"
 MiB = 1024 * 1024
 GiB = 1024 * MiB
+#: URL schemes ``broker_url`` may use: Redis (plain or TLS) and Amazon SQS.
+BROKER_SCHEMES = ("redis", "rediss", "sqs")
 
 
 class ConfigError(Exception):
@@ -138,6 +140,19 @@ class Settings(BaseSettings):
         description="Without Redis: how often a web process reads the journal for changes "
         "made by other processes, the CLI included (0: never).",
     )
+    rate_new_projects_per_user: str = Field(
+        default="20/hour",
+        description="New projects one user may create (as PyPI: 20 per hour); a `limits` "
+        "rule such as `20/hour`. Counted in Redis when `redis_url` is set.",
+    )
+    rate_new_projects_per_ip: str = Field(
+        default="40/hour", description="New projects created from one address (as PyPI: 40 per hour)."
+    )
+    rate_auth_failures_per_ip: str = Field(
+        default="30/minute",
+        description="Uploads with a wrong token from one address before that address is "
+        "refused (429) for the rest of the window.",
+    )
     outbox_sweep_seconds: float = Field(
         default=30.0, gt=0, description="How often undelivered events are looked for."
     )
@@ -146,6 +161,85 @@ class Settings(BaseSettings):
     )
     outbox_max_retry_seconds: float = Field(
         default=3600.0, gt=0, description="Longest delay between two delivery attempts."
+    )
+    outbox_lease_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="How long one deliverer may hold an event before another may take it over.",
+    )
+    # -- the worker side (cheeseshop worker / beat); see docs/deploy.md ------------------
+    broker_url: SecretStr | None = Field(
+        default=None,
+        description="Celery broker, redis://host:6379/1 or sqs://[KEY:SECRET@]. When set, "
+        "events are delivered by `cheeseshop worker` and periodic work runs from "
+        "`cheeseshop beat`. Default: none, the web process does both.",
+    )
+    broker_queue: str = Field(
+        default="cheeseshop",
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="Name of the queue the worker's tasks travel on.",
+    )
+    broker_visibility_timeout_seconds: int | None = Field(
+        default=None,
+        gt=0,
+        description="How long a task taken by a worker that vanished stays hidden before "
+        "the broker hands it out again. Default: outbox_lease_seconds + 60.",
+    )
+    broker_connect_timeout_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="Longest wait for the broker when a request queues a delivery.",
+    )
+    worker_key_prefix: str = Field(
+        default="cheeseshop:",
+        description="Prefix of the Redis keys of the broker (on Redis), the beat schedule "
+        "and the periodic tasks' locks.",
+    )
+    sqs_region: str | None = Field(
+        default=None, description="AWS region of the SQS broker. Default: boto3's."
+    )
+    sqs_queue_name_prefix: str = Field(
+        default="", description="Prefix of the SQS queue's name (e.g. prod-)."
+    )
+    sqs_endpoint_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^/?#]+/?$",
+        description="SQS endpoint, e.g. http://127.0.0.1:5000 for a local SQS. Default: AWS's.",
+    )
+    # -- e-mail (the default `email` plugin); see docs/configuring.md --------------------
+    mail_from: str = Field(
+        default="Cheeseshop <cheeseshop@localhost>",
+        description="Sender (From) of the e-mail the index sends, e.g. "
+        "'Example Index <noreply@pypi.example.com>'; its domain also ends each Message-ID.",
+    )
+    smtp_host: str | None = Field(
+        default=None,
+        description="SMTP server that sends e-mail. Default: none, e-mail is written to "
+        "data_dir/mail as .eml files and logged.",
+    )
+    smtp_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="SMTP port. Default: 465 with smtp_security=ssl, 25 with none, else 587.",
+    )
+    smtp_security: str = Field(
+        default="starttls",
+        pattern=r"^(starttls|ssl|none)$",
+        description="starttls (upgrade a plain connection; refused if the server cannot), "
+        "ssl (TLS from the start) or none.",
+    )
+    smtp_username: str | None = Field(
+        default=None, description="SMTP login name. Default: none, no login."
+    )
+    smtp_password: SecretStr | None = Field(default=None, description="SMTP login password.")
+    smtp_ca_file: Path | None = Field(
+        default=None,
+        description="PEM file of the CA(s) to trust for the SMTP server's certificate, "
+        "instead of the system's.",
+    )
+    smtp_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Longest wait for the SMTP server at each step."
     )
 
     # Plugin sections, keyed by plugin name. Filled by load_settings.
@@ -165,10 +259,49 @@ class Settings(BaseSettings):
         # would not keep a developer's CHEESESHOP_* variables out of a test.
         return (init_settings,)
 
+    @field_validator("rate_new_projects_per_user", "rate_new_projects_per_ip", "rate_auth_failures_per_ip")
+    @classmethod
+    def _rate_rule(cls, value: str) -> str:
+        from cheeseshop.ratelimit import parse_rule
+
+        try:
+            parse_rule(value)
+        except ValueError:
+            raise ValueError("write a rate as '<count>/<second|minute|hour|day>', e.g. '20/hour'") from None
+        return value
+
     @field_validator("plugins", "blocked_plugins", "prohibited_names", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
         return _comma_list(value)
+
+    @field_validator("broker_url")
+    @classmethod
+    def _known_broker(cls, value: SecretStr | None) -> SecretStr | None:
+        # Only the transports the worker is built and tested for; the message never
+        # repeats the URL, which may carry credentials.
+        if value is not None and value.get_secret_value().partition("://")[0] not in BROKER_SCHEMES:
+            raise ValueError(f"must start with one of {', '.join(s + '://' for s in BROKER_SCHEMES)}")
+        return value
+
+    @field_validator("mail_from")
+    @classmethod
+    def _one_address(cls, value: str) -> str:
+        from email.policy import default
+
+        # Parsed as the From header will be, so a bad sender stops start-up instead of
+        # failing every e-mail.
+        problem = "give one address, e.g. 'Example Index <noreply@example.com>'"
+        if "\n" in value or "\r" in value:
+            raise ValueError(problem)
+        try:
+            header = default.header_factory("From", value)
+            addresses = getattr(header, "addresses", ())
+        except Exception:  # the stdlib's address parser fails on some garbage (IndexError)
+            raise ValueError(problem) from None
+        if len(addresses) != 1 or header.defects or not addresses[0].username or not addresses[0].domain:
+            raise ValueError(problem)
+        return value
 
     @property
     def resolved_database_url(self) -> str:

@@ -10,7 +10,16 @@ import dataclasses
 from datetime import datetime
 from typing import Any, ClassVar, Self
 
-__all__ = ["CachePurge", "Event", "FileUploaded", "ProjectChanged", "ReleasePublished", "event_from_json"]
+__all__ = [
+    "CachePurge",
+    "Event",
+    "FileUploaded",
+    "Notification",
+    "ProjectChanged",
+    "Recipient",
+    "ReleasePublished",
+    "event_from_json",
+]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -18,6 +27,8 @@ class Event:
     """Base of every event: which hook receives it, and its JSON form."""
 
     hook: ClassVar[str]
+    #: The name of the hook parameter the event is passed as.
+    argument: ClassVar[str] = "event"
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON-ready data; datetimes become ISO-8601 strings."""
@@ -113,8 +124,56 @@ class CachePurge(Event):
         return cls(keys=tuple(data["keys"]), serial=data["serial"])
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Recipient:
+    """Someone a notification is for: their account and the address to reach them at.
+
+    ``role`` says why they receive it (``Owner`` or ``Maintainer`` of the project), or None.
+    """
+
+    username: str
+    email: str
+    role: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Notification(Event):
+    """Something people should be told about, addressed to them; delivered to ``cheeseshop_notify``.
+
+    ``notification_id`` is unique and stays the same on every delivery of this
+    notification, so a receiver recognises a repeat (the e-mail plugin sends each
+    recipient one e-mail per id; a webhook can pass it on as an idempotency key).
+    ``kind`` names what happened and so which templates render it: ``release-published``.
+    ``values`` holds the plain strings those templates show; for ``release-published``:
+    ``project``, ``normalized_name``, ``version``, ``published_by``, and, when ``base_url``
+    is set, ``project_url`` (the project's Simple page) and ``release_url`` (the
+    release's JSON); ``created`` is when it happened.
+    """
+
+    hook: ClassVar[str] = "cheeseshop_notify"
+    argument: ClassVar[str] = "notification"
+
+    notification_id: str
+    kind: str
+    recipients: tuple[Recipient, ...]
+    values: dict[str, str | None]
+    created: datetime
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Self:
+        """Rebuild the notification; JSON stores the recipients as a list of objects."""
+        return cls(
+            notification_id=data["notification_id"],
+            kind=data["kind"],
+            recipients=tuple(Recipient(**recipient) for recipient in data["recipients"]),
+            values=dict(data["values"]),
+            created=datetime.fromisoformat(data["created"]),
+        )
+
+
 _EVENT_TYPES: dict[str, type[Event]] = {
-    cls.__name__: cls for cls in (FileUploaded, ReleasePublished, ProjectChanged, CachePurge)
+    cls.__name__: cls
+    for cls in (FileUploaded, ReleasePublished, ProjectChanged, CachePurge, Notification)
 }
 
 

@@ -18,15 +18,17 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from quart import Quart
 
     from cheeseshop.config import PluginSettings, Settings
-    from cheeseshop.events import CachePurge, FileUploaded, ProjectChanged, ReleasePublished
+    from cheeseshop.events import CachePurge, FileUploaded, Notification, ProjectChanged, ReleasePublished
+    from cheeseshop.notify import EmailSender, Mailer
     from cheeseshop.outbox.dispatch import EventDispatcher
     from cheeseshop.storage import FileStorage
     from cheeseshop.upload.candidate import DescribedRelease, UploadCandidate
+    from cheeseshop.worker.schedule import PeriodicTask
 
 hookspec = pluggy.HookspecMarker("cheeseshop")
 
@@ -84,6 +86,26 @@ def cheeseshop_file_storage(settings: Settings) -> FileStorage | None:
     :param settings: the validated settings.
     :returns: an object implementing :class:`cheeseshop.storage.FileStorage`, or ``None``
         to leave the slot to another plugin.
+    """
+
+
+@hookspec(firstresult=True)
+def cheeseshop_email_sender(settings: Settings) -> EmailSender | None:
+    """Provide what sends the index's e-mail.
+
+    Called once at start-up in every process. The core's default (plugin ``email``) sends
+    through SMTP when ``smtp_host`` is set and otherwise writes each message as an
+    ``.eml`` file into ``data_dir/mail``. The sender is used from event hooks, in worker
+    threads: it must be synchronous and thread-safe, and turn its service's errors into
+    :class:`cheeseshop.EmailSendError`. Check it with
+    :class:`cheeseshop.testing.contracts.EmailSenderContract`. Enabling two plugins that
+    both provide a sender stops start-up with a message naming both.
+
+    Stops at the first non-None result.
+
+    :param settings: the validated settings.
+    :returns: an object implementing :class:`cheeseshop.EmailSender`, or ``None`` to
+        leave the slot to another plugin.
     """
 
 
@@ -207,6 +229,28 @@ def cheeseshop_purge(event: CachePurge, settings: Settings) -> None:
     """
 
 
+@hookspec
+def cheeseshop_notify(notification: Notification, mailer: Mailer, settings: Settings) -> None:
+    """Tell people about something that happened: e-mail, a webhook, a chat message.
+
+    Called after commit, by the worker, through the outbox; the notification was built
+    in the transaction of the change it announces (a ``release-published`` one for each
+    new release, addressed to the project's Owners and Maintainers who did not opt out,
+    at their primary address unless it is undeliverable). Delivered at least once: a
+    repeat carries the same ``notification.notification_id``, so an implementation must
+    recognise it and not tell anyone twice. An exception is retried for this plugin
+    alone. The core's ``email`` plugin renders one e-mail per recipient and sends it
+    through ``mailer``, which skips what was already sent.
+
+    :param notification: its id, its ``kind``, the recipients (username, address, role)
+        and the plain values its templates show.
+    :param mailer: the index's e-mail sender behind a record of what was sent
+        (:class:`cheeseshop.Mailer`); its methods block, which is fine here.
+    :param settings: the validated settings.
+    :returns: nothing.
+    """
+
+
 # --------------------------------------------------------------------------------------
 # In the request, on every cacheable response.
 # --------------------------------------------------------------------------------------
@@ -230,6 +274,30 @@ def cheeseshop_response_headers(keys: tuple[str, ...], settings: Settings) -> Ma
     :param keys: the cache keys of what the response shows.
     :param settings: the validated settings.
     :returns: header names and values to set, or ``None`` for none.
+    """
+
+
+# --------------------------------------------------------------------------------------
+# Tasks: periodic work, scheduled by `cheeseshop beat`, run by `cheeseshop worker`.
+# --------------------------------------------------------------------------------------
+
+
+@hookspec
+def cheeseshop_periodic_tasks(settings: Settings) -> Sequence[PeriodicTask] | None:
+    """Declare jobs to run periodically (a reconcile, a clean-up, a report).
+
+    Called at start-up of ``cheeseshop beat``, which schedules one Celery task per entry
+    (the schedule and its lock live in Redis, so two beat processes never both send), and
+    of ``cheeseshop worker``, which looks up the entry a scheduled task names and calls
+    ``entry.run(settings)`` there, synchronously, holding a lock in Redis so that one job
+    never runs twice at once. Only with a broker (``broker_url``): the embedded mode runs
+    the core's own periodic work in the web process and no plugin's. Every
+    implementation is called; a name given by two plugins stops start-up.
+
+    :param settings: the validated settings.
+    :returns: :class:`cheeseshop.PeriodicTask` entries (a unique ``name``,
+        ``interval_seconds``, and ``run``, a callable taking the settings), or ``None``
+        for none.
     """
 
 

@@ -25,9 +25,11 @@ from cheeseshop.config import ConfigError, PluginSettings, Settings, with_plugin
 if TYPE_CHECKING:
     from quart import Quart
 
+    from cheeseshop.notify import EmailSender
     from cheeseshop.outbox.dispatch import EventDispatcher
     from cheeseshop.storage import FileStorage
     from cheeseshop.upload.candidate import DescribedRelease, UploadCandidate
+    from cheeseshop.worker.schedule import PeriodicTask
 
 __all__ = [
     "DEFAULT_PLUGINS",
@@ -48,10 +50,12 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "local_storage": "cheeseshop.storage.local",
     "embedded_outbox": "cheeseshop.outbox.embedded",
     "page_cache": "cheeseshop.cache.plugin",
+    "email": "cheeseshop.notify.plugin",
+    "celery": "cheeseshop.worker.plugin",
 }
 
 #: Provider hooks of which exactly one implementation is used.
-SINGLE_SLOTS = ("cheeseshop_file_storage", "cheeseshop_event_dispatcher")
+SINGLE_SLOTS = ("cheeseshop_file_storage", "cheeseshop_event_dispatcher", "cheeseshop_email_sender")
 
 
 class PluginError(ConfigError):
@@ -204,6 +208,13 @@ class Hooks:
             raise PluginError("no plugin provides file storage (is local_storage blocked?)")
         return storage
 
+    def email_sender(self, settings: Settings) -> EmailSender | None:
+        """The e-mail sender of the first plugin that provides one.
+
+        None when none does (the default ``email`` plugin is blocked): e-mail is then off.
+        """
+        return self.pm.hook.cheeseshop_email_sender(settings=settings)
+
     def event_dispatcher(self, settings: Settings) -> EventDispatcher:
         """The event dispatcher of the first plugin that provides one."""
         dispatcher = self.pm.hook.cheeseshop_event_dispatcher(settings=settings)
@@ -272,6 +283,22 @@ class Hooks:
             (impl.plugin_name, impl.function, tuple(impl.argnames))
             for impl in reversed(self._impls(hook))
         ]
+
+    # -- tasks --------------------------------------------------------------------------
+
+    def periodic_tasks(self, settings: Settings) -> dict[str, PeriodicTask]:
+        """Every plugin's periodic task entries, by name; a name given twice is an error."""
+        from cheeseshop.worker.schedule import check_entries
+
+        entries: list[tuple[str, PeriodicTask]] = []
+        for impl in reversed(self._impls("cheeseshop_periodic_tasks")):
+            # A sequence of PeriodicTask or None; check_entries refuses anything else.
+            answer: Any = impl.function(**{name: settings for name in impl.argnames})
+            entries += [(impl.plugin_name, entry) for entry in answer or ()]
+        try:
+            return check_entries(entries)
+        except ValueError as error:
+            raise PluginError(str(error)) from None
 
     # -- introspection ------------------------------------------------------------------
 

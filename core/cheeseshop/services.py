@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from cheeseshop.events import Event
     from cheeseshop.outbox import Outbox
     from cheeseshop.plugins import Hooks
+    from cheeseshop.ratelimit import RateLimiter
     from cheeseshop.storage import FileStorage
 
 __all__ = ["EXTENSION_KEY", "Services", "current_services"]
@@ -33,7 +34,7 @@ class Services:
     storage: FileStorage
     outbox: Outbox
     cache: PageCache
-
+    ratelimiter: RateLimiter
 
     def events_to_record(self, events: Iterable[Event]) -> list[Event]:
         """The events some plugin needs delivered through the outbox, in order.

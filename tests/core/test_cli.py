@@ -311,7 +311,7 @@ def test_plugins_json(cli: Invoke) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     enabled = {plugin["name"]: plugin for plugin in data["enabled"]}
-    assert set(enabled) == {"local_storage", "embedded_outbox", "page_cache"}
+    assert set(enabled) == {"local_storage", "embedded_outbox", "page_cache", "email", "celery"}
     assert enabled["local_storage"]["hooks"] == ["cheeseshop_file_storage"]
     assert enabled["local_storage"]["default"] is True
     assert enabled["embedded_outbox"]["hooks"] == ["cheeseshop_event_dispatcher"]
@@ -381,10 +381,9 @@ def test_config_shows_plugin_sections(cli: Invoke, tmp_path: Path) -> None:
     )
     result = cli("--config", str(config), "config", catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["recorder"] == {
-        "path": str(tmp_path / "events.jsonl"),
-        "reject": [],
-    }
+    section = json.loads(result.stdout)["recorder"]
+    assert section["path"] == str(tmp_path / "events.jsonl")
+    assert section["reject"] == []
     via_env = cli("config", env={"CHEESESHOP_CONFIG": str(config)}, catch_exceptions=False)
     assert json.loads(via_env.stdout)["recorder"]["path"] == str(tmp_path / "events.jsonl")
 

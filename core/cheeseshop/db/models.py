@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     text,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -38,6 +39,7 @@ __all__ = [
     "File",
     "FilenameRegistry",
     "JournalEntry",
+    "NotificationEmail",
     "OutboxDelivery",
     "OutboxEvent",
     "Project",
@@ -255,6 +257,8 @@ class User(Base):
     date_joined: Mapped[datetime] = mapped_column(default=utcnow)
     last_login: Mapped[datetime | None] = mapped_column()
     password_changed: Mapped[datetime | None] = mapped_column()
+    # Whether to e-mail this user when a project they own or maintain publishes a release.
+    notify_release_published: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
     emails: Mapped[list[Email]] = relationship(back_populates="user")
 
@@ -269,6 +273,9 @@ class Email(Base):
     email: Mapped[str] = mapped_column(String(254), unique=True)
     primary: Mapped[bool] = mapped_column(Boolean, default=False)
     verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Set when mail to this address bounced for good or drew a complaint: no more is sent.
+    undeliverable_since: Mapped[datetime | None] = mapped_column()
+    undeliverable_reason: Mapped[str | None] = mapped_column(Text)
 
     user: Mapped[User] = relationship(back_populates="emails")
 
@@ -334,3 +341,23 @@ class OutboxDelivery(Base):
     delivered: Mapped[datetime | None] = mapped_column()
     next_attempt: Mapped[datetime | None] = mapped_column()
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class NotificationEmail(Base):
+    """The e-mail of one notification to one address: sent, or refused for good.
+
+    The default e-mail plugin writes a row right after the sender accepted the message
+    (``message_id``, the sender's id for it) or refused the address itself (``error``),
+    and sends nothing for a (notification, address) that has a row: a repeated delivery
+    of the notification mails nobody twice.
+    """
+
+    __tablename__ = "notification_emails"
+    __table_args__ = (UniqueConstraint("notification_id", "recipient"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    notification_id: Mapped[str] = mapped_column(String(100))
+    recipient: Mapped[str] = mapped_column(String(254))
+    message_id: Mapped[str | None] = mapped_column(String(255))
+    error: Mapped[str | None] = mapped_column(Text)
+    created: Mapped[datetime] = mapped_column(default=utcnow)

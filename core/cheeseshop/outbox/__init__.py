@@ -26,16 +26,13 @@ from cheeseshop.config import Settings
 from cheeseshop.db import Database
 from cheeseshop.db.models import OutboxDelivery, OutboxEvent, utcnow
 from cheeseshop.events import Event, event_from_json
+from cheeseshop.notify.mailer import Mailer
 from cheeseshop.outbox.dispatch import EventDispatcher
 from cheeseshop.plugins import Hooks
 
 __all__ = ["Outbox", "record"]
 
 log = logging.getLogger(__name__)
-
-#: How long one deliverer may hold an event before another may take it over.
-LEASE = timedelta(minutes=5)
-
 
 def record(session: Session, events: Sequence[Event]) -> list[int]:
     """Add events to the outbox inside the caller's transaction; returns their ids.
@@ -57,13 +54,26 @@ def record(session: Session, events: Sequence[Event]) -> list[int]:
 class Outbox:
     """Delivers outbox events to the plugins implementing their hook."""
 
-    def __init__(self, db: Database, hooks: Hooks, settings: Settings, dispatcher: EventDispatcher):
+    def __init__(
+        self,
+        db: Database,
+        hooks: Hooks,
+        settings: Settings,
+        dispatcher: EventDispatcher,
+        *,
+        mailer: Mailer | None = None,
+    ):
         self.db = db
         self.hooks = hooks
         self.settings = settings
         self.dispatcher = dispatcher
+        # Handed to cheeseshop_notify: the sender the plugins provide, unless one is given.
+        self.mailer = mailer if mailer is not None else Mailer(db, hooks.email_sender(settings))
         self.retry = timedelta(seconds=settings.outbox_retry_seconds)
         self.max_retry = timedelta(seconds=settings.outbox_max_retry_seconds)
+        # How long one deliverer may hold an event before another may take it over: a
+        # deliverer that died (a killed worker) delays its events by this much at most.
+        self.lease = timedelta(seconds=settings.outbox_lease_seconds)
 
     async def dispatch(self, event_ids: Sequence[int]) -> None:
         """Hand committed events to the dispatcher; a failure is logged, the sweep retries."""
@@ -88,7 +98,8 @@ class Outbox:
         Returns True when the event is now completely delivered. Safe to call
         concurrently and repeatedly: a lease admits one deliverer at a time.
         """
-        if not await self.db.run_write(functools.partial(_lease, event_id=event_id, now=utcnow())):
+        leased = functools.partial(_lease, event_id=event_id, now=utcnow(), lease=self.lease)
+        if not await self.db.run_write(leased):
             return False
         try:
             # Its one write records every outcome and releases the lease with them.
@@ -106,6 +117,12 @@ class Outbox:
             return False
         hook, kind, payload, deliveries = loaded
         event = event_from_json(kind, payload)
+        # The hooks run in worker threads; the mailer reaches the database through this loop.
+        available = {
+            event.argument: event,
+            "settings": self.settings,
+            "mailer": self.mailer.bound(asyncio.get_running_loop()),
+        }
         outcomes: list[_Outcome] = []
         pending: list[datetime] = []
         for plugin, function, argnames in self.hooks.receivers(hook):
@@ -116,7 +133,6 @@ class Outbox:
             if previous is not None and previous.next_attempt and previous.next_attempt > now:
                 pending.append(previous.next_attempt)
                 continue
-            available = {"event": event, "settings": self.settings}
             kwargs = {name: available[name] for name in argnames}
             attempts = (previous.attempts if previous else 0) + 1
             try:
@@ -177,12 +193,12 @@ def _due(session: Session, *, now: datetime, limit: int) -> tuple[list[int], dat
     return ids, upcoming
 
 
-def _lease(session: Session, *, event_id: int, now: datetime) -> bool:
+def _lease(session: Session, *, event_id: int, now: datetime, lease: timedelta) -> bool:
     result = session.execute(
         update(OutboxEvent)
         .where(OutboxEvent.id == event_id, OutboxEvent.completed.is_(None))
         .where(or_(OutboxEvent.lease_until.is_(None), OutboxEvent.lease_until < now))
-        .values(lease_until=now + LEASE)
+        .values(lease_until=now + lease)
     )
     return result.rowcount == 1  # type: ignore[attr-defined]
 

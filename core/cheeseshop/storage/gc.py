@@ -18,8 +18,9 @@ The one window left (the retry stores before the deletion and commits after it) 
 only if the upload checks its bytes are still stored inside its own transaction, after
 inserting its row (R1's "re-read digest matches").
 
-In the embedded mode :class:`OrphanCollector` runs the collection in the web process;
-``cheeseshop gc`` runs it once by hand.
+In the embedded mode :class:`OrphanCollector` runs the collection in the web process; with
+a broker, the periodic task ``cheeseshop.collect_orphans`` runs it in a worker (see
+:mod:`cheeseshop.worker.plugin`); ``cheeseshop gc`` runs it once by hand.
 """
 
 from __future__ import annotations

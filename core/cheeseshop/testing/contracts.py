@@ -26,20 +26,45 @@ synchronous methods, as the :class:`~cheeseshop.storage.FileStorage` protocol is
 synchronous. They only use the public protocol, so a fixture may also clean up after
 itself (``yield`` the storage, then empty a bucket). A single test can be overridden in
 the subclass, with a comment saying why the implementation differs.
+
+E-mail senders
+--------------
+
+Subclass :class:`EmailSenderContract` and provide two fixtures: ``sender``, a fresh
+sender, and ``received``, a callable returning every message that reached the far end
+so far (the files written, what a local SMTP server took, what a mocked provider
+recorded), parsed with ``email.policy.default``::
+
+    class TestMySender(EmailSenderContract):
+        @pytest.fixture
+        def sender(self, my_service):
+            return MySender(endpoint=my_service.url)
+
+        @pytest.fixture
+        def received(self, my_service):
+            return my_service.messages
+
+Addresses come from the class attributes ``SENDER`` and ``RECIPIENT``; override them
+when the service accepts only some (a provider's verified identities).
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
+import threading
 import time
+from collections.abc import Callable
+from email.message import EmailMessage
+from email.policy import default as default_policy
 from pathlib import Path
 
 import pytest
 
+from cheeseshop.notify.senders import EmailSender
 from cheeseshop.storage import FileStorage, storage_path
 
-__all__ = ["FileStorageContract"]
+__all__ = ["EmailSenderContract", "FileStorageContract"]
 
 _MiB = 1024 * 1024
 _DIGEST = "0123456789abcdef" * 4
@@ -321,3 +346,153 @@ class FileStorageContract:
     def test_storage_path_rejects_bad_filenames(self, filename: str) -> None:
         with pytest.raises(ValueError):
             storage_path(_DIGEST, filename)
+
+
+# -- e-mail senders -------------------------------------------------------------------------
+
+
+class EmailSenderContract:
+    """The behaviour every :class:`~cheeseshop.EmailSender` must have.
+
+    Subclasses provide the ``sender`` and ``received`` fixtures (see the module's
+    documentation).
+    """
+
+    SENDER = "Chéeseshop Index <noreply@example.com>"
+    RECIPIENT = "alice@example.com"
+    #: How long a message may take to reach the far end after ``send`` returned.
+    ARRIVAL_SECONDS = 10.0
+
+    @pytest.fixture
+    def sender(self) -> EmailSender:
+        """A fresh sender. Subclasses must override this fixture."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must provide a `sender` fixture returning the EmailSender under test"
+        )
+
+    @pytest.fixture
+    def received(self) -> Callable[[], list[EmailMessage]]:
+        """Every message that reached the far end so far. Subclasses must override this fixture."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must provide a `received` fixture: a callable returning "
+            "the messages that arrived"
+        )
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _message(self, subject: str = "Hello", *, text: str = "Plain text.\n", html: str | None = None) -> EmailMessage:
+        message = EmailMessage(policy=default_policy)
+        message["Subject"] = subject
+        message["From"] = self.SENDER
+        message["To"] = self.RECIPIENT
+        message.set_content(text)
+        if html is not None:
+            message.add_alternative(html, subtype="html")
+        return message
+
+    def _arrived(
+        self, received: Callable[[], list[EmailMessage]], count: int
+    ) -> list[EmailMessage]:
+        deadline = time.monotonic() + self.ARRIVAL_SECONDS
+        while True:
+            messages = received()
+            if len(messages) >= count or time.monotonic() > deadline:
+                return messages
+            time.sleep(0.05)
+
+    @staticmethod
+    def _part(message: EmailMessage, subtype: str) -> str:
+        part = message.get_body(preferencelist=(subtype,))
+        assert part is not None, f"no text/{subtype} part"
+        return part.get_content().replace("\r\n", "\n")
+
+    # -- the protocol -------------------------------------------------------------------
+
+    def test_is_an_email_sender(self, sender: EmailSender) -> None:
+        assert isinstance(sender, EmailSender)
+
+    def test_send_returns_a_provider_id(self, sender: EmailSender) -> None:
+        provider_id = sender.send(self._message())
+        assert isinstance(provider_id, str) and provider_id.strip()
+
+    def test_message_arrives_whole(
+        self, sender: EmailSender, received: Callable[[], list[EmailMessage]]
+    ) -> None:
+        # Non-ASCII everywhere a notification puts it: subject, display names, both bodies.
+        message = self._message(
+            "Nouvelle version : café 1.0 ✓",
+            text="Bonjour Zoë,\n\ncafé 1.0 est publiée. 🧀\n",
+            html="<p>Bonjour <b>Zoë</b>, café 1.0 est publiée. 🧀</p>\n",
+        )
+        message.replace_header("To", f"Zoë Müller <{self.RECIPIENT}>")
+        message["Message-ID"] = "<contract-arrives-whole.1@example.com>"
+        sender.send(message)
+
+        (got,) = self._arrived(received, 1)
+
+        assert got["Subject"] == "Nouvelle version : café 1.0 ✓"
+        assert got["From"].addresses[0].display_name == "Chéeseshop Index"
+        assert [a.addr_spec for a in got["To"].addresses] == [self.RECIPIENT]
+        assert got["To"].addresses[0].display_name == "Zoë Müller"
+        assert got["Message-ID"].strip() == "<contract-arrives-whole.1@example.com>"
+        assert self._part(got, "plain") == "Bonjour Zoë,\n\ncafé 1.0 est publiée. 🧀\n"
+        assert self._part(got, "html") == "<p>Bonjour <b>Zoë</b>, café 1.0 est publiée. 🧀</p>\n"
+
+    def test_a_message_without_message_id_gets_one(
+        self, sender: EmailSender, received: Callable[[], list[EmailMessage]]
+    ) -> None:
+        sender.send(self._message())
+        (got,) = self._arrived(received, 1)
+        assert got["Message-ID"] and "@" in got["Message-ID"]
+
+    def test_each_message_gets_its_own_id(
+        self, sender: EmailSender, received: Callable[[], list[EmailMessage]]
+    ) -> None:
+        ids = {sender.send(self._message(f"message {n}")) for n in range(3)}
+        assert len(ids) == 3
+        assert sorted(m["Subject"] for m in self._arrived(received, 3)) == [
+            "message 0", "message 1", "message 2"
+        ]
+
+    def test_long_lines_and_a_large_body_arrive_intact(
+        self, sender: EmailSender, received: Callable[[], list[EmailMessage]]
+    ) -> None:
+        # Longer than SMTP's 998-character line limit: the sender must encode, not cut.
+        line = "x" * 3000
+        body = "\n".join(f"{n:05d} {line}" for n in range(60)) + "\n"
+        sender.send(self._message("large", text=body, html=f"<p>{line}</p>\n"))
+        (got,) = self._arrived(received, 1)
+        assert self._part(got, "plain") == body
+        assert self._part(got, "html") == f"<p>{line}</p>\n"
+
+    def test_sends_from_several_threads_at_once(
+        self, sender: EmailSender, received: Callable[[], list[EmailMessage]]
+    ) -> None:
+        # Event hooks run in worker threads, several at a time.
+        errors: list[BaseException] = []
+
+        def send(n: int) -> None:
+            try:
+                sender.send(self._message(f"threaded {n}"))
+            except BaseException as error:  # reported below, in the test's thread
+                errors.append(error)
+
+        threads = [threading.Thread(target=send, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert errors == []
+        subjects = sorted(m["Subject"] for m in self._arrived(received, 8))
+        assert subjects == sorted(f"threaded {n}" for n in range(8))
+
+    @pytest.mark.parametrize("missing", ["From", "To"])
+    def test_a_message_without_sender_or_recipient_is_refused(
+        self, sender: EmailSender, received: Callable[[], list[EmailMessage]], missing: str
+    ) -> None:
+        message = self._message()
+        del message[missing]
+        with pytest.raises(ValueError):
+            sender.send(message)
+        time.sleep(0.2)
+        assert received() == []

@@ -37,8 +37,9 @@ from cheeseshop.db.models import (
 from cheeseshop.errors import APIError
 from cheeseshop.cache import purge_after_commit
 from cheeseshop.cache.keys import change_keys
-from cheeseshop.events import CachePurge, Event, FileUploaded, ReleasePublished
+from cheeseshop.events import CachePurge, Event, FileUploaded, Notification, ReleasePublished
 from cheeseshop.journal import Change, record_changes
+from cheeseshop.notify import build as notifications
 from cheeseshop.outbox import record
 from cheeseshop.packaging.archives import (
     METADATA_FILE_SUFFIX,
@@ -74,14 +75,18 @@ class _Checked:
     core_metadata: bytes | None
 
 
-async def handle_upload(services: Services, principal: Principal, form: UploadForm) -> str:
-    """Carry out one upload; returns the 200 body (warnings), raises APIError otherwise."""
+async def handle_upload(services: Services, principal: Principal, form: UploadForm, *, address: str) -> str:
+    """Carry out one upload from ``address``; returns the 200 body (warnings), raises
+    APIError otherwise."""
     checked = await _validate(form)
     existing = await _existing(services, principal, checked)
     if existing == "identical":
         return ""
+    new_project = existing == "new project"
+    if new_project:
+        await _refuse_too_many_new_projects(services, principal, address)
     description_html = await _describe(services, checked)
-    candidate = _candidate(principal, checked, new_project=existing == "new project")
+    candidate = _candidate(principal, checked, new_project=new_project)
     try:
         await asyncio.to_thread(services.hooks.validate_upload, candidate, services.settings)
     except UploadRejected as rejection:
@@ -99,9 +104,36 @@ async def handle_upload(services: Services, principal: Principal, form: UploadFo
         raise
     if event_ids is None:
         return ""  # a racer committed these very bytes at this very path: keep them
-    await services.outbox.dispatch(event_ids)
+    # This process's pages first: a CDN purging from the outbox must not refetch them.
     await purge_after_commit(services.cache, change_keys(checked.request.normalized_name))
+    await services.outbox.dispatch(event_ids)
+    if new_project:
+        settings, limiter = services.settings, services.ratelimiter
+        await limiter.hit(settings.rate_new_projects_per_user, "new-project-user", str(principal.user.id))
+        await limiter.hit(settings.rate_new_projects_per_ip, "new-project-ip", address)
     return ""
+
+
+async def _refuse_too_many_new_projects(services: Services, principal: Principal, address: str) -> None:
+    """429 when this user, or this address, has created its share of projects lately.
+
+    As PyPI does, against a flood of squatted names; an upload to an existing project is
+    never limited. Counted only once a project is really created.
+    """
+    settings, limiter = services.settings, services.ratelimiter
+    for rule, who, identifier in (
+        (settings.rate_new_projects_per_user, "new-project-user", str(principal.user.id)),
+        (settings.rate_new_projects_per_ip, "new-project-ip", address),
+    ):
+        refusal = await limiter.refusal(rule, who, identifier)
+        if refusal is not None:
+            per = "user" if who == "new-project-user" else "address"
+            raise APIError(
+                429,
+                f"Too many new projects created: at most {rule} per {per}; try again in "
+                f"{refusal.reset_seconds} seconds, or upload to an existing project.",
+                headers=refusal.headers(),
+            )
 
 
 #: Commits tried before a conflict that keeps recurring is reported (each retry follows a
@@ -570,6 +602,21 @@ def _record_upload(
                 serial=serials[-2],
             )
         )
+        # Only for a new release, and only when some plugin takes notifications: this
+        # SELECT is the one statement it adds to the upload's transaction.
+        if services.hooks.receiver_names(Notification.hook):
+            notification = notifications.release_published(
+                session,
+                project_id=project.id,
+                project=project.name,
+                normalized_name=request.normalized_name,
+                version=version,
+                published_by=user.username,
+                created=now,
+                base_url=services.settings.base_url,
+            )
+            if notification is not None:
+                events.append(notification)
     events.append(CachePurge(keys=change_keys(request.normalized_name), serial=serials[-1]))
     return record(session, services.events_to_record(events))
 

@@ -79,11 +79,15 @@ def _token() -> str:
     return token
 
 
+class InvalidToken(APIError):
+    """The token was refused: counted against the address (``rate_auth_failures_per_ip``)."""
+
+
 def _authenticated(session: Session, token: str, prefix: str) -> Principal:
     try:
         return authenticate(session, token, prefix=prefix)
     except AuthenticationFailed as error:
-        raise APIError(403, f"Invalid API Token: {error}") from None
+        raise InvalidToken(403, f"Invalid API Token: {error}") from None
 
 
 def _project_name(fields: Mapping[str, Sequence[str]]) -> tuple[str, str]:
@@ -210,6 +214,24 @@ async def _largest_file_limit(services: Services, principal: Principal) -> int:
 async def upload() -> Response:
     """``POST /legacy/`` (and ``/legacy``, since twine aborts on any redirect)."""
     services = current_services()
+    address = request.remote_addr or "-"
+    rule = services.settings.rate_auth_failures_per_ip
+    refusal = await services.ratelimiter.refusal(rule, "auth-failure", address)
+    if refusal is not None:
+        raise APIError(
+            429,
+            f"Too many uploads with an invalid token from your address (at most {rule}); "
+            f"try again in {refusal.reset_seconds} seconds with a valid API token.",
+            headers=refusal.headers(),
+        )
+    try:
+        return await _upload(services, address)
+    except InvalidToken:
+        await services.ratelimiter.hit(rule, "auth-failure", address)
+        raise
+
+
+async def _upload(services: Services, address: str) -> Response:
     uploader = _Uploader(services, _token())
     settings = services.settings
     declared = request.content_length  # None for a chunked body: then the streaming limits
@@ -231,7 +253,7 @@ async def upload() -> Response:
         timeout=request.body_timeout,
     )
     try:
-        body = await handle_upload(services, await uploader.principal(), form)
+        body = await handle_upload(services, await uploader.principal(), form, address=address)
     finally:
         form.cleanup()
     return Response(body or "OK", status=200, content_type="text/plain; charset=utf-8")

@@ -35,7 +35,9 @@ def test_recorder_is_discovered_through_its_entry_point(tmp_path):
     assert installed_plugins()["recorder"] == "cheeseshop_recorder"
     hooks = load_plugins(settings_for(tmp_path, plugins=["recorder"]))
     info = {i.name: i for i in hooks.describe()}
-    assert set(info) == {"local_storage", "embedded_outbox", "page_cache", "recorder"}
+    assert set(info) == {
+        "local_storage", "embedded_outbox", "page_cache", "email", "celery", "recorder"
+    }
     assert info["recorder"].version == "0.1.0"
     assert info["recorder"].default is False
     assert "cheeseshop_file_uploaded" in info["recorder"].hooks

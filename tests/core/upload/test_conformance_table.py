@@ -1150,10 +1150,13 @@ async def state(services: Any, root: Path) -> dict[str, object]:
         }
         journal = await session.scalar(select(func.max(JournalEntry.id)))
         projects = sorted(await session.scalars(select(Project.normalized_name)))
+    mail = services.settings.data_dir / "mail"
     files = sorted(
         str(path.relative_to(root))
         for path in root.rglob("*")
-        if path.is_file() and not path.name.startswith("cheeseshop.db")
+        # The e-mail of a setup's accepted upload lands when the outbox delivers it, at any
+        # moment; a refused upload records no notification (the outbox count shows that).
+        if path.is_file() and not path.name.startswith("cheeseshop.db") and mail not in path.parents
     )
     return {**counts, "journal": journal, "projects": projects, "files on disk": files}
 

@@ -5,6 +5,11 @@ Installed with ``pip install -e tests/testplugin`` and found through its entry p
 a JSON-lines file (its ``path`` setting), refuses uploads whose filename is listed in
 ``reject``, and adds a ``/-/recorder`` route, so each of its hooks is observable from
 outside the process.
+
+For the worker's tests: with ``block_until`` set, ``file_uploaded`` records ``blocked``
+and waits until that file exists before recording the event (a delivery to kill in the
+middle); with ``tick_seconds`` set, it declares the periodic task ``recorder.tick``,
+which records ``tick`` (optionally taking ``tick_duration`` seconds).
 """
 
 from __future__ import annotations
@@ -12,12 +17,20 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import time
 from pathlib import Path
 
 from quart import Quart
 
 import cheeseshop
-from cheeseshop import FileUploaded, PluginSettings, ReleasePublished, Settings, UploadCandidate
+from cheeseshop import (
+    FileUploaded,
+    PeriodicTask,
+    PluginSettings,
+    ReleasePublished,
+    Settings,
+    UploadCandidate,
+)
 
 
 class RecorderSettings(PluginSettings):
@@ -25,6 +38,10 @@ class RecorderSettings(PluginSettings):
 
     path: Path | None = None
     reject: list[str] = []
+    block_until: Path | None = None
+    block_seconds: float = 120.0
+    tick_seconds: float | None = None
+    tick_duration: float = 0.0
 
 
 def _write(settings: Settings, kind: str, data: dict) -> None:
@@ -61,9 +78,29 @@ def cheeseshop_validate_upload(candidate: UploadCandidate, settings: Settings) -
 
 @cheeseshop.hookimpl
 def cheeseshop_file_uploaded(event: FileUploaded, settings: Settings) -> None:
+    section = settings.section("recorder")
+    if section.block_until is not None and not section.block_until.exists():
+        _write(settings, "blocked", {"filename": event.filename})
+        deadline = time.monotonic() + section.block_seconds
+        while not section.block_until.exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{section.block_until} did not appear")
+            time.sleep(0.05)
     _write(settings, "file_uploaded", event.to_json())
 
 
 @cheeseshop.hookimpl
 def cheeseshop_release_published(event: ReleasePublished, settings: Settings) -> None:
     _write(settings, "release_published", event.to_json())
+
+
+@cheeseshop.hookimpl
+def cheeseshop_periodic_tasks(settings: Settings) -> list[PeriodicTask] | None:
+    every = settings.section("recorder").tick_seconds
+    return None if every is None else [PeriodicTask("recorder.tick", every, _tick)]
+
+
+def _tick(settings: Settings) -> None:
+    started = time.time()
+    time.sleep(settings.section("recorder").tick_duration)
+    _write(settings, "tick", {"started": started, "finished": time.time()})

@@ -1,0 +1,110 @@
+"""Rate limits: moving windows kept in Redis when ``redis_url`` is set, else in this process.
+
+Built on the ``limits`` library's moving-window strategy: a rule such as ``20/hour``
+admits at most 20 hits in any 3,600 seconds, with no burst at a window's edge. With Redis
+every web process shares the counts; without it each process counts for itself (a
+deployment of one process, the embedded default, loses nothing).
+
+A rate limit protects the index; it must never take the index down. So a limiter that
+cannot reach its storage *fails open*: it allows, and logs a warning at most once a
+minute. Answers carry the ``RateLimit-*`` headers of the IETF draft
+(draft-ietf-httpapi-ratelimit-headers), and a refusal ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import math
+import time
+
+import limits
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+
+__all__ = ["RateLimiter", "Verdict", "parse_rule"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two "storage unreachable" warnings.
+_WARN_EVERY = 60.0
+
+
+@functools.lru_cache(maxsize=64)
+def parse_rule(rule: str) -> limits.RateLimitItem:
+    """A rule like ``20/hour`` or ``40 per hour`` as a ``limits`` item; ValueError if malformed."""
+    return limits.parse(rule)
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """Whether one more hit is within a rule, and what the client should be told."""
+
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_seconds: int
+
+    def headers(self) -> dict[str, str]:
+        """``RateLimit-Limit``/``-Remaining``/``-Reset``, and ``Retry-After`` when refused."""
+        headers = {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(self.reset_seconds),
+        }
+        if not self.allowed:
+            headers["Retry-After"] = str(self.reset_seconds)
+        return headers
+
+
+class RateLimiter:
+    """Tests and counts hits against named rules, per identifier (a user id, an address)."""
+
+    def __init__(self, redis_url: str | None = None, *, key_prefix: str = "cheeseshop-ratelimit") -> None:
+        storage: Storage
+        if redis_url:
+            # redis-py (already a dependency) rather than the library's default, coredis.
+            uri = redis_url if redis_url.startswith("async+") else f"async+{redis_url}"
+            storage = RedisStorage(
+                uri,
+                implementation="redispy",
+                key_prefix=key_prefix,
+                wrap_exceptions=True,
+                socket_timeout=1.0,
+                socket_connect_timeout=1.0,
+            )
+        else:
+            storage = MemoryStorage()
+        self.storage = storage
+        self._strategy = MovingWindowRateLimiter(storage)
+        self._warned = 0.0
+
+    async def refusal(self, rule: str, *identifiers: str) -> Verdict | None:
+        """None when one more hit is within ``rule``; else the refusal (headers, wait).
+
+        Counts nothing: call :meth:`hit` once the thing limited has happened.
+        """
+        item = parse_rule(rule)
+        try:
+            if await self._strategy.test(item, *identifiers):
+                return None
+            stats = await self._strategy.get_window_stats(item, *identifiers)
+        except Exception as error:  # noqa: BLE001 - any storage failure: fail open
+            self._warn(error)
+            return None
+        reset = max(1, math.ceil(stats.reset_time - time.time()))
+        return Verdict(False, item.amount, stats.remaining, reset)
+
+    async def hit(self, rule: str, *identifiers: str) -> None:
+        """Count one hit against ``rule`` (nothing is refused here; see :meth:`refusal`)."""
+        try:
+            await self._strategy.hit(parse_rule(rule), *identifiers)
+        except Exception as error:  # noqa: BLE001 - any storage failure: fail open
+            self._warn(error)
+
+    def _warn(self, error: Exception) -> None:
+        now = time.monotonic()
+        if now - self._warned > _WARN_EVERY:
+            self._warned = now
+            log.warning("rate limit storage unavailable, allowing requests: %r", error)
