@@ -184,6 +184,10 @@ def version_of(venv: Path, distribution: str) -> str:
 def cheeseshop_env(workdir: Path, database_url: str | None) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("CHEESESHOP_")}
     env["CHEESESHOP_DATA_DIR"] = str(workdir / "data")
+    # Every benchmark upload creates a project, from one user and one address: PyPI's
+    # limits (20 and 40 new projects an hour) would refuse all but the first few.
+    env["CHEESESHOP_RATE_NEW_PROJECTS_PER_USER"] = "1000000/hour"
+    env["CHEESESHOP_RATE_NEW_PROJECTS_PER_IP"] = "1000000/hour"
     if database_url:
         env["CHEESESHOP_DATABASE_URL"] = database_url
     return env
