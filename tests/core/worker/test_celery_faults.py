@@ -99,6 +99,10 @@ class TestBrokerDownAtCommit:
         await asyncio.sleep(3.0)  # three more sweeps: nothing may be delivered again
         assert len(records(recorder_path, "file_uploaded")) == 1
         assert len(records(recorder_path, "release_published")) == 1
+        # The core's own receivers too: one e-mail to the owner (the default file sender).
+        mails = sorted((cheeseshop_settings.data_dir / "mail").glob("*.eml"))
+        assert len(mails) == 1, mails
+        assert "broker-down" in mails[0].read_text()
         _, deliveries = await outbox_state(cheeseshop_services)
         assert all(d.attempts == 1 for d in deliveries if d.plugin == "recorder")
 
@@ -175,6 +179,10 @@ class TestWorkerKilledMidDelivery:
         await asyncio.sleep(4.0)  # past another visibility timeout: no second copy arrives
         assert len(records(recorder_path, "file_uploaded")) == 1
         assert len(records(recorder_path, "release_published")) == 1
+        # The core's own receivers too: one e-mail to the owner (the default file sender).
+        mails = sorted((cheeseshop_settings.data_dir / "mail").glob("*.eml"))
+        assert len(mails) == 1, mails
+        assert "broker-down" in mails[0].read_text()
 
 
 # -- (c) two beat processes ---------------------------------------------------------------
