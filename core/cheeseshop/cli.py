@@ -422,7 +422,7 @@ def gc(ctx: click.Context, dry_run: bool) -> None:
 @click.pass_context
 def plugins(ctx: click.Context, as_json: bool) -> None:
     """List installed plugins, the enabled ones, and the hooks each implements."""
-    from cheeseshop.plugins import installed_plugins
+    from cheeseshop.plugins import declared_hooks, installed_plugins
 
     services = _services(ctx)
     enabled = services.hooks.describe()
@@ -456,6 +456,13 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
     click.echo("Installed plugins (enable with CHEESESHOP_PLUGINS=name,...):")
     for name, target in sorted(installed.items()):
         click.echo(f"  {name} = {target}")
+        try:
+            hooks = declared_hooks(target)
+        except Exception as error:  # a broken plugin is reported, not fatal, in a listing
+            click.echo(f"    (cannot be imported: {type(error).__name__}: {error})")
+            continue
+        for hook in hooks:
+            click.echo(f"    - {hook}")
     if not installed:
         click.echo("  (none)")
 

@@ -78,6 +78,24 @@ def installed_plugins() -> dict[str, str]:
     return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
+def declared_hooks(target: str) -> tuple[str, ...]:
+    """The hooks the installed plugin ``module[:attr]`` implements, without enabling it.
+
+    Raises ImportError (or whatever importing it raises) when it cannot be loaded.
+    """
+    module_name, _, attribute = target.partition(":")
+    plugin: Any = importlib.import_module(module_name)
+    for part in filter(None, attribute.split(".")):
+        plugin = getattr(plugin, part)
+    return tuple(
+        sorted(
+            name
+            for name in dir(plugin)
+            if name.startswith("cheeseshop_") and hasattr(getattr(plugin, name), "cheeseshop_impl")
+        )
+    )
+
+
 def _load_named(names: Sequence[str]) -> list[tuple[str, Any, str | None]]:
     missing: list[str] = []
     failures: list[str] = []

@@ -304,6 +304,12 @@ def test_plugins_lists_the_defaults_with_their_hooks(cli: Invoke) -> None:
     assert lines.index("  recorder = cheeseshop_recorder") > lines.index(
         "Installed plugins (enable with CHEESESHOP_PLUGINS=name,...):"
     )
+    # An installed plugin's hooks are listed without enabling it (it needs no settings).
+    recorder = lines.index("  recorder = cheeseshop_recorder")
+    assert "    - cheeseshop_file_uploaded" in lines[recorder + 1 : recorder + 10]
+    for plugin, hook in (("cdn_fastly", "cheeseshop_purge"), ("email_ses", "cheeseshop_email_sender")):
+        start = lines.index(f"  {plugin} = cheeseshop_{plugin}")
+        assert f"    - {hook}" in lines[start + 1 : start + 6]
 
 
 def test_plugins_json(cli: Invoke) -> None:
