@@ -11,6 +11,7 @@ from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from werkzeug.exceptions import HTTPException
 
 from cheeseshop.cache import make_page_cache
+from cheeseshop.cache import redis as redis_cache
 from cheeseshop.config import Settings, load_settings
 from cheeseshop.db import Database
 from cheeseshop.errors import APIError
@@ -48,7 +49,8 @@ def build_services(settings: Settings, *, extra_plugins: Sequence[tuple[str, obj
         storage=storage,
         outbox=outbox,
         cache=cache,
-        ratelimiter=RateLimiter(redis_url),
+        # Under the page cache's Redis prefix: one namespace for the index's keys.
+        ratelimiter=RateLimiter(redis_url, key_prefix=f"{redis_cache.PREFIX}ratelimit"),
     )
 
 
