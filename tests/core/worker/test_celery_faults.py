@@ -182,7 +182,7 @@ class TestWorkerKilledMidDelivery:
         # The core's own receivers too: one e-mail to the owner (the default file sender).
         mails = sorted((cheeseshop_settings.data_dir / "mail").glob("*.eml"))
         assert len(mails) == 1, mails
-        assert "broker-down" in mails[0].read_text()
+        assert "killed-worker" in mails[0].read_text()
 
 
 # -- (c) two beat processes ---------------------------------------------------------------
