@@ -1,9 +1,11 @@
 """Rate limits: moving windows kept in Redis when ``redis_url`` is set, else in this process.
 
-Built on the ``limits`` library's moving-window strategy: a rule such as ``20/hour``
-admits at most 20 hits in any 3,600 seconds, with no burst at a window's edge. With Redis
-every web process shares the counts; without it each process counts for itself (a
-deployment of one process, the embedded default, loses nothing).
+Moving windows: a rule such as ``20/hour`` admits at most 20 hits in any 3,600 seconds,
+with no burst at a window's edge. With Redis, the ``limits`` library's moving-window
+strategy keeps the counts, shared by every web process. Without it each process counts
+for itself (a deployment of one process, the embedded default, loses nothing), in a few
+lines of its own: ``limits``' in-memory storage hands each expiry sweep to a thread,
+several thread hops per check on a path (the upload) that otherwise needs none.
 
 A rate limit protects the index; it must never take the index down. So a limiter that
 cannot reach its storage *fails open*: it allows, and logs a warning at most once a
@@ -17,10 +19,12 @@ import dataclasses
 import functools
 import logging
 import math
+import threading
 import time
+from collections import deque
 
 import limits
-from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
 __all__ = ["RateLimiter", "Verdict", "parse_rule"]
@@ -62,7 +66,8 @@ class RateLimiter:
     """Tests and counts hits against named rules, per identifier (a user id, an address)."""
 
     def __init__(self, redis_url: str | None = None, *, key_prefix: str = "cheeseshop-ratelimit") -> None:
-        storage: Storage
+        self._strategy: MovingWindowRateLimiter | None = None
+        self._local = _LocalWindows()
         if redis_url:
             # redis-py (already a dependency) rather than the library's default, coredis.
             uri = redis_url if redis_url.startswith("async+") else f"async+{redis_url}"
@@ -74,10 +79,7 @@ class RateLimiter:
                 socket_timeout=1.0,
                 socket_connect_timeout=1.0,
             )
-        else:
-            storage = MemoryStorage()
-        self.storage = storage
-        self._strategy = MovingWindowRateLimiter(storage)
+            self._strategy = MovingWindowRateLimiter(storage)
         self._warned = 0.0
 
     async def refusal(self, rule: str, *identifiers: str) -> Verdict | None:
@@ -86,6 +88,8 @@ class RateLimiter:
         Counts nothing: call :meth:`hit` once the thing limited has happened.
         """
         item = parse_rule(rule)
+        if self._strategy is None:
+            return self._local.refusal(item, item.key_for(*identifiers))
         try:
             if await self._strategy.test(item, *identifiers):
                 return None
@@ -98,8 +102,12 @@ class RateLimiter:
 
     async def hit(self, rule: str, *identifiers: str) -> None:
         """Count one hit against ``rule`` (nothing is refused here; see :meth:`refusal`)."""
+        item = parse_rule(rule)
+        if self._strategy is None:
+            self._local.hit(item, item.key_for(*identifiers))
+            return
         try:
-            await self._strategy.hit(parse_rule(rule), *identifiers)
+            await self._strategy.hit(item, *identifiers)
         except Exception as error:  # noqa: BLE001 - any storage failure: fail open
             self._warn(error)
 
@@ -108,3 +116,48 @@ class RateLimiter:
         if now - self._warned > _WARN_EVERY:
             self._warned = now
             log.warning("rate limit storage unavailable, allowing requests: %r", error)
+
+
+class _LocalWindows:
+    """Moving windows in this process: for each key, the times of its hits, oldest first."""
+
+    #: Operations between two sweeps that drop keys whose hits have all expired.
+    SWEEP_EVERY = 1000
+
+    def __init__(self) -> None:
+        self._hits: dict[str, tuple[int, deque[float]]] = {}  # key -> (window seconds, hits)
+        self._lock = threading.Lock()
+        self._operations = 0
+
+    def refusal(self, item: limits.RateLimitItem, key: str) -> Verdict | None:
+        """None when one more hit fits in the window; else the refusal."""
+        now = time.monotonic()
+        window = item.get_expiry()
+        with self._lock:
+            hits = self._current(key, window, now)
+            if len(hits) < item.amount:
+                return None
+            # Room comes back when the oldest hit that must go leaves the window.
+            oldest = hits[len(hits) - item.amount]
+            return Verdict(False, item.amount, 0, max(1, math.ceil(oldest + window - now)))
+
+    def hit(self, item: limits.RateLimitItem, key: str) -> None:
+        """Count one hit now."""
+        now = time.monotonic()
+        with self._lock:
+            self._current(key, item.get_expiry(), now).append(now)
+            self._operations += 1
+            if self._operations % self.SWEEP_EVERY == 0:
+                self._sweep(now)
+
+    def _current(self, key: str, window: int, now: float) -> deque[float]:
+        # The key names the rule (limits' key_for), so its window never changes.
+        hits = self._hits.setdefault(key, (window, deque()))[1]
+        while hits and hits[0] <= now - window:
+            hits.popleft()
+        return hits
+
+    def _sweep(self, now: float) -> None:
+        stale = [k for k, (window, hits) in self._hits.items() if not hits or hits[-1] <= now - window]
+        for key in stale:
+            del self._hits[key]

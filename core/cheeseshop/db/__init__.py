@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -89,6 +90,7 @@ class Database:
         writer_engine = self.engine.execution_options(cheeseshop_write=True)
         self._writer = async_sessionmaker(writer_engine, expire_on_commit=False)
         self._sync_engine: Engine | None = None
+        self._write_lock = threading.Lock()
         if self.is_sqlite and make_url(url).database not in (None, "", ":memory:"):
             self._sync_engine = _sync_sqlite_engine(url)
             self._sync_reader = sessionmaker(self._sync_engine, expire_on_commit=False)
@@ -101,24 +103,39 @@ class Database:
         if self._sync_engine is None:
             async with self.read() as session:
                 return await session.run_sync(work)
-
-        def in_thread() -> T:
-            with self._sync_reader() as session:
-                return work(session)
-
-        return await asyncio.to_thread(in_thread)
+        return await asyncio.to_thread(self._read_here, work)
 
     async def run_write(self, work: Callable[[Session], T]) -> T:
         """``work(session)`` in one write transaction: committed if it returns, else rolled back."""
         if self._sync_engine is None:
             async with self.write() as session:
                 return await session.run_sync(work)
+        return await asyncio.to_thread(self._write_here, work)
 
-        def in_thread() -> T:
-            with self._sync_writer() as session, session.begin():
-                return work(session)
+    def call_blocking(
+        self, work: Callable[[Session], T], *, write: bool, loop: asyncio.AbstractEventLoop, timeout: float
+    ) -> T:
+        """:meth:`run_read`/:meth:`run_write` from a worker thread, blocking it.
 
-        return await asyncio.to_thread(in_thread)
+        On SQLite the transaction runs right here, in the calling thread; on PostgreSQL
+        it is handed to ``loop`` (the async connections belong to it) and awaited from
+        here, for at most ``timeout`` seconds. Never call it on ``loop`` itself.
+        """
+        if self._sync_engine is not None:
+            return self._write_here(work) if write else self._read_here(work)
+        run = self.run_write if write else self.run_read
+        return asyncio.run_coroutine_threadsafe(run(work), loop).result(timeout)
+
+    def _read_here(self, work: Callable[[Session], T]) -> T:
+        with self._sync_reader() as session:
+            return work(session)
+
+    def _write_here(self, work: Callable[[Session], T]) -> T:
+        # One writer at a time within the process: waiting here costs a lock hand-over,
+        # where SQLite's own busy handler would sleep the loser 1, 2, 5… milliseconds.
+        # (Other processes are still kept apart by SQLite's lock and busy_timeout.)
+        with self._write_lock, self._sync_writer() as session, session.begin():
+            return work(session)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:

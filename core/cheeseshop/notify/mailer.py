@@ -41,10 +41,11 @@ class Mailer:
     """Sends e-mail through the chosen :class:`EmailSender` and records what was sent.
 
     Handed to ``cheeseshop_notify`` implementations. Its methods block: event hooks run
-    in worker threads while the event loop goes on, and the record lives in the database,
-    which is reached through that loop (an async connection belongs to its loop). So the
-    outbox hands each delivery a mailer :meth:`bound` to the running loop; calling one
-    on the loop itself is refused, since it would wait for itself.
+    in worker threads while the event loop goes on, and the record lives in the database
+    (see :meth:`Database.call_blocking`: on PostgreSQL it is reached through that loop,
+    since an async connection belongs to its loop). So the outbox hands each delivery a
+    mailer :meth:`bound` to the running loop; calling one on the loop itself is refused,
+    since it could wait for itself.
     """
 
     def __init__(
@@ -120,8 +121,7 @@ class Mailer:
             running = None
         if running is self._loop:
             raise RuntimeError("Mailer methods block: call them from a worker thread, not the event loop")
-        run = self.db.run_write if write else self.db.run_read
-        return asyncio.run_coroutine_threadsafe(run(work), self._loop).result(DATABASE_TIMEOUT)
+        return self.db.call_blocking(work, write=write, loop=self._loop, timeout=DATABASE_TIMEOUT)
 
 
 def _settled(session: Session, *, notification_id: str) -> set[str]:

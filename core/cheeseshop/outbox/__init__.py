@@ -98,12 +98,14 @@ class Outbox:
         Returns True when the event is now completely delivered. Safe to call
         concurrently and repeatedly: a lease admits one deliverer at a time.
         """
-        leased = functools.partial(_lease, event_id=event_id, now=utcnow(), lease=self.lease)
-        if not await self.db.run_write(leased):
+        # One write takes the lease and reads the event with what was delivered of it.
+        leased = functools.partial(_lease_and_load, event_id=event_id, now=utcnow(), lease=self.lease)
+        loaded = await self.db.run_write(leased)
+        if loaded is None:
             return False
         try:
             # Its one write records every outcome and releases the lease with them.
-            return await self._deliver_leased(event_id)
+            return await self._deliver_leased(event_id, loaded)
         except BaseException:
             try:
                 await self.db.run_write(functools.partial(_release, event_id=event_id))
@@ -111,10 +113,7 @@ class Outbox:
                 log.warning("could not release the lease on event %s; it expires by itself", event_id)
             raise
 
-    async def _deliver_leased(self, event_id: int) -> bool:
-        loaded = await self.db.run_read(functools.partial(_load, event_id=event_id))
-        if loaded is None:
-            return False
+    async def _deliver_leased(self, event_id: int, loaded: _Loaded) -> bool:
         hook, kind, payload, deliveries = loaded
         event = event_from_json(kind, payload)
         # The hooks run in worker threads; the mailer reaches the database through this loop.
@@ -171,6 +170,10 @@ class _Outcome:
     error: str | None = None
 
 
+#: An event as delivered: its hook, kind, payload, and what each plugin has had of it.
+_Loaded = tuple[str, str, dict[str, Any], dict[str, _Delivered]]
+
+
 # -- the database work, synchronous (run by Database.run_read/run_write) ----------------
 
 
@@ -193,21 +196,24 @@ def _due(session: Session, *, now: datetime, limit: int) -> tuple[list[int], dat
     return ids, upcoming
 
 
-def _lease(session: Session, *, event_id: int, now: datetime, lease: timedelta) -> bool:
+def _lease_and_load(session: Session, *, event_id: int, now: datetime, lease: timedelta) -> _Loaded | None:
+    """Take the lease on the event and read it, or None when it is done or leased already."""
     result = session.execute(
         update(OutboxEvent)
         .where(OutboxEvent.id == event_id, OutboxEvent.completed.is_(None))
         .where(or_(OutboxEvent.lease_until.is_(None), OutboxEvent.lease_until < now))
         .values(lease_until=now + lease)
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    return _load(session, event_id=event_id)
 
 
 def _release(session: Session, *, event_id: int) -> None:
     session.execute(update(OutboxEvent).where(OutboxEvent.id == event_id).values(lease_until=None))
 
 
-def _load(session: Session, *, event_id: int) -> tuple[str, str, dict[str, Any], dict[str, _Delivered]] | None:
+def _load(session: Session, *, event_id: int) -> _Loaded | None:
     row = session.get(OutboxEvent, event_id)
     if row is None:
         return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -78,25 +79,40 @@ class EmbeddedDispatcher:
         return ids
 
     async def _run(self, outbox: Outbox) -> None:
-        wait = 0.0
+        # Dispatched ids are delivered as they come, without looking at the rest of the
+        # outbox: an upload costs its deliveries and nothing more. The outbox is swept at
+        # start, every sweep_seconds (or sooner, when a retry falls due), and right after
+        # a delivery that left something to retry.
+        next_sweep = time.monotonic()
         while not self._stopping.is_set():
-            ids = await self._next_ids(wait)
+            ids = await self._next_ids(max(0.0, next_sweep - time.monotonic()))
             if self._stopping.is_set():
                 return
             try:
-                due, upcoming = await outbox.due()
-                for event_id in dict.fromkeys([*ids, *due]):
+                complete = True
+                for event_id in dict.fromkeys(ids):
                     if self._stopping.is_set():
                         return
-                    await outbox.deliver(event_id)
-                if due or ids:
-                    _, upcoming = await outbox.due(limit=0)
-                wait = self._wait_seconds(upcoming)
+                    complete = await outbox.deliver(event_id) and complete
+                if complete and time.monotonic() < next_sweep:
+                    continue
+                next_sweep = time.monotonic() + await self._sweep(outbox)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("outbox delivery loop failed; retrying in %.0fs", self.sweep_seconds)
-                wait = self.sweep_seconds
+                next_sweep = time.monotonic() + self.sweep_seconds
+
+    async def _sweep(self, outbox: Outbox) -> float:
+        """Deliver whatever is due; returns the seconds until the next sweep."""
+        due, upcoming = await outbox.due()
+        for event_id in due:
+            if self._stopping.is_set():
+                break
+            await outbox.deliver(event_id)
+        if due:
+            _, upcoming = await outbox.due(limit=0)
+        return self._wait_seconds(upcoming)
 
 
 @hookimpl(trylast=True)

@@ -158,3 +158,17 @@ def test_a_malformed_rule_stops_start_up_naming_the_setting():
 
     with pytest.raises(ConfigError, match="rate_new_projects_per_user"):
         load_settings(environ={}, overrides={"rate_new_projects_per_user": "many"})
+
+
+async def test_in_memory_windows_move_and_say_when_room_comes_back(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr("cheeseshop.ratelimit.time.monotonic", lambda: clock[0])
+    limiter = RateLimiter()
+    for second in (0, 10, 20):
+        clock[0] = 1000.0 + second
+        await limiter.hit("3/minute", "moving", "a")
+    clock[0] = 1030.0
+    refusal = await limiter.refusal("3/minute", "moving", "a")
+    assert refusal is not None and refusal.reset_seconds == 30  # the hit at 0 s leaves at 60 s
+    clock[0] = 1060.5
+    assert await limiter.refusal("3/minute", "moving", "a") is None
