@@ -154,8 +154,11 @@ class FileSender:
         # The bytes an SMTP server would get: CRLF line ends, non-ASCII headers encoded.
         data = message.as_bytes(policy=SMTP)
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            fd, temporary = tempfile.mkstemp(dir=self.directory, prefix=".writing-", suffix=".tmp")
+            try:
+                fd, temporary = tempfile.mkstemp(dir=self.directory, prefix=".writing-", suffix=".tmp")
+            except FileNotFoundError:  # the first e-mail: create the folder (only then)
+                self.directory.mkdir(parents=True, exist_ok=True)
+                fd, temporary = tempfile.mkstemp(dir=self.directory, prefix=".writing-", suffix=".tmp")
             try:
                 with os.fdopen(fd, "wb") as out:
                     out.write(data)

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from cheeseshop.config import Settings
@@ -150,7 +150,13 @@ class Outbox:
         # One transaction for every outcome and the event's own state. A crash before it
         # commits means the plugins that succeeded are called again: at least once.
         await self.db.run_write(
-            functools.partial(_settle, event_id=event_id, outcomes=outcomes, next_attempt=min(pending, default=None))
+            functools.partial(
+                _settle,
+                event_id=event_id,
+                outcomes=outcomes,
+                next_attempt=min(pending, default=None),
+                known=frozenset(deliveries),
+            )
         )
         return not pending
 
@@ -213,37 +219,58 @@ def _release(session: Session, *, event_id: int) -> None:
     session.execute(update(OutboxEvent).where(OutboxEvent.id == event_id).values(lease_until=None))
 
 
+_EVENT = select(OutboxEvent.hook, OutboxEvent.kind, OutboxEvent.payload).where(
+    OutboxEvent.id == bindparam("event_id")
+)
+_DELIVERIES = select(
+    OutboxDelivery.plugin, OutboxDelivery.attempts, OutboxDelivery.delivered, OutboxDelivery.next_attempt
+).where(OutboxDelivery.event_id == bindparam("event_id"))
+
+
 def _load(session: Session, *, event_id: int) -> _Loaded | None:
-    row = session.get(OutboxEvent, event_id)
+    # Core statements, not ORM objects: this runs for every delivery.
+    row = session.execute(_EVENT, {"event_id": event_id}).first()
     if row is None:
         return None
     deliveries = {
-        d.plugin: _Delivered(d.attempts, d.delivered, d.next_attempt)
-        for d in session.scalars(select(OutboxDelivery).where(OutboxDelivery.event_id == event_id))
+        plugin: _Delivered(attempts, delivered, next_attempt)
+        for plugin, attempts, delivered, next_attempt in session.execute(_DELIVERIES, {"event_id": event_id})
     }
     return row.hook, row.kind, row.payload, deliveries
 
 
 def _settle(
-    session: Session, *, event_id: int, outcomes: Sequence[_Outcome], next_attempt: datetime | None
+    session: Session,
+    *,
+    event_id: int,
+    outcomes: Sequence[_Outcome],
+    next_attempt: datetime | None,
+    known: frozenset[str],
 ) -> None:
+    """Record each plugin's outcome and release the lease (completing the event when done).
+
+    ``known``: the plugins with a delivery row already, as loaded under this lease (no one
+    else writes them while it is held).
+    """
     now = utcnow()
-    existing = {
-        d.plugin: d
-        for d in session.scalars(select(OutboxDelivery).where(OutboxDelivery.event_id == event_id))
-    }
     for outcome in outcomes:
-        delivery = existing.get(outcome.plugin)
-        if delivery is None:
-            delivery = OutboxDelivery(event_id=event_id, plugin=outcome.plugin, attempts=0)
-            session.add(delivery)
-        delivery.attempts = outcome.attempts
-        delivery.delivered = now if outcome.error is None else None
-        delivery.next_attempt = outcome.retry_at
-        delivery.last_error = outcome.error
-    values: dict[str, datetime | None] = {"lease_until": None}
+        values = {
+            "attempts": outcome.attempts,
+            "delivered": now if outcome.error is None else None,
+            "next_attempt": outcome.retry_at,
+            "last_error": outcome.error,
+        }
+        if outcome.plugin in known:
+            session.execute(
+                update(OutboxDelivery)
+                .where(OutboxDelivery.event_id == event_id, OutboxDelivery.plugin == outcome.plugin)
+                .values(**values)
+            )
+        else:
+            session.execute(insert(OutboxDelivery).values(event_id=event_id, plugin=outcome.plugin, **values))
+    event_values: dict[str, datetime | None] = {"lease_until": None}
     if next_attempt is None:
-        values["completed"] = now
+        event_values["completed"] = now
     else:
-        values["next_attempt"] = next_attempt
-    session.execute(update(OutboxEvent).where(OutboxEvent.id == event_id).values(**values))
+        event_values["next_attempt"] = next_attempt
+    session.execute(update(OutboxEvent).where(OutboxEvent.id == event_id).values(**event_values))
