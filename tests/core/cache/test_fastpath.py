@@ -208,3 +208,22 @@ def test_route_for_the_json_api_and_with_a_base_url():
     assert (project.key, project.variant, project.vary) == ("project/numpy", "pypi-json", None)
     assert (release.key, release.variant) == ("project/numpy", "pypi-json 2.0 http://h")
     assert release.headers and release.headers["Access-Control-Allow-Origin"] == "*"
+
+
+class TestWithTheRedisCache:
+    @pytest.fixture
+    def cheeseshop_settings_overrides(self, redis_url: str) -> dict[str, Any]:
+        return {"redis_url": redis_url, "page_cache_poll_seconds": 0}
+
+    async def test_a_page_in_redis_is_served_by_the_fast_path_until_purged(
+        self, upload, cheeseshop_client, cheeseshop_services, quart_requests
+    ):
+        await uploaded(upload, "fast-redis")
+        miss = await get(cheeseshop_client, "/simple/fast-redis/", Accept=JSON)
+        hit = await get(cheeseshop_client, "/simple/fast-redis/", Accept=JSON)
+        assert quart_requests.paths.count("/simple/fast-redis/") == 1
+        assert await hit.get_data() == await miss.get_data()
+
+        await cheeseshop_services.cache.purge_now([project_key("fast-redis")])
+        await get(cheeseshop_client, "/simple/fast-redis/", Accept=JSON)
+        assert quart_requests.paths.count("/simple/fast-redis/") == 2
