@@ -21,7 +21,7 @@ from cheeseshop.notify import (
     mark_undeliverable,
 )
 from cheeseshop.plugins import hookimpl
-from cheeseshop.storage import FileStorage, storage_path
+from cheeseshop.storage import FileStorage, StorageUnavailable, StoredFileInfo, storage_path
 from cheeseshop.upload.candidate import DescribedRelease, UploadCandidate, UploadRejected
 from cheeseshop.worker.schedule import PeriodicTask
 
@@ -41,6 +41,8 @@ __all__ = [
     "Recipient",
     "ReleasePublished",
     "Settings",
+    "StorageUnavailable",
+    "StoredFileInfo",
     "UploadCandidate",
     "UploadRejected",
     "hookimpl",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import re
 from collections.abc import AsyncIterator
 from typing import BinaryIO
@@ -21,11 +22,13 @@ from cheeseshop.db.models import File, Project, ProjectStatus, Release
 from cheeseshop.errors import APIError
 from cheeseshop.packaging.archives import METADATA_FILE_SUFFIX
 from cheeseshop.services import current_services
-from cheeseshop.storage import FileStorage
+from cheeseshop.storage import FileStorage, StorageUnavailable
 
 __all__ = ["blueprint", "parse_range"]
 
 blueprint = Blueprint("files", __name__)
+
+log = logging.getLogger(__name__)
 
 CHUNK = 256 * 1024
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -66,17 +69,26 @@ class _Opened:
     first: bytes
 
 
-def _open(storage: FileStorage, path: str, *, read: bool, start: int = 0, length: int | None = None) -> _Opened:
+def _open(
+    storage: FileStorage,
+    path: str,
+    *,
+    sha256: str,
+    read: bool,
+    start: int = 0,
+    length: int | None = None,
+) -> _Opened:
     """Size the file and, when ``read``, open it and read its first chunk: one thread trip.
 
     ``length`` None reads to the end. A file that fits in the first chunk is closed at
-    once, so a small download costs this one trip.
+    once, so a small download costs this one trip. ``sha256`` is the recorded digest,
+    which the storage checks what it serves against (R7).
     """
     size = storage.size(path)
     if not read:
         return _Opened(size, None, b"")
     wanted = size - start if length is None else length
-    handle = storage.open(path)
+    handle = storage.open(path, sha256=sha256)
     try:
         handle.seek(start)
         first = handle.read(min(CHUNK, wanted))
@@ -155,7 +167,7 @@ async def download(path: str) -> Response:
     # A plain GET opens, sizes and reads in one trip; HEAD and Range need the size first.
     whole = request.method != "HEAD" and not range_header
     try:
-        opened = await asyncio.to_thread(_open, storage, stored, read=whole)
+        opened = await asyncio.to_thread(_open, storage, stored, sha256=sha256, read=whole)
         size = opened.size
         try:
             span = parse_range(range_header, size)
@@ -168,10 +180,21 @@ async def download(path: str) -> Response:
             status = 206
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         if request.method != "HEAD" and not whole:
-            opened = await asyncio.to_thread(_open, storage, stored, read=True, start=start, length=length)
+            opened = await asyncio.to_thread(
+                _open, storage, stored, sha256=sha256, read=True, start=start, length=length
+            )
     except FileNotFoundError:
         # The row exists but the bytes are gone: an operator problem, not the client's.
         raise APIError(503, "The file is temporarily unavailable; try again later.") from None
+    except StorageUnavailable:
+        # The storage is down, or holds no copy matching the recorded sha256 (R7): never
+        # a 500, and never other bytes.
+        log.warning("storage could not serve %s", stored, exc_info=True)
+        raise APIError(
+            503,
+            "File storage is temporarily unavailable; try again later.",
+            headers={"Retry-After": "30"},
+        ) from None
     headers["Content-Length"] = str(length)
     if request.method == "HEAD":
         response = Response(b"", status=status, headers=headers, content_type=content_type)

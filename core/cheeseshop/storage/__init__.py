@@ -2,16 +2,46 @@
 
 Implementations are synchronous (they wrap blocking clients: the disk, boto3, b2sdk);
 the web process calls them through ``asyncio.to_thread``. They raise builtin errors
-(``FileNotFoundError``, ``OSError``), never a vendor's exception.
+(``FileNotFoundError``, ``OSError``), never a vendor's exception: a file that is not there
+is ``FileNotFoundError``; a service that cannot be reached, or cannot vouch for a file's
+bytes right now, is :class:`StorageUnavailable`. The upload and download routes answer
+both with 503 and a message saying to try again later.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
-__all__ = ["FileStorage", "storage_path"]
+__all__ = ["FileStorage", "StorageUnavailable", "StoredFileInfo", "storage_path"]
+
+
+class StorageUnavailable(OSError):
+    """The storage cannot serve or store a file right now; retrying later may succeed.
+
+    Raised for outages (a service down, timing out, refusing credentials) and for a stored
+    copy that does not match the digest it was asked for when no good copy is left: the
+    core never serves bytes that differ from the recorded sha256. An ``OSError``, so code
+    that handles disk errors handles it too; uploads and downloads answer it with 503.
+    """
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StoredFileInfo:
+    """What the core knows about a file it stores, for storages that keep it beside the bytes.
+
+    ``sha256`` is the digest the upload computed over these very bytes (hex, lower case); a
+    storage may check what it stored against it. For a PEP 658 ``.metadata`` file,
+    ``sha256`` is that file's own digest and the rest describes the distribution it belongs
+    to. ``project`` is the normalized name; ``packagetype`` is ``bdist_wheel`` or ``sdist``.
+    """
+
+    project: str
+    version: str
+    packagetype: str
+    sha256: str
 
 
 def storage_path(blake2_256: str, filename: str) -> str:
@@ -28,15 +58,25 @@ def storage_path(blake2_256: str, filename: str) -> str:
 class FileStorage(Protocol):
     """Stores and serves distribution files by path (see :func:`storage_path`)."""
 
-    def put(self, path: str, source: Path) -> None:
+    def put(self, path: str, source: Path, *, info: StoredFileInfo | None = None) -> None:
         """Store the file at ``source`` under ``path``, atomically.
 
         Readers never see a partial file. Storing the same path again with the same bytes
-        is harmless (paths are content-addressed).
+        is harmless (paths are content-addressed). ``info`` (the upload passes it; other
+        callers may not) describes the file: a storage may keep it as object metadata and
+        check the stored bytes against ``info.sha256`` before returning. On failure nothing
+        is left visible under ``path`` that was not there before.
         """
 
-    def open(self, path: str) -> BinaryIO:
-        """Open the stored file for reading; ``FileNotFoundError`` when it is absent."""
+    def open(self, path: str, *, sha256: str | None = None) -> BinaryIO:
+        """Open the stored file for reading; ``FileNotFoundError`` when it is absent.
+
+        ``sha256`` is the digest recorded for the file (the download route passes it). A
+        storage holding several copies (a cache and an archive) uses it to pick a good one
+        and must never return bytes whose digest differs from it: when no copy matches it
+        raises :class:`StorageUnavailable`. A storage with a single, atomically written
+        copy (the local disk) may ignore it.
+        """
 
     def size(self, path: str) -> int:
         """Size in bytes of the stored file; ``FileNotFoundError`` when it is absent."""

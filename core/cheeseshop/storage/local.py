@@ -12,6 +12,7 @@ from typing import BinaryIO
 
 from cheeseshop.config import Settings
 from cheeseshop.plugins import hookimpl
+from cheeseshop.storage import StoredFileInfo
 
 __all__ = ["LocalFileStorage", "cheeseshop_file_storage"]
 
@@ -34,8 +35,12 @@ class LocalFileStorage:
             raise FileNotFoundError(path)
         return full
 
-    def put(self, path: str, source: Path) -> None:
-        """Copy ``source`` to ``path`` via a temporary file and an atomic rename."""
+    def put(self, path: str, source: Path, *, info: StoredFileInfo | None = None) -> None:
+        """Copy ``source`` to ``path`` via a temporary file and an atomic rename.
+
+        ``info`` is not kept: a file on disk has nowhere to put it, and its path already
+        names its blake2b-256.
+        """
         target = self._full(path)
         # os.makedirs stats the parents and creates only what is missing: one mkdir for a
         # new file's directory, where Path.mkdir(parents=True) fails and retries (3 calls).
@@ -52,8 +57,12 @@ class LocalFileStorage:
             Path(temporary).unlink(missing_ok=True)
             raise
 
-    def open(self, path: str) -> BinaryIO:
-        """Open the stored file for reading."""
+    def open(self, path: str, *, sha256: str | None = None) -> BinaryIO:
+        """Open the stored file for reading.
+
+        ``sha256`` is not checked: the one copy was hashed as it arrived and written
+        atomically, and re-hashing it on every download would cost a full read.
+        """
         return self._full(path).open("rb")
 
     def size(self, path: str) -> int:

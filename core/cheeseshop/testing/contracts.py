@@ -62,7 +62,7 @@ from pathlib import Path
 import pytest
 
 from cheeseshop.notify.senders import EmailSender
-from cheeseshop.storage import FileStorage, storage_path
+from cheeseshop.storage import FileStorage, StoredFileInfo, storage_path
 
 __all__ = ["EmailSenderContract", "FileStorageContract"]
 
@@ -242,6 +242,58 @@ class FileStorageContract:
         except ValueError:
             found = False
         assert found is False
+
+    def test_put_with_info_round_trips(self, storage: FileStorage, tmp_path: Path) -> None:
+        # What the upload passes: the file's project, version, type and sha256.
+        content = b"described bytes"
+        path = storage_path(_blake2(content), "described-1.0-py3-none-any.whl")
+        info = StoredFileInfo(
+            project="described",
+            version="1.0",
+            packagetype="bdist_wheel",
+            sha256=hashlib.sha256(content).hexdigest(),
+        )
+        storage.put(path, self._source(tmp_path, content), info=info)
+        metadata = b"Metadata-Version: 2.4\nName: described\n"
+        metadata_info = StoredFileInfo(
+            project="described",
+            version="1.0",
+            packagetype="bdist_wheel",
+            sha256=hashlib.sha256(metadata).hexdigest(),
+        )
+        storage.put(path + ".metadata", self._source(tmp_path, metadata), info=metadata_info)
+        assert self._read(storage, path) == content
+        assert self._read(storage, path + ".metadata") == metadata
+        assert storage.size(path) == len(content)
+
+    def test_open_with_the_recorded_digest(self, storage: FileStorage, tmp_path: Path) -> None:
+        content = random.Random(7).randbytes(300 * 1024)
+        path = self._store(storage, tmp_path, content)
+        with storage.open(path, sha256=hashlib.sha256(content).hexdigest()) as handle:
+            assert handle.read(10) == content[:10]
+            handle.seek(1000)
+            assert handle.read() == content[1000:]
+
+    def test_open_with_another_digest_never_returns_other_bytes(
+        self, storage: FileStorage, tmp_path: Path
+    ) -> None:
+        # A storage may ignore the digest (one atomically written copy) or refuse with an
+        # OSError (StorageUnavailable) because no copy matches it; it never serves bytes
+        # that are neither what was stored nor what was asked for.
+        content = b"the only bytes ever stored here"
+        path = self._store(storage, tmp_path, content)
+        try:
+            with storage.open(path, sha256="0" * 64) as handle:
+                served = handle.read()
+        except FileNotFoundError:
+            raise AssertionError("the file is there: a digest mismatch is not 'absent'") from None
+        except OSError:
+            return
+        assert served == content
+
+    def test_open_missing_with_a_digest_raises_file_not_found(self, storage: FileStorage) -> None:
+        with pytest.raises(FileNotFoundError):
+            storage.open(storage_path(_DIGEST, "missing-1.0.tar.gz"), sha256="0" * 64)
 
     def test_large_file_round_trips(self, storage: FileStorage, tmp_path: Path) -> None:
         content = random.Random(5).randbytes(5 * _MiB + 17)

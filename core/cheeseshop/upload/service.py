@@ -52,7 +52,7 @@ from cheeseshop.packaging.filenames import InvalidFilename, ParsedFilename, pars
 from cheeseshop.config import Settings
 from cheeseshop.packaging.names import confusable_fold, normalize, prohibited_reason
 from cheeseshop.services import Services
-from cheeseshop.storage import storage_path
+from cheeseshop.storage import StoredFileInfo, storage_path
 from cheeseshop.packaging.description import InvalidDescription
 from cheeseshop.upload.candidate import DescribedRelease, UploadCandidate, UploadRejected
 from cheeseshop.upload.describe import render_for_upload
@@ -94,8 +94,15 @@ async def handle_upload(services: Services, principal: Principal, form: UploadFo
     try:
         paths = await _store(services, checked)
     except OSError:
+        # StorageUnavailable (an OSError) from a remote store, or a disk error: nothing
+        # was recorded, and _store removed whatever it had stored.
         log.exception("storing %s failed", checked.file.filename)
-        raise APIError(503, "The file could not be stored; try again later.") from None
+        raise APIError(
+            503,
+            "The file could not be stored: file storage is unavailable. Nothing was "
+            "recorded; try again later.",
+            headers={"Retry-After": "30"},
+        ) from None
     try:
         event_ids = await _commit_settling_races(services, principal, checked, paths, description_html)
     except APIError:
@@ -388,37 +395,58 @@ class _Paths:
 
 
 async def _store(services: Services, checked: _Checked) -> _Paths:
-    """Store the file and its core metadata side by side: two puts, two fsyncs, at once."""
+    """Store the file and its core metadata side by side: two puts, two fsyncs, at once.
+
+    When a put fails, whatever the other one stored is removed again (unless a committed
+    row uses it) before the error propagates, so a refused upload leaves nothing behind.
+    """
     file = checked.file
     path = storage_path(file.blake2_256, file.filename)
+    info = StoredFileInfo(
+        project=checked.request.normalized_name,
+        version=checked.request.version_string,
+        packagetype=checked.parsed.packagetype,
+        sha256=file.sha256,
+    )
     if checked.core_metadata is None:
-        await asyncio.to_thread(services.storage.put, path, file.path)
+        await asyncio.to_thread(functools.partial(services.storage.put, path, file.path, info=info))
         return _Paths(path, None, None, None)
     metadata_path = f"{path}{METADATA_FILE_SUFFIX}"
+    metadata_sha256 = hashlib.sha256(checked.core_metadata).hexdigest()
+    metadata_info = dataclasses.replace(info, sha256=metadata_sha256)
     scratch = file.path.with_name(f"{file.path.name}.metadata")
     # When one put fails the other is still awaited, so no write is left running behind
-    # the 503; a put that completed leaves an unreferenced file for the collector.
+    # the 503.
     results = await asyncio.gather(
-        asyncio.to_thread(services.storage.put, path, file.path),
-        asyncio.to_thread(_put_bytes, services, metadata_path, checked.core_metadata, scratch),
+        asyncio.to_thread(functools.partial(services.storage.put, path, file.path, info=info)),
+        asyncio.to_thread(
+            _put_bytes, services, metadata_path, checked.core_metadata, scratch, metadata_info
+        ),
         return_exceptions=True,
     )
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-    return _Paths(
+    paths = _Paths(
         path,
         metadata_path,
-        hashlib.sha256(checked.core_metadata).hexdigest(),
+        metadata_sha256,
         hashlib.blake2b(checked.core_metadata, digest_size=32).hexdigest(),
     )
+    failures = [result for result in results if isinstance(result, BaseException)]
+    if failures:
+        try:
+            await _discard(services, paths)
+        except Exception:
+            log.warning("could not clean up after a failed store of %s; the collector will", path)
+        raise failures[0]
+    return paths
 
 
-def _put_bytes(services: Services, path: str, data: bytes, scratch: Path) -> None:
+def _put_bytes(
+    services: Services, path: str, data: bytes, scratch: Path, info: StoredFileInfo
+) -> None:
     """Store ``data`` at ``path`` by way of the scratch file (storage puts take a file)."""
     try:
         scratch.write_bytes(data)
-        services.storage.put(path, scratch)
+        services.storage.put(path, scratch, info=info)
     finally:
         scratch.unlink(missing_ok=True)
 
@@ -450,6 +478,10 @@ async def _verify_stored(services: Services, paths: _Paths, size: int) -> None:
     try:
         stored = await asyncio.to_thread(services.storage.size, paths.file)
     except FileNotFoundError:
+        stored = -1
+    except OSError:
+        # StorageUnavailable: a remote store that took the file cannot confirm it now.
+        log.warning("could not confirm %s is stored before commit", paths.file, exc_info=True)
         stored = -1
     if stored != size:
         raise APIError(503, "The file could not be stored; try again later.")
