@@ -115,10 +115,20 @@ async def handle_upload(services: Services, principal: Principal, form: UploadFo
     await purge_after_commit(services.cache, change_keys(checked.request.normalized_name))
     await services.outbox.dispatch(event_ids)
     if new_project:
-        settings, limiter = services.settings, services.ratelimiter
-        await limiter.hit(settings.rate_new_projects_per_user, "new-project-user", str(principal.user.id))
-        await limiter.hit(settings.rate_new_projects_per_ip, "new-project-ip", address)
+        for rule, _, identifiers in _new_project_limits(services, principal, address):
+            await services.ratelimiter.hit(rule, *identifiers)
     return ""
+
+
+def _new_project_limits(
+    services: Services, principal: Principal, address: str
+) -> tuple[tuple[str, str, tuple[str, str]], ...]:
+    """(rule, "user" or "address", identifiers) of each limit on creating projects."""
+    settings = services.settings
+    return (
+        (settings.rate_new_projects_per_user, "user", ("new-project-user", str(principal.user.id))),
+        (settings.rate_new_projects_per_ip, "address", ("new-project-ip", address)),
+    )
 
 
 async def _refuse_too_many_new_projects(services: Services, principal: Principal, address: str) -> None:
@@ -127,14 +137,9 @@ async def _refuse_too_many_new_projects(services: Services, principal: Principal
     As PyPI does, against a flood of squatted names; an upload to an existing project is
     never limited. Counted only once a project is really created.
     """
-    settings, limiter = services.settings, services.ratelimiter
-    for rule, who, identifier in (
-        (settings.rate_new_projects_per_user, "new-project-user", str(principal.user.id)),
-        (settings.rate_new_projects_per_ip, "new-project-ip", address),
-    ):
-        refusal = await limiter.refusal(rule, who, identifier)
+    for rule, per, identifiers in _new_project_limits(services, principal, address):
+        refusal = await services.ratelimiter.refusal(rule, *identifiers)
         if refusal is not None:
-            per = "user" if who == "new-project-user" else "address"
             raise APIError(
                 429,
                 f"Too many new projects created: at most {rule} per {per}; try again in "

@@ -29,6 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from cheeseshop.testing.moto import MotoServer as BaseMotoServer
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -58,55 +59,8 @@ def free_port() -> int:
 # -- moto ---------------------------------------------------------------------------------
 
 
-class MotoServer:
-    """``moto_server`` in a subprocess of its own, on a free port of 127.0.0.1."""
-
-    def __init__(self, log_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._log = log_path.open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.log_path = log_path
-        self._wait()
-
-    def _wait(self) -> None:
-        deadline = time.monotonic() + 30
-        while True:
-            if self.process.poll() is not None:
-                raise AssertionError(f"moto_server exited:\n{self.log_path.read_text()[-2000:]}")
-            try:
-                self._get("/moto-api/data.json")
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise AssertionError("moto_server did not answer within 30 s") from None
-                time.sleep(0.1)
-
-    def _get(self, path: str) -> bytes:
-        with urllib.request.urlopen(self.url + path, timeout=5) as answer:
-            data: bytes = answer.read()
-            return data
-
-    def stop(self) -> None:
-        """Stop the server and close its log."""
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
-        self._log.close()
-
-    def reset(self) -> None:
-        """Forget everything (identities, sent messages): a fresh SES for the next test."""
-        request = urllib.request.Request(self.url + "/moto-api/reset", method="POST")
-        with urllib.request.urlopen(request, timeout=5) as answer:
-            answer.read()
+class MotoServer(BaseMotoServer):
+    """``moto_server`` serving SES (see :class:`cheeseshop.testing.moto.MotoServer`)."""
 
     def client_kwargs(self) -> dict[str, str]:
         """Keyword arguments for a boto3 client of this server."""

@@ -23,6 +23,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from cheeseshop.testing.moto import MotoServer
+
 REGION = "us-east-1"
 S3_BUCKET = "cheeseshop-archive"
 B2_BUCKET = "cheeseshop-cache"
@@ -51,51 +53,12 @@ def blake2(data: bytes) -> str:
 # -- S3 on moto -------------------------------------------------------------------------------
 
 
-class MotoS3:
-    """``moto_server`` in a subprocess of its own, on a free port of 127.0.0.1."""
-
-    def __init__(self, log_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._log = log_path.open("wb")
-        self.log_path = log_path
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self._wait()
-
-    def _wait(self) -> None:
-        deadline = time.monotonic() + 30
-        while True:
-            if self.process.poll() is not None:
-                raise AssertionError(f"moto_server exited:\n{self.log_path.read_text()[-2000:]}")
-            try:
-                with _HTTP.open(self.url + "/moto-api/data.json", timeout=5) as answer:
-                    answer.read()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise AssertionError("moto_server did not answer within 30 s") from None
-                time.sleep(0.1)
-
-    def stop(self) -> None:
-        """Stop the server and close its log."""
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
-        self._log.close()
+class MotoS3(MotoServer):
+    """``moto_server`` serving S3 (see :class:`cheeseshop.testing.moto.MotoServer`)."""
 
     def reset(self) -> None:
         """Forget every bucket and object, then create :data:`S3_BUCKET` afresh."""
-        request = urllib.request.Request(self.url + "/moto-api/reset", method="POST")
-        with _HTTP.open(request, timeout=5) as answer:
-            answer.read()
+        super().reset()
         self.client().create_bucket(Bucket=S3_BUCKET)
 
     def client_kwargs(self) -> dict[str, str]:
