@@ -1,8 +1,9 @@
-"""The ``cheeseshop`` command: serve, worker, beat, db, user, token, gc, plugins, config."""
+"""The ``cheeseshop`` command: serve, deliver, worker, beat, db, user, token, gc, plugins, config."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -68,6 +69,9 @@ def serve(ctx: click.Context, host: str, port: int, workers: int) -> None:
 
     from cheeseshop.app import create_app
     from cheeseshop.db import upgrade
+    from cheeseshop.outbox.embedded import DeliveredElsewhere
+    from cheeseshop.outbox.process import DeliveryProcess
+    from cheeseshop.services import EXTENSION_KEY
     from cheeseshop.web import reason
 
     settings = _settings(ctx)
@@ -91,18 +95,24 @@ def serve(ctx: click.Context, host: str, port: int, workers: int) -> None:
     config.graceful_timeout = 5
     click.echo(f"Cheeseshop serving on http://{config.bind[0]}/ (database: "
                f"{redacted(settings)['core']['database_url']})", err=True)
-    if workers == 1:
-        asyncio.run(_serve_until_signalled(app, config))
-    else:
+    config_file = ctx.find_root().params.get("config")
+    with contextlib.ExitStack() as stack:
+        if isinstance(app.extensions[EXTENSION_KEY].outbox.dispatcher, DeliveredElsewhere):
+            # outbox_delivery = "process": one deliverer beside however many web workers.
+            stack.enter_context(DeliveryProcess.for_cli(str(config_file) if config_file else None))
+        if workers == 1:
+            asyncio.run(_serve_until_signalled(app, config))
+            return
         from hypercorn.run import run
 
         config.application_path = "cheeseshop.app:create_app_from_env()"
         # Each worker process imports the factory itself; hand it the same config file.
-        if ctx.find_root().params.get("config"):
+        if config_file:
             import os
 
-            os.environ["CHEESESHOP_CONFIG"] = str(ctx.find_root().params["config"])
-        sys.exit(run(config))
+            os.environ["CHEESESHOP_CONFIG"] = str(config_file)
+        code = run(config)
+    sys.exit(code)
 
 
 async def _serve_until_signalled(app: Any, config: Any) -> None:
@@ -333,7 +343,31 @@ def project_status(ctx: click.Context, name: str, status: str, reason: str) -> N
     _change(ctx, lambda services: service.set_status(services, name, status, reason=reason, by="cli"))
 
 
-# -- worker and beat (Celery; need broker_url) --------------------------------------------
+# -- deliver, worker and beat --------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--exit-with-parent",
+    is_flag=True,
+    hidden=True,
+    help="Stop when the process that started this one is gone (used by serve).",
+)
+@click.pass_context
+def deliver(ctx: click.Context, exit_with_parent: bool) -> None:
+    """Deliver outbox events without a broker (serve starts this; run it yourself beside
+    an app served some other way)."""
+    from cheeseshop.outbox.process import run_deliverer
+
+    settings = _settings(ctx)
+    if settings.broker_url is not None:
+        raise click.ClickException(
+            "broker_url is set, so Celery delivers the outbox: run `cheeseshop worker` instead."
+        )
+    try:
+        asyncio.run(run_deliverer(settings, exit_with_parent=exit_with_parent))
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
 
 
 _LOGLEVEL = click.option(

@@ -18,7 +18,7 @@ import tempfile
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -155,6 +155,19 @@ class Settings(BaseSettings):
     )
     outbox_sweep_seconds: float = Field(
         default=30.0, gt=0, description="How often undelivered events are looked for."
+    )
+    outbox_delivery: Literal["process", "inline"] = Field(
+        default="process",
+        description="Without a broker, who delivers events: 'process' — one `cheeseshop deliver` "
+        "process, which `cheeseshop serve` starts beside the web processes, so plugin work "
+        "(e-mail, CDN purges) never competes with requests; 'inline' — each web process in "
+        "the background (for running the app under another ASGI server alone).",
+    )
+    outbox_poll_seconds: float = Field(
+        default=0.25,
+        gt=0,
+        description="How often `cheeseshop deliver` looks for new events: the longest a "
+        "committed change waits before its plugins hear of it.",
     )
     outbox_retry_seconds: float = Field(
         default=10.0, gt=0, description="First retry delay of a failed delivery; doubles each time."

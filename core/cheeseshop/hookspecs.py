@@ -113,9 +113,11 @@ def cheeseshop_email_sender(settings: Settings) -> EmailSender | None:
 def cheeseshop_event_dispatcher(settings: Settings) -> EventDispatcher | None:
     """Provide what hands committed outbox events to a worker.
 
-    Called once at start-up in every process. The core's default delivers in the web
-    process itself, from a background loop (the embedded mode); a Celery plugin queues
-    a ``deliver`` task instead.
+    Called once at start-up in every process. Without a broker (the embedded mode) the
+    core's default leaves the events in the outbox for the ``cheeseshop deliver``
+    process that ``cheeseshop serve`` starts, or, with ``outbox_delivery = "inline"``,
+    delivers them from a background loop in the web process; with ``broker_url`` the
+    core's Celery dispatcher queues a ``deliver`` task instead.
 
     Stops at the first non-None result.
 

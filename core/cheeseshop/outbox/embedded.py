@@ -1,8 +1,11 @@
-"""The default event dispatcher: a background loop inside the web process.
+"""The default event dispatchers, used when no broker is configured (the embedded mode).
 
-Used when no broker is configured (the embedded mode). Dispatched ids are delivered
-at once; every ``outbox_sweep_seconds`` (or sooner, when a retry falls due) the loop
-also delivers whatever the outbox still holds, so nothing is lost across restarts.
+:class:`EmbeddedDispatcher` is a background loop: dispatched ids are delivered at once,
+and every ``sweep_seconds`` (or sooner, when a retry falls due) it also delivers whatever
+the outbox still holds, so nothing is lost across restarts. It runs in the web process
+with ``outbox_delivery = "inline"``, and in ``cheeseshop deliver`` (see
+:mod:`cheeseshop.outbox.process`) with ``"process"``, the default, where the web
+processes get a :class:`DeliveredElsewhere` that leaves the events to that process.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from cheeseshop.plugins import hookimpl
 if TYPE_CHECKING:
     from cheeseshop.outbox import Outbox
 
-__all__ = ["EmbeddedDispatcher", "cheeseshop_event_dispatcher"]
+__all__ = ["DeliveredElsewhere", "EmbeddedDispatcher", "cheeseshop_event_dispatcher"]
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +118,24 @@ class EmbeddedDispatcher:
         return self._wait_seconds(upcoming)
 
 
+class DeliveredElsewhere:
+    """The web side of ``outbox_delivery = "process"``: committed events are left in the
+    outbox, where the ``cheeseshop deliver`` process finds them within
+    ``outbox_poll_seconds``."""
+
+    async def start(self, outbox: Outbox) -> None:
+        """Nothing to start: the deliverer runs in its own process."""
+
+    async def dispatch(self, event_ids: Sequence[int]) -> None:
+        """Nothing to hand over: the deliverer polls the outbox."""
+
+    async def stop(self) -> None:
+        """Nothing to stop."""
+
+
 @hookimpl(trylast=True)
-def cheeseshop_event_dispatcher(settings: Settings) -> EmbeddedDispatcher:
-    """Default dispatcher: deliver in-process."""
+def cheeseshop_event_dispatcher(settings: Settings) -> EmbeddedDispatcher | DeliveredElsewhere:
+    """Default dispatcher: the ``cheeseshop deliver`` process, or in-process (``inline``)."""
+    if settings.outbox_delivery == "process":
+        return DeliveredElsewhere()
     return EmbeddedDispatcher(settings.outbox_sweep_seconds)

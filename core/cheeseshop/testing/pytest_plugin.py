@@ -80,7 +80,8 @@ def cheeseshop_settings_overrides() -> dict[str, Any]:
 def cheeseshop_settings(
     tmp_path: Path, cheeseshop_database_url: str, cheeseshop_settings_overrides: dict[str, Any]
 ) -> Settings:
-    """Settings for a test: its own data dir and database, fast outbox retries.
+    """Settings for a test: its own data dir and database, fast outbox retries, events
+    delivered by the app itself.
 
     The process environment is not read, so a developer's ``CHEESESHOP_*`` variables
     cannot change a test's outcome.
@@ -91,6 +92,8 @@ def cheeseshop_settings(
         "secret_key": "test-secret-key",
         "outbox_retry_seconds": 0.05,
         "outbox_sweep_seconds": 0.2,
+        # The app runs in the test's process, with no `cheeseshop deliver` beside it.
+        "outbox_delivery": "inline",
     }
     values.update(cheeseshop_settings_overrides)
     return load_settings(environ={}, overrides=values)

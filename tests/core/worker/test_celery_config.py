@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from cheeseshop.app import build_services
 from cheeseshop.cli import main
 from cheeseshop.config import ConfigError, load_settings
-from cheeseshop.outbox.embedded import EmbeddedDispatcher
+from cheeseshop.outbox.embedded import DeliveredElsewhere, EmbeddedDispatcher
 from cheeseshop.plugins import PluginError, hookimpl, load_plugins
 from cheeseshop.worker.broker import broker_config, coordination_redis_url, visibility_timeout
 from cheeseshop.worker.celery_app import DELIVER, PERIODIC, make_celery
@@ -117,7 +117,10 @@ def test_celery_app_is_json_only_with_late_acks_and_bounded_retries() -> None:
 
 
 def test_event_dispatcher_is_embedded_without_a_broker_and_celery_with_one(tmp_path: Path) -> None:
-    embedded = build_services(settings(data_dir=str(tmp_path)))
+    # Without a broker: the deliver process by default, or the web process's own loop.
+    elsewhere = build_services(settings(data_dir=str(tmp_path)))
+    assert isinstance(elsewhere.outbox.dispatcher, DeliveredElsewhere)
+    embedded = build_services(settings(data_dir=str(tmp_path), outbox_delivery="inline"))
     assert isinstance(embedded.outbox.dispatcher, EmbeddedDispatcher)
     celery = build_services(settings(data_dir=str(tmp_path), broker_url="redis://127.0.0.1:6379/0"))
     assert isinstance(celery.outbox.dispatcher, CeleryDispatcher)
