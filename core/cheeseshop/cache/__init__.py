@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gzip
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
@@ -27,30 +28,54 @@ __all__ = ["CachedPage", "NullPageCache", "SingleFlight", "PageCache", "make_pag
 log = logging.getLogger(__name__)
 
 
+#: Pages at least this large are also kept gzip-compressed, for clients that accept it
+#: (pip, uv and browsers all do). Below it, the bytes saved are not worth a header.
+GZIP_MIN_BYTES = 1024
+#: zlib's default: the root of 100,000 projects (4.7 MB) compresses about 15:1 in ~0.1 s,
+#: once per change; level 9 would take twice as long for about 2% less.
+GZIP_LEVEL = 6
+
+
 @dataclasses.dataclass(frozen=True)
 class CachedPage:
-    """A rendered response body with what its headers need."""
+    """A rendered response body with what its headers need.
+
+    ``gzipped`` is the same body gzip-compressed (None for a small page): compressed once
+    when the page is built, so a client sending ``Accept-Encoding: gzip`` costs nothing
+    more per request.
+    """
 
     body: bytes
     content_type: str
     etag: str
     serial: int
+    gzipped: bytes | None = None
 
     @property
     def size(self) -> int:
-        """Bytes held, roughly: the body dominates."""
-        return len(self.body) + len(self.etag) + len(self.content_type) + 64
+        """Bytes held, roughly: the bodies dominate."""
+        return len(self.body) + len(self.gzipped or b"") + len(self.etag) + len(self.content_type) + 64
+
+    @property
+    def gzip_etag(self) -> str:
+        """The strong ETag of the gzip-encoded representation (RFC 9110 8.8.3: each
+        representation has its own)."""
+        return f'{self.etag[:-1]}-gzip"'
 
 
 def make_page(body: bytes, content_type: str, serial: int) -> CachedPage:
-    """A page with its strong ETag, computed once, not per request.
+    """A page with its strong ETag and, when large enough, its gzipped body; computed once.
 
     The content type is hashed with the body: a strong validator must differ between
     representations of one URL (RFC 9110 8.8.1), and the HTML body is the same bytes
     whether sent as ``text/html`` or as ``application/vnd.pypi.simple.v1+html``.
     """
     digest = hashlib.blake2b(content_type.encode() + b"\n" + body, digest_size=16)
-    return CachedPage(body=body, content_type=content_type, etag=f'"{digest.hexdigest()}"', serial=serial)
+    # mtime=0: the same body always compresses to the same bytes (in every web process).
+    gzipped = gzip.compress(body, GZIP_LEVEL, mtime=0) if len(body) >= GZIP_MIN_BYTES else None
+    return CachedPage(
+        body=body, content_type=content_type, etag=f'"{digest.hexdigest()}"', serial=serial, gzipped=gzipped
+    )
 
 
 #: Builds a page on a miss; returns None for "nothing to cache" (e.g. a 404).

@@ -89,16 +89,23 @@ def _purge_args(keys: Iterable[str], mark: int | None) -> tuple[list[str], list[
 
 
 def _encode(generation: int, page: CachedPage) -> bytes:
-    header = json.dumps([generation, page.content_type, page.etag, page.serial]).encode()
-    return header + b"\n" + page.body
+    # The header line, then the body, then the gzipped body (its length in the header).
+    gzipped = page.gzipped or b""
+    header = json.dumps([generation, page.content_type, page.etag, page.serial, len(gzipped)]).encode()
+    return header + b"\n" + page.body + gzipped
 
 
 def _decode(raw: bytes) -> tuple[int, CachedPage] | None:
     """The stored generation and page; None for a value this code did not write."""
-    header, _, body = raw.partition(b"\n")
+    header, _, data = raw.partition(b"\n")
     try:
-        generation, content_type, etag, serial = json.loads(header)
-        return int(generation), CachedPage(body=body, content_type=content_type, etag=etag, serial=int(serial))
+        generation, content_type, etag, serial, gzipped_size = json.loads(header)
+        if not 0 <= gzipped_size <= len(data):
+            return None
+        body = data[: len(data) - gzipped_size]
+        gzipped = data[len(data) - gzipped_size :] if gzipped_size else None
+        page = CachedPage(body=body, content_type=content_type, etag=etag, serial=int(serial), gzipped=gzipped)
+        return int(generation), page
     except (ValueError, TypeError):
         return None
 

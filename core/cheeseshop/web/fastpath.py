@@ -13,10 +13,19 @@ canonical request it would answer with that page (a non-normalized name is redir
 bad version refused, and neither is ever cached). A query string, an unacceptable
 ``Accept`` or any miss goes to Quart, which renders, stores, and answers. The headers
 come from the same :func:`~cheeseshop.web.cached.page_headers` the views use.
+
+Downloads (``/packages/<path>``) are served here the same way: the download view keeps the
+lookup of a visible file (its sha256) in the page cache under its project's key (see
+:mod:`cheeseshop.simple.files`), and with that entry current a plain GET or HEAD needs no
+database, only the storage: this path answers 200 or 304 and nothing else. A ``Range``
+(hence ``If-Range``), a query string, a storage that redirects to a public URL, and any
+storage error go to the view, which answers them as always (206, 302, 416, 503).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, NamedTuple
@@ -27,16 +36,17 @@ from cheeseshop.cache import CachedPage
 from cheeseshop.cache.keys import ALL_PROJECTS, project_key
 from cheeseshop.jsonapi import views as jsonapi_views
 from cheeseshop.services import Services
-from cheeseshop.simple import negotiate
+from cheeseshop.simple import files, negotiate
 from cheeseshop.simple import views as simple_views
 from cheeseshop.web import COMMON_HEADERS, access
-from cheeseshop.web.cached import page_headers, variant_for
+from cheeseshop.web.cached import not_modified, page_headers, representation, variant_for
 
 __all__ = ["CachedPageFastPath", "PageRoute", "route"]
 
 log = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
+Send = Callable[..., Awaitable[None]]
 ASGIApp = Callable[[Scope, Callable[..., Awaitable[Any]], Callable[..., Awaitable[None]]], Awaitable[None]]
 
 
@@ -111,8 +121,10 @@ class CachedPageFastPath:
             return
         await self.app(scope, receive, send)
 
-    async def _answer(self, scope: Scope, send: Callable[..., Awaitable[None]]) -> bool:
+    async def _answer(self, scope: Scope, send: Send) -> bool:
         path: str = scope["path"]
+        if path.startswith(_PACKAGES):
+            return await self._answer_download(scope, send, path[len(_PACKAGES) :])
         if not (path.startswith("/simple/") or path.startswith("/pypi/")):
             return False
         headers = _request_headers(scope)
@@ -134,39 +146,101 @@ class CachedPageFastPath:
     async def _send_page(
         self,
         scope: Scope,
-        send: Callable[..., Awaitable[None]],
+        send: Send,
         page: CachedPage,
         found: PageRoute,
         headers: dict[bytes, str],
     ) -> None:
+        sent = representation(page, headers.get(b"accept-encoding"))
         out = page_headers(
             page,
             cache_control=found.cache_control,
             vary=found.vary,
             headers=found.headers,
             plugin_headers=self.services.hooks.response_headers((found.key,), self.services.settings),
+            sent=sent,
         )
         if_none_match = headers.get(b"if-none-match")
-        if if_none_match is not None and parse_etags(if_none_match).contains_weak(page.etag.strip('"')):
+        if if_none_match is not None and not_modified(page, parse_etags(if_none_match)):
             status, body = 304, b""
         else:
-            status, body = 200, page.body
+            status, body = 200, sent.body
             out["Content-Type"] = page.content_type
-            out["Content-Length"] = str(len(page.body))
-        for name, value in COMMON_HEADERS.items():
-            out.setdefault(name, value)
-        raw = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in out.items()]
-        await send({"type": "http.response.start", "status": status, "headers": raw})
+            out["Content-Length"] = str(len(body))
+        await _start(send, status, out)
         await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
-        access.log_response(
-            scope.get("client"),
-            scope["method"],
-            scope["path"],
-            scope.get("http_version", "1.1"),
-            status,
-            len(body) if status == 200 else None,
-            headers.get(b"user-agent"),
-        )
+        _log(scope, status, len(body) if status == 200 else None, headers)
+
+    async def _answer_download(self, scope: Scope, send: Send, path: str) -> bool:
+        """Serve a download whose lookup is cached with 200 or 304; False to let the view answer."""
+        found = files.file_route(path)
+        if found is None:
+            return False
+        headers = _request_headers(scope)
+        # Ranges (and so If-Range, which only qualifies a Range) are the view's: 206 and 416.
+        if b"range" in headers:
+            return False
+        entry = await self.services.cache.peek(found.key, found.variant)
+        if entry is None:
+            return False
+        storage = self.services.storage
+        if storage.url(path):
+            return False  # the view redirects
+        out = files.download_headers(entry.etag)
+        head = scope["method"] == "HEAD"
+        if files.not_modified(headers.get(b"if-none-match"), entry.etag):
+            await _start(send, 304, out)
+            await send({"type": "http.response.body", "body": b""})
+            _log(scope, 304, None, headers)
+            return True
+        sha256 = entry.etag.strip('"')
+        try:
+            # One thread trip: the size for HEAD; for GET, all of a small file or the first
+            # chunk of a larger one, as the view does.
+            if head:
+                opened = await asyncio.to_thread(
+                    files.open_stored, storage, path, sha256=sha256, read=False
+                )
+            else:
+                opened = await asyncio.to_thread(files.open_whole, storage, path, sha256=sha256)
+        except OSError:
+            # Missing bytes, a storage outage (StorageUnavailable is an OSError) or a disk
+            # error: the view answers these, with its own messages and logging.
+            return False
+        out["Content-Type"] = entry.content_type
+        out["Content-Length"] = str(opened.size)
+        await _start(send, 200, out)
+        if head or opened.handle is None:
+            await send({"type": "http.response.body", "body": opened.first})
+        else:
+            # aclosing: the handle is closed even when the client goes away mid-stream.
+            async with contextlib.aclosing(files.stream(opened, opened.size)) as chunks:
+                async for chunk in chunks:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        _log(scope, 200, opened.size, headers)
+        return True
+
+
+async def _start(send: Send, status: int, headers: dict[str, str]) -> None:
+    """Send the status line and ``headers``, with the common headers the app adds to all."""
+    for name, value in COMMON_HEADERS.items():
+        headers.setdefault(name, value)
+    raw = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+
+
+def _log(scope: Scope, status: int, length: int | None, headers: dict[bytes, str]) -> None:
+    """The access-log line Quart's ``after_request`` would have written."""
+    access.log_response(
+        scope.get("client"),
+        scope["method"],
+        scope["path"],
+        scope.get("http_version", "1.1"),
+        status,
+        length,
+        headers.get(b"user-agent"),
+    )
 
 
 def _request_headers(scope: Scope) -> dict[bytes, str]:
@@ -178,4 +252,5 @@ def _request_headers(scope: Scope) -> dict[bytes, str]:
     return wanted
 
 
-_READ = frozenset({b"accept", b"host", b"if-none-match", b"user-agent"})
+_READ = frozenset({b"accept", b"accept-encoding", b"host", b"if-none-match", b"range", b"user-agent"})
+_PACKAGES = "/packages/"
