@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
-__all__ = ["FileStorage", "StorageUnavailable", "StoredFileInfo", "storage_path"]
+__all__ = ["FileStorage", "SmallFileReads", "StorageUnavailable", "StoredFileInfo", "storage_path"]
 
 
 class StorageUnavailable(OSError):
@@ -101,4 +101,22 @@ class FileStorage(Protocol):
         period; a ``put`` in progress may therefore show up, with a recent time.
         The collector uses this listing (see :mod:`cheeseshop.storage.gc`) to find files
         that no database row references.
+        """
+
+
+@runtime_checkable
+class SmallFileReads(Protocol):
+    """Optional: a storage whose small files are cheaper to read than a thread hop.
+
+    The download fast path calls :meth:`read_small` on the event loop itself when the
+    storage offers it, so a small file (PEP 658 ``.metadata`` files above all, which
+    resolvers fetch for every candidate) costs no worker thread. Offer it only when a
+    read is local and short (a remote store would stall every request), and when there
+    is one, atomically written copy: no ``sha256`` is passed to check a copy against.
+    """
+
+    def read_small(self, path: str, *, limit: int) -> bytes | None:
+        """All of the file when it is at most ``limit`` bytes, else None (nothing read).
+
+        Raises ``FileNotFoundError`` when it is absent, as :meth:`FileStorage.open` does.
         """

@@ -65,6 +65,22 @@ class LocalFileStorage:
         """
         return self._full(path).open("rb")
 
+    def read_small(self, path: str, *, limit: int) -> bytes | None:
+        """All of the file when it is at most ``limit`` bytes, else None: one open, one
+        ``fstat`` and one read, cheaper than the thread hop they spare (see
+        :class:`~cheeseshop.storage.SmallFileReads`)."""
+        fd = os.open(self._full(path), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            size = os.fstat(fd).st_size
+            if size > limit:
+                return None
+            # One byte more than the size: the whole file whatever fstat said (files are
+            # replaced by rename, never written in place, so it cannot have grown).
+            data = os.read(fd, size + 1)
+        finally:
+            os.close(fd)
+        return data if len(data) <= limit else None
+
     def size(self, path: str) -> int:
         """Size of the stored file in bytes."""
         return self._full(path).stat().st_size

@@ -26,6 +26,7 @@ from cheeseshop.db.models import OutboxEvent, Project
 from cheeseshop.projects.service import set_status
 from cheeseshop.simple import files as files_module
 from cheeseshop.simple.files import FileRoute, file_route, not_modified
+from cheeseshop.web import fastpath as fastpath_module
 from cheeseshop.testing.dists import Dist, build_sdist, build_wheel
 from cheeseshop.testing.services import service_missing
 
@@ -217,6 +218,7 @@ async def test_a_file_bigger_than_a_chunk_is_streamed_in_chunks(
 ):
     dist, path = dists["wheel"]
     monkeypatch.setattr(files_module, "CHUNK", 100)
+    monkeypatch.setattr(fastpath_module, "SMALL_FILE_BYTES", 0)  # not read whole on the loop
     view, fast = await view_then_fast(cheeseshop_client.app, cheeseshop_services, quart_requests, path)
     assert view.body == fast.body == dist.content
     assert fast.headers == view.headers
@@ -224,6 +226,29 @@ async def test_a_file_bigger_than_a_chunk_is_streamed_in_chunks(
     assert len(chunks) > len(dist.content) // 100, "read and sent a chunk at a time"
     assert all(len(chunk) <= 100 for chunk in chunks)
     assert [m.get("more_body", False) for m in fast.body_messages][-2:] == [True, False]
+
+
+@pytest.mark.parametrize("small", [True, False])
+async def test_a_small_file_is_read_on_the_loop_and_a_larger_one_in_a_thread(
+    cheeseshop_client, cheeseshop_services, quart_requests, dists, monkeypatch, small
+):
+    dist, path = dists["wheel"]
+    await view_then_fast(cheeseshop_client.app, cheeseshop_services, quart_requests, path)
+    if not small:
+        monkeypatch.setattr(fastpath_module, "SMALL_FILE_BYTES", len(dist.content) - 1)
+    hops: list[object] = []
+    real = asyncio.to_thread
+
+    async def counting(function: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(function)
+        return await real(function, *args, **kwargs)
+
+    monkeypatch.setattr(fastpath_module.asyncio, "to_thread", counting)
+    fast = await send_request(cheeseshop_client.app, path)
+    assert quart_requests.paths == [path], "answered below Quart"
+    assert fast.status == 200 and fast.body == dist.content
+    assert fast.headers["content-length"] == str(len(dist.content))
+    assert hops == ([] if small else [files_module.open_whole])
 
 
 async def test_the_access_log_line_is_the_views(

@@ -171,3 +171,17 @@ def test_iter_paths_reports_an_unreadable_root(
     (tmp_path / "files").write_bytes(b"a file where the root directory belongs")
     with pytest.raises(OSError):
         list(storage.iter_paths())
+
+
+def test_read_small_reads_a_small_file_whole_and_leaves_a_larger_one(
+    storage: LocalFileStorage, source: Path
+) -> None:
+    storage.put(PATH, source)
+    assert storage.read_small(PATH, limit=len(CONTENT)) == CONTENT
+    assert storage.read_small(PATH, limit=len(CONTENT) + 1000) == CONTENT
+    assert storage.read_small(PATH, limit=len(CONTENT) - 1) is None
+    with pytest.raises(FileNotFoundError):
+        storage.read_small("ab/cd/missing.whl", limit=1000)
+    for escaping in ("../outside.txt", "/etc/passwd", "ab/../../outside.txt"):
+        with pytest.raises((FileNotFoundError, ValueError)):
+            storage.read_small(escaping, limit=10**6)
