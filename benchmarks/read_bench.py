@@ -379,12 +379,16 @@ class LoadGenerator:
             return f"wrk ({self.connections} connections, 1 thread)"
         return f"Python httpx/asyncio load generator ({self.connections} connections)"
 
-    def run(self, url: str, accept: str | None, duration: float, timeout: float) -> Load:
+    def run(
+        self, url: str, accept: str | None, duration: float, timeout: float, encoding: str | None = None
+    ) -> Load:
         if self.use_wrk:
-            return self._wrk(url, accept, duration, timeout)
-        return asyncio.run(self._python(url, accept, duration, timeout))
+            return self._wrk(url, accept, duration, timeout, encoding)
+        return asyncio.run(self._python(url, accept, duration, timeout, encoding))
 
-    def _wrk(self, url: str, accept: str | None, duration: float, timeout: float) -> Load:
+    def _wrk(
+        self, url: str, accept: str | None, duration: float, timeout: float, encoding: str | None
+    ) -> Load:
         command = [
             "wrk",
             "-t1",
@@ -396,6 +400,8 @@ class LoadGenerator:
         ]
         if accept:
             command += ["-H", f"Accept: {accept}"]
+        if encoding:
+            command += ["-H", f"Accept-Encoding: {encoding}"]
         completed = subprocess.run(
             [*command, url],
             capture_output=True,
@@ -408,8 +414,10 @@ class LoadGenerator:
             raise RuntimeError(f"wrk failed: {(completed.stdout + completed.stderr)[-400:]}")
         return parse_wrk(completed.stdout)
 
-    async def _python(self, url: str, accept: str | None, duration: float, timeout: float) -> Load:
-        headers = {"Accept": accept} if accept else {}
+    async def _python(
+        self, url: str, accept: str | None, duration: float, timeout: float, encoding: str | None
+    ) -> Load:
+        headers = request_headers(accept, encoding)
         latencies: list[float] = []
         errors = 0
         limits = httpx.Limits(
@@ -452,10 +460,19 @@ class LoadGenerator:
 class Target:
     """One URL to load, and how it is asked for."""
 
-    key: str  # html20, json20, jsonbig, root, pypijson, download
+    key: str  # html20, json20, jsonbig, root, pypijson, download, rootgz
     label: str
     path: str
     accept: str | None
+    #: Accept-Encoding sent; None sends none with wrk, "identity" with httpx (which
+    #: would otherwise ask for gzip by itself).
+    encoding: str | None = None
+
+
+def root_gzip_target(dataset: Dataset) -> Target:
+    """The root as pip asks for it (``Accept-Encoding: gzip, deflate``), for servers that
+    can compress: a 4.7 MB page is mostly a matter of bytes on the wire."""
+    return Target("rootgz", f"root {dataset.root_projects:,} projects (JSON, gzip)", "/simple/", JSON, "gzip, deflate")
 
 
 def targets(dataset: Dataset) -> list[Target]:
@@ -537,9 +554,17 @@ def _short_type(content_type: str) -> str:
     }.get(media, media or "-")
 
 
-def probe(url: str, accept: str | None) -> tuple[httpx.Response, float]:
+def request_headers(accept: str | None, encoding: str | None) -> dict[str, str]:
+    """The headers of a probe or a Python load request: what wrk sends, bar the Host."""
+    headers = {"Accept-Encoding": encoding or "identity"}
+    if accept:
+        headers["Accept"] = accept
+    return headers
+
+
+def probe(url: str, accept: str | None, encoding: str | None = None) -> tuple[httpx.Response, float]:
     """One request, timed (connection set-up included)."""
-    headers = {"Accept": accept} if accept else {}
+    headers = request_headers(accept, encoding)
     with httpx.Client(timeout=REQUEST_CAP, follow_redirects=False) as client:
         started = time.perf_counter()
         response = client.get(url, headers=headers)
@@ -554,6 +579,7 @@ def measure(
     accept: str | None,
     *,
     process: subprocess.Popen[bytes] | None = None,
+    encoding: str | None = None,
 ) -> Measurement:
     """Probe ``url`` a few times, then load it (or keep the probes when far too slow).
 
@@ -562,10 +588,10 @@ def measure(
     args = ctx.args
     result = Measurement(server=server, target=target)
     try:
-        response, first = probe(url, accept)
+        response, first = probe(url, accept, encoding)
         times = [first]
         while len(times) < SEQUENTIAL_REQUESTS and sum(times) < args.max_duration:
-            times.append(probe(url, accept)[1])
+            times.append(probe(url, accept, encoding)[1])
     except httpx.HTTPError as error:
         result.note = f"not run: probe failed: {type(error).__name__}: {error}"
         if process is not None:
@@ -574,7 +600,8 @@ def measure(
         return result
     result.status = str(response.status_code)
     result.content_type = _short_type(response.headers.get("content-type", ""))
-    result.size = len(response.content)
+    # Bytes on the wire: a gzipped answer counts at its compressed size.
+    result.size = int(response.headers.get("content-length") or len(response.content))
     # The best probe, not the first: a first request pays for cold caches and imports.
     seconds = min(times)
     # Each of the connections should finish at least two requests within the window.
@@ -587,10 +614,10 @@ def measure(
     try:
         if needed <= args.duration:
             if args.warmup > 0:
-                ctx.load.run(url, accept, args.warmup, timeout=10)
-            result.load = ctx.load.run(url, accept, args.duration, timeout=10)
+                ctx.load.run(url, accept, args.warmup, timeout=10, encoding=encoding)
+            result.load = ctx.load.run(url, accept, args.duration, timeout=10, encoding=encoding)
         elif needed <= args.max_duration:
-            result.load = ctx.load.run(url, accept, needed, timeout=needed)
+            result.load = ctx.load.run(url, accept, needed, timeout=needed, encoding=encoding)
             result.note = f"run for {needed:.0f} s: one request takes {seconds:.2f} s"
         else:
             result.sequential = True
@@ -747,7 +774,7 @@ def cheeseshop_server(ctx: Context, name: str, database_url: str | None) -> Iter
         )
         report_seeding(ctx, name, seeding)
         by_key = {t.key: t for t in targets(ctx.dataset)}
-        for key in ("json20", "jsonbig"):  # the bytes the ceilings serve
+        for key in ("json20", "jsonbig", "root"):  # the bytes the ceilings serve
             with contextlib.suppress(httpx.HTTPError):
                 response, _ = probe(base + by_key[key].path, JSON)
                 if response.is_success:
@@ -762,6 +789,10 @@ def cheeseshop_server(ctx: Context, name: str, database_url: str | None) -> Iter
             if result.load is not None and not result.sequential:
                 check.loaded = result.load.requests
                 check.rss_after_load_kib = rss_kib(process.pid)
+            gz = root_gzip_target(ctx.dataset)
+            ctx.results.append(
+                measure(ctx, name, gz.label, base + gz.path, gz.accept, process=process, encoding=gz.encoding)
+            )
 
         yield bench
 
@@ -1053,7 +1084,11 @@ def ceiling_pages(ctx: Context) -> dict[str, bytes]:
 
 def _ceiling_targets(ctx: Context) -> list[tuple[str, str]]:
     by_key = {t.key: t for t in targets(ctx.dataset)}
-    return [("json20", by_key["json20"].label), ("jsonbig", by_key["jsonbig"].label)]
+    found = [("json20", by_key["json20"].label), ("jsonbig", by_key["jsonbig"].label)]
+    # The root only when a Cheeseshop root was fetched: there is no stand-in for it.
+    if "root" in ctx.pages:
+        found.append(("root", by_key["root"].label))
+    return found
 
 
 NGINX_CONF = """\
