@@ -148,6 +148,20 @@ class Server:
         """Run ``cheeseshop ARGS`` with the server's environment (plus ``env``)."""
         return run([CHEESESHOP, *args], env={**self.env, **(env or {})})
 
+    def user_token(self, username: str) -> str:
+        """Create ``username`` (e-mail ``<username>@example.com``) and an API token of
+        theirs, both with the CLI; returns the token."""
+        created = self.cli(
+            "user", "create", username, "--email", f"{username}@example.com",
+            env={"CHEESESHOP_NEW_PASSWORD": "correct horse battery staple"},
+        )  # fmt: skip
+        assert created.returncode == 0, created
+        minted = self.cli("token", "create", username)
+        assert minted.returncode == 0, minted
+        token = minted.stdout.strip().splitlines()[-1]
+        assert token.startswith("cheeseshop-"), minted
+        return token
+
     def get(self, path: str, *, accept: str | None = None) -> tuple[int, Message, bytes]:
         """``GET path`` directly (no proxy): status, headers, body. Error statuses too."""
         headers = {"Accept": accept} if accept else {}

@@ -33,16 +33,7 @@ ALREADY_EXISTS = "File already exists"
 @pytest.fixture(scope="module")
 def token(server: Any) -> str:
     """carol's API token, both made with the CLI."""
-    created = server.cli(
-        "user", "create", "carol", "--email", "carol@example.com",
-        env={"CHEESESHOP_NEW_PASSWORD": "correct horse battery staple"},
-    )  # fmt: skip
-    assert created.returncode == 0, created
-    minted = server.cli("token", "create", "carol")
-    assert minted.returncode == 0, minted
-    token = minted.stdout.strip().splitlines()[-1]
-    assert token.startswith("cheeseshop-"), minted
-    return token
+    return server.user_token("carol")
 
 
 @dataclasses.dataclass(frozen=True)

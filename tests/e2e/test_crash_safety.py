@@ -167,15 +167,7 @@ def make_site(tmp_path: Path, server_control: Any) -> Iterator[Callable[[str], S
             libpq_url=_libpq_url(name) if name else None,
         )
         made.append((site, name))
-        server = site.start()
-        created = server.cli(
-            "user", "create", "alice", "--email", "alice@example.com",
-            env={"CHEESESHOP_NEW_PASSWORD": "correct horse battery staple"},
-        )  # fmt: skip
-        assert created.returncode == 0, created
-        minted = server.cli("token", "create", "alice")
-        assert minted.returncode == 0, minted
-        site.token = minted.stdout.strip().splitlines()[-1]
+        site.token = site.start().user_token("alice")
         return site
 
     yield make

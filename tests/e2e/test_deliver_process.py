@@ -119,14 +119,7 @@ def site(request: pytest.FixtureRequest, tmp_path: Path, server_control: Any) ->
     server = None
     try:
         server = server_control.start(database, tmp_path, server_control.env(tmp_path, database_url))
-        created = server.cli(
-            "user", "create", "alice", "--email", "alice@example.com",
-            env={"CHEESESHOP_NEW_PASSWORD": "correct horse battery staple"},
-        )  # fmt: skip
-        assert created.returncode == 0, created
-        minted = server.cli("token", "create", "alice")
-        assert minted.returncode == 0, minted
-        yield Site(server, minted.stdout.strip().splitlines()[-1])
+        yield Site(server, server.user_token("alice"))
     finally:
         if server is not None and server.process.poll() is None:
             server_control.stop(server, check=False)

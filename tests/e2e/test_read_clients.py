@@ -126,16 +126,7 @@ def _dist(project: str, version: str, *, sdist: bool = False) -> Dist:
 @pytest.fixture(scope="module")
 def token(server: Any) -> str:
     """erin's API token, both made with the CLI."""
-    created = server.cli(
-        "user", "create", "erin", "--email", "erin@example.com",
-        env={"CHEESESHOP_NEW_PASSWORD": "correct horse battery staple"},
-    )  # fmt: skip
-    assert created.returncode == 0, created
-    minted = server.cli("token", "create", "erin")
-    assert minted.returncode == 0, minted
-    token = minted.stdout.strip().splitlines()[-1]
-    assert token.startswith("cheeseshop-"), minted
-    return token
+    return server.user_token("erin")
 
 
 def _upload(server: Any, clients: Any, token: str, directory: Path, dists: list[Dist]) -> None:

@@ -55,15 +55,7 @@ class Published:
 @pytest.fixture(scope="module")
 def published(server: Any, clients: Any, tmp_path_factory: pytest.TempPathFactory) -> Published:
     """alice and her token made with the CLI; 1.0 uploaded with twine, then 1.1 with uv."""
-    created = server.cli(
-        "user", "create", "alice", "--email", "alice@example.com",
-        env={"CHEESESHOP_NEW_PASSWORD": "correct horse battery staple"},
-    )  # fmt: skip
-    assert created.returncode == 0, created
-    minted = server.cli("token", "create", "alice")
-    assert minted.returncode == 0, minted
-    token = minted.stdout.strip().splitlines()[-1]
-    assert token.startswith("cheeseshop-"), minted
+    token = server.user_token("alice")
 
     directory = tmp_path_factory.mktemp("dists")
     dists = {version: release(version) for version in VERSIONS}

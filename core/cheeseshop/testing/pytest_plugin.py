@@ -27,6 +27,7 @@ import pytest
 from cheeseshop.config import Settings, load_settings
 from cheeseshop.services import EXTENSION_KEY, Services
 from cheeseshop.testing.dists import Dist
+from cheeseshop.testing.asgi import QuartRequests
 from cheeseshop.testing.services import migrated_sqlite
 from cheeseshop.testing.upload import encode_multipart, upload_fields
 
@@ -112,6 +113,12 @@ async def cheeseshop_app(
     # Quart's default of 6 s is shorter than the outbox's grace for a delivery in flight.
     async with TestApp(app, startup_timeout=30, shutdown_timeout=30) as test_app:
         yield test_app
+
+
+@pytest.fixture
+def quart_requests(cheeseshop_app: Any) -> QuartRequests:
+    """The paths of the requests that got past the ASGI fast path to Quart (``.paths``)."""
+    return QuartRequests.install(cheeseshop_app)
 
 
 @pytest.fixture

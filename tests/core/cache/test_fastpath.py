@@ -8,6 +8,7 @@ import pytest
 
 import cheeseshop
 from cheeseshop.cache.keys import ALL_PROJECTS, project_key
+from cheeseshop.testing.asgi import asgi_request
 from cheeseshop.testing.dists import build_wheel
 from cheeseshop.web.fastpath import PageRoute, route
 
@@ -16,27 +17,6 @@ HTML = "text/html"
 # The headers a test client response has that are not the application's (none today;
 # a real server adds date and server).
 _TRANSPORT = {"date", "server"}
-
-
-class Counting:
-    """Wraps the app behind the fast path and counts the requests that reach Quart."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.paths: list[str] = []
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            self.paths.append(scope["path"])
-        await self.app(scope, receive, send)
-
-
-@pytest.fixture
-def quart_requests(cheeseshop_app: Any) -> Counting:
-    fast = cheeseshop_app.app.asgi_app
-    counting = Counting(fast.app)
-    fast.app = counting
-    return counting
 
 
 @pytest.fixture
@@ -51,26 +31,6 @@ async def uploaded(upload: Any, name: str, version: str = "1.0") -> None:
 
 def headers_of(response: Any) -> dict[str, str]:
     return {k.lower(): v for k, v in response.headers.items() if k.lower() not in _TRANSPORT}
-
-
-async def asgi_messages(app: Any, method: str, path: str, accept: str) -> list[dict[str, Any]]:
-    """What the application sends for one request, message by message (the test client
-    would recompute Content-Length from the body, which a HEAD answer leaves out)."""
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    scope = {
-        "type": "http", "method": method, "path": path, "raw_path": path.encode(), "query_string": b"",
-        "headers": [(b"host", b"localhost"), (b"accept", accept.encode())], "scheme": "http",
-        "http_version": "1.1", "root_path": "", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
-    }
-    await app(scope, receive, send)
-    return sent
 
 
 async def get(client: Any, path: str, *, method: str = "GET", **headers: str) -> Any:
@@ -107,9 +67,9 @@ async def test_a_hit_is_answered_without_quart_exactly_as_the_view_answered_the_
     etag = hit.headers["ETag"]
     fast_304 = await get(cheeseshop_client, path, Accept=accept, **{"If-None-Match": f"W/{etag}, \"x\""})
     assert fast_304.status_code == 304 and await fast_304.get_data() == b""
-    head = await asgi_messages(cheeseshop_client.app, "HEAD", path, accept)
-    assert head[0]["status"] == 200 and head[1]["body"] == b""
-    assert {k.decode(): v.decode() for k, v in head[0]["headers"]} == headers_of(miss)
+    head = await asgi_request(cheeseshop_client.app, path, method="HEAD", Accept=accept)
+    assert head.status == 200 and head.body == b""
+    assert head.headers == headers_of(miss)
     assert quart_requests.paths == [path]
 
     # The view's own 304, for comparison: after a purge, the request reaches Quart.

@@ -10,10 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import os
 import time
-import uuid
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,9 +23,9 @@ from cheeseshop.db.models import OutboxEvent, Project
 from cheeseshop.projects.service import set_status
 from cheeseshop.simple import files as files_module
 from cheeseshop.simple.files import FileRoute, file_route, not_modified
-from cheeseshop.web import fastpath as fastpath_module
+from cheeseshop.testing.asgi import QuartRequests, Sent, asgi_request
 from cheeseshop.testing.dists import Dist, build_sdist, build_wheel
-from cheeseshop.testing.services import service_missing
+from cheeseshop.web import fastpath as fastpath_module
 
 JSON = "application/vnd.pypi.simple.v1+json"
 PROJECT = "hello-world"
@@ -37,86 +34,10 @@ PROJECT = "hello-world"
 # -- fixtures and helpers --------------------------------------------------------------------
 
 
-class Counting:
-    """Wraps the app behind the fast path and records the paths that reach Quart."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.paths: list[str] = []
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            self.paths.append(scope["path"])
-        await self.app(scope, receive, send)
-
-
-@pytest.fixture
-def quart_requests(cheeseshop_app: Any) -> Counting:
-    fast = cheeseshop_app.app.asgi_app
-    counting = Counting(fast.app)
-    fast.app = counting
-    return counting
-
-
 @pytest.fixture
 def cheeseshop_settings_overrides() -> dict[str, Any]:
     # No journal polling: only the purges the tests make (or cause) change the cache.
     return {"page_cache_poll_seconds": 0}
-
-
-class Sent:
-    """One answer as the application sent it over ASGI, message by message.
-
-    The test client would recompute Content-Length from the body it received, which hides
-    what a HEAD or a 304 really declares.
-    """
-
-    def __init__(self, messages: list[dict[str, Any]]) -> None:
-        start, *bodies = messages
-        self.status: int = start["status"]
-        self.header_list = [(k.decode(), v.decode()) for k, v in start["headers"]]
-        self.headers = dict(self.header_list)
-        self.body = b"".join(m.get("body", b"") for m in bodies)
-        self.body_messages = bodies
-
-    @property
-    def text(self) -> str:
-        return self.body.decode()
-
-
-async def send_request(app: Any, path: str, *, method: str = "GET", query: bytes = b"", **headers: str) -> Sent:
-    """What the application sends for one request (header names in lower case)."""
-    sent: list[dict[str, Any]] = []
-    requested = False
-    done = asyncio.Event()
-
-    async def receive() -> dict[str, Any]:
-        # The request once, then a disconnect only when the answer is complete (as a real
-        # server does): Quart keeps receiving while it answers.
-        nonlocal requested
-        if not requested:
-            requested = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await done.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-        if message["type"] == "http.response.body" and not message.get("more_body", False):
-            done.set()
-
-    scope = {
-        "type": "http", "method": method, "path": path, "raw_path": path.encode(), "query_string": query,
-        "headers": [(b"host", b"localhost")]
-        + [(name.lower().replace("_", "-").encode(), value.encode()) for name, value in headers.items()],
-        "scheme": "http", "http_version": "1.1", "root_path": "",
-        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
-    }
-    await app(scope, receive, send)
-    response = Sent(sent)
-    assert response.status != 500, response.body
-    assert len(response.header_list) == len(response.headers), "a header sent twice"
-    return response
 
 
 async def uploaded(upload: Any, dist: Dist) -> Dist:
@@ -136,14 +57,14 @@ async def dists(upload: Any, cheeseshop_client: Any) -> dict[str, tuple[Dist, st
 
 
 async def view_then_fast(
-    app: Any, services: Any, quart: Counting, path: str, *, method: str = "GET", **headers: str
+    app: Any, services: Any, quart: QuartRequests, path: str, *, method: str = "GET", **headers: str
 ) -> tuple[Sent, Sent]:
     """The view's answer (after a purge), then the fast path's to the same request."""
     await services.cache.purge_now([project_key(PROJECT)])
     quart.paths.clear()
-    view = await send_request(app, path, method=method, **headers)
+    view = await asgi_request(app, path, method=method, **headers)
     assert quart.paths == [path], "after a purge, the view answers (and stores the lookup)"
-    fast = await send_request(app, path, method=method, **headers)
+    fast = await asgi_request(app, path, method=method, **headers)
     assert quart.paths == [path], "the repeat is answered below Quart"
     return view, fast
 
@@ -244,7 +165,7 @@ async def test_a_small_file_is_read_on_the_loop_and_a_larger_one_in_a_thread(
         return await real(function, *args, **kwargs)
 
     monkeypatch.setattr(fastpath_module.asyncio, "to_thread", counting)
-    fast = await send_request(cheeseshop_client.app, path)
+    fast = await asgi_request(cheeseshop_client.app, path)
     assert quart_requests.paths == [path], "answered below Quart"
     assert fast.status == 200 and fast.body == dist.content
     assert fast.headers["content-length"] == str(len(dist.content))
@@ -273,22 +194,22 @@ async def test_a_quarantined_projects_files_are_gone_right_after_the_change(
     app = cheeseshop_client.app
     _, path = dists["wheel"]
     for target in (path, path + ".metadata"):
-        await send_request(app, target)
-        assert (await send_request(app, target)).status == 200
+        await asgi_request(app, target)
+        assert (await asgi_request(app, target)).status == 200
     quart_requests.paths.clear()
 
     # What `cheeseshop project status hello-world quarantined` runs.
     await set_status(cheeseshop_services, PROJECT, "quarantined", reason="malware")
 
     for target in (path, path + ".metadata"):
-        gone = await send_request(app, target)
+        gone = await asgi_request(app, target)
         assert gone.status == 404
         assert gone.text == "No such file.\n"
     assert quart_requests.paths == [path, path + ".metadata"]
 
     await set_status(cheeseshop_services, PROJECT, "active")
-    assert (await send_request(app, path)).status == 200
-    assert (await send_request(app, path)).status == 200
+    assert (await asgi_request(app, path)).status == 200
+    assert (await asgi_request(app, path)).status == 200
     assert quart_requests.paths == [path, path + ".metadata", path]
 
 
@@ -296,20 +217,20 @@ async def test_ranges_go_to_the_view(cheeseshop_client, cheeseshop_services, qua
     app = cheeseshop_client.app
     dist, path = dists["wheel"]
     size = len(dist.content)
-    await send_request(app, path)
+    await asgi_request(app, path)
     quart_requests.paths.clear()
 
-    ranged = await send_request(app, path, Range="bytes=0-9")
+    ranged = await asgi_request(app, path, Range="bytes=0-9")
     assert ranged.status == 206
     assert ranged.body == dist.content[:10]
     assert ranged.headers["content-range"] == f"bytes 0-9/{size}"
-    stale = await send_request(app, path, Range="bytes=0-9", If_Range='"stale"')
+    stale = await asgi_request(app, path, Range="bytes=0-9", If_Range='"stale"')
     assert stale.status == 200 and stale.body == dist.content
-    refused = await send_request(app, path, Range=f"bytes={size}-")
+    refused = await asgi_request(app, path, Range=f"bytes={size}-")
     assert refused.status == 416
-    head = await send_request(app, path, method="HEAD", Range="bytes=-5")
+    head = await asgi_request(app, path, method="HEAD", Range="bytes=-5")
     assert head.status == 206 and head.headers["content-length"] == "5"
-    queried = await send_request(app, path, query=b"x=1")
+    queried = await asgi_request(app, path, query=b"x=1")
     assert queried.status == 200 and queried.body == dist.content
     assert quart_requests.paths == [path] * 5
 
@@ -318,17 +239,17 @@ async def test_what_is_not_found_gets_the_views_404(cheeseshop_client, cheesesho
     app = cheeseshop_client.app
     dist, path = dists["wheel"]
     _, sdist_path = dists["sdist"]
-    await send_request(app, path)
-    await send_request(app, sdist_path)
+    await asgi_request(app, path)
+    await asgi_request(app, sdist_path)
     quart_requests.paths.clear()
 
     for unknown in (path.replace("hello_world-1.0", "hello_world-2.0"), path + "x", "/packages/x"):
-        missing = await send_request(app, unknown)
+        missing = await asgi_request(app, unknown)
         assert (missing.status, missing.text) == (404, "No such file.\n")
-    no_metadata = await send_request(app, sdist_path + ".metadata")
+    no_metadata = await asgi_request(app, sdist_path + ".metadata")
     assert (no_metadata.status, no_metadata.text) == (404, "This file has no separate metadata.\n")
     # Neither answer was cached: asking again still reaches the view.
-    again = await send_request(app, sdist_path + ".metadata")
+    again = await asgi_request(app, sdist_path + ".metadata")
     assert again.status == 404
     assert len(quart_requests.paths) == 5
 
@@ -336,11 +257,11 @@ async def test_what_is_not_found_gets_the_views_404(cheeseshop_client, cheesesho
 async def test_missing_bytes_get_the_views_503(cheeseshop_client, cheeseshop_services, quart_requests, dists):
     app = cheeseshop_client.app
     _, path = dists["sdist"]
-    await send_request(app, path)
+    await asgi_request(app, path)
     quart_requests.paths.clear()
 
     cheeseshop_services.storage.delete(path.removeprefix("/packages/"))
-    gone = await send_request(app, path)
+    gone = await asgi_request(app, path)
     assert gone.status == 503
     assert gone.text == "The file is temporarily unavailable; try again later.\n"
     assert quart_requests.paths == [path]
@@ -360,7 +281,7 @@ async def test_a_file_not_of_the_project_its_name_says_is_never_cached(
     )
     quart_requests.paths.clear()
     for _ in range(2):
-        response = await send_request(app, path)
+        response = await asgi_request(app, path)
         assert response.status == 200 and response.body == dist.content
     assert quart_requests.paths == [path, path]
 
@@ -410,27 +331,6 @@ def test_not_modified(header, expected):
 # -- with the page cache in Redis ------------------------------------------------------------------
 
 
-@pytest.fixture
-def redis_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A reachable Redis (as in tests/core/cache/conftest.py), with a key prefix of this test's."""
-    url = os.environ.get("CHEESESHOP_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
-    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as error:
-        client.close()
-        service_missing("Redis", f"{url}: {error}")
-    prefix = f"cheeseshop-test-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-{uuid.uuid4().hex[:12]}:"
-    monkeypatch.setattr("cheeseshop.cache.redis.PREFIX", prefix)
-    try:
-        yield url
-    finally:
-        keys = list(client.scan_iter(match=prefix + "*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
-
-
 async def all_delivered(services: Any) -> None:
     """Wait until the outbox has delivered every event, the uploads' purges included.
 
@@ -470,7 +370,7 @@ class TestWithTheRedisCache:
 
         quart_requests.paths.clear()
         await set_status(cheeseshop_services, PROJECT, "quarantined")
-        gone = await send_request(app, path)
+        gone = await asgi_request(app, path)
         assert (gone.status, gone.text) == (404, "No such file.\n")
         assert quart_requests.paths == [path]
 

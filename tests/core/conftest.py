@@ -1,4 +1,4 @@
-"""A real Redis for the page cache tests, with keys of their own."""
+"""A real Redis for the page cache tests (cache/, simple/), with keys of their own."""
 
 from __future__ import annotations
 
