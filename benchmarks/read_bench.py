@@ -95,6 +95,10 @@ PYPISERVER_WAITRESS_PACKAGES = ["pypiserver[cache]", "passlib", "waitress"]
 UPLOAD_THREADS = 4
 UPLOAD_TIMEOUT = 60.0
 REQUEST_CAP = 120.0  # one probe request, at most
+#: Longest wait for idle cores before a server is measured, and what counts as idle (the
+#: share of both cores busy over 2 s: the bench itself and an idle server's timers).
+QUIET_WAIT = 600.0
+QUIET_BUSY = 0.10
 SEQUENTIAL_REQUESTS = 3
 APT_TIMEOUT = 600.0
 
@@ -1283,6 +1287,44 @@ def machine(started: datetime.datetime) -> list[str]:
     ]
 
 
+def busy_share(seconds: float = 2.0) -> float:
+    """The share of all cores' time spent busy over the next ``seconds`` (from /proc/stat)."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle and iowait
+        return sum(fields), idle
+
+    total_before, idle_before = sample()
+    time.sleep(seconds)
+    total_after, idle_after = sample()
+    elapsed = total_after - total_before
+    return 0.0 if elapsed <= 0 else 1 - (idle_after - idle_before) / elapsed
+
+
+def wait_until_quiet(ctx: Context, before: str, *, limit: float = QUIET_WAIT, busy: float = QUIET_BUSY) -> None:
+    """Wait (at most ``limit`` seconds) until the cores are idle before measuring ``before``.
+
+    Servers keep working after their seeding: devpi-server spent minutes at 100% of a core
+    indexing what it had been sent, while the others were being measured. Every server's
+    figures must be taken on idle cores, so the run waits; a note says how long, or that
+    the cores never went quiet.
+    """
+    started = time.monotonic()
+    share = busy_share()
+    while share > busy and time.monotonic() - started < limit:
+        share = busy_share()
+    waited = time.monotonic() - started
+    if share > busy:
+        ctx.notes.append(
+            f"before {before}: the cores were still {share:.0%} busy after {waited:.0f} s of "
+            "waiting (other processes at work); its figures are taken on shared cores"
+        )
+    elif waited > 10:
+        ctx.notes.append(f"before {before}: waited {waited:.0f} s for the cores to go idle")
+    print(f"  cores {share:.0%} busy after {waited:.0f} s", flush=True)
+
+
 def load_average() -> str:
     """The 1, 5 and 15 minute load averages: well over 2 here means others shared the cores."""
     with contextlib.suppress(OSError):
@@ -1526,6 +1568,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             measuring = time.monotonic()
             for name, bench in benches.items():
                 print(f"{name}: (load average {load_average()})", flush=True)
+                wait_until_quiet(ctx, name)
                 try:
                     bench()
                 except PeerUnavailable as error:
