@@ -49,7 +49,8 @@ async def run_deliverer(settings: Settings, *, exit_with_parent: bool = False) -
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     watcher = asyncio.create_task(_watch_parent(os.getppid(), stop)) if exit_with_parent else None
-    await services.cache.start()
+    # The page cache is not started: this process serves no pages, so it need not follow
+    # the journal; the purges it delivers reach Redis through the page_cache plugin.
     await loop_runner.start(services.outbox)
     log.info("delivering outbox events every %gs", services.settings.outbox_poll_seconds)
     try:
