@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from cheeseshop.testing.clients import client_env
 from cheeseshop.testing.services import create_postgres_database, drop_postgres_database
 
 BIN = Path(sys.executable).parent
@@ -419,17 +420,8 @@ class Clients:
 def clients(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Clients:
     """The real clients, pointed at ``server``."""
     root = tmp_path_factory.mktemp("clients")
-    (root / "home").mkdir()
     env = {
-        "PATH": os.environ.get("PATH", os.defpath),
-        "HOME": str(root / "home"),
-        # Rich (in twine) wraps at 80 columns off a terminal; keep each message on one line.
-        "COLUMNS": "250",
-        "NO_COLOR": "1",
-        "TWINE_NON_INTERACTIVE": "1",
-        "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
-        "PIP_CONFIG_FILE": os.devnull,
-        "PIP_NO_INPUT": "1",
+        **client_env(root / "home"),
         "UV_CACHE_DIR": str(root / "uv-cache"),
         "UV_PYTHON_DOWNLOADS": "never",
         "UV_NO_PROGRESS": "1",

@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import os
 import sqlite3
 import sys
 from pathlib import Path
 from types import ModuleType
+
+from cheeseshop.testing import clients as testing_clients
 
 _TESTS = Path(__file__).resolve().parents[1]
 
@@ -77,18 +78,7 @@ def client_env(root: Path) -> dict[str, str]:
     """An environment for twine built from scratch, as the e2e ``clients`` fixture builds it:
     no user config, keyring, proxy or terminal, so nothing on this machine changes the outcome.
     """
-    home = root / "client-home"
-    home.mkdir(exist_ok=True)
-    return {
-        "PATH": os.environ.get("PATH", os.defpath),
-        "HOME": str(home),
-        "COLUMNS": "250",
-        "NO_COLOR": "1",
-        "TWINE_NON_INTERACTIVE": "1",
-        "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
-        "PIP_CONFIG_FILE": os.devnull,
-        "PIP_NO_INPUT": "1",
-    }
+    return testing_clients.client_env(root / "client-home")
 
 
 _PENDING_EVENTS = "SELECT id, hook, kind FROM outbox_events WHERE completed IS NULL ORDER BY id"

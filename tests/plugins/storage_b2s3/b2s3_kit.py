@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from cheeseshop.testing import clients as testing_clients
 from cheeseshop.testing.moto import MotoServer
 
 REGION = "us-east-1"
@@ -346,14 +347,4 @@ def run(
 
 def client_env(root: Path) -> dict[str, str]:
     """An environment for twine and pip that reads no user configuration and prompts never."""
-    (root / "home").mkdir(parents=True, exist_ok=True)
-    return {
-        "PATH": os.environ.get("PATH", os.defpath),
-        "HOME": str(root / "home"),
-        "COLUMNS": "250",
-        "NO_COLOR": "1",
-        "TWINE_NON_INTERACTIVE": "1",
-        "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
-        "PIP_CONFIG_FILE": os.devnull,
-        "PIP_NO_INPUT": "1",
-    }
+    return testing_clients.client_env(root / "home")
