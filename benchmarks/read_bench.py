@@ -15,8 +15,9 @@ that only a second pypiserver, measured on the root, serves (it rescans its dire
 every request). devpi-server gets the files over HTTP within ``--devpi-budget`` seconds (it
 takes about 4 uploads/s), the measured pages first; its seeded server directory is cached,
 so a later run carries on where this one stopped. Two ceilings serve the same JSON page
-bytes: nginx (static file) and a bare Quart app on hypercorn (from memory; once more with a
-one-line access log per request).
+bytes: nginx (static file), a bare Quart app on hypercorn (from memory; once more with a
+one-line access log per request), and a plain ASGI callable on hypercorn: the server's own
+ceiling, which says whether a goal is within hypercorn's reach at all.
 
 Each server runs as one process on 127.0.0.1 on a free port. All are set up first and then
 measured one after another, so one run's figures are taken close together. Each target gets
@@ -1196,6 +1197,76 @@ asyncio.run(main())
 """
 
 
+# Runs in the child: no framework at all, a plain ASGI callable on hypercorn answering
+# from memory with the two headers a response needs. This is hypercorn's own ceiling: what
+# any app on it (Cheeseshop's ASGI fast path included) can approach but not pass.
+_BARE_ASGI = """
+import asyncio, logging, signal, sys
+from pathlib import Path
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+
+port, pages = int(sys.argv[1]), Path(sys.argv[2])
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+responses = {
+    ("/" + path.name).encode(): (
+        [(b"content-type", b"application/vnd.pypi.simple.v1+json"),
+         (b"content-length", str(path.stat().st_size).encode())],
+        path.read_bytes(),
+    )
+    for path in pages.iterdir()
+}
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    found = responses.get(scope["raw_path"])
+    if found is None:
+        await send({"type": "http.response.start", "status": 404, "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": found[0]})
+    await send({"type": "http.response.body", "body": found[1]})
+
+config = Config()
+config.bind = [f"127.0.0.1:{port}"]
+config.accesslog = None
+config.errorlog = logging.getLogger("hypercorn.error")
+
+async def main():
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+    await serve(app, config, shutdown_trigger=stop.wait)
+
+asyncio.run(main())
+"""
+
+
+@contextlib.contextmanager
+def asgi_server(ctx: Context) -> Iterator[Bench]:
+    name = "asgi-bare (ceiling)"
+    ctx.versions[name] = (
+        f"hypercorn {importlib.metadata.version('hypercorn')}, a plain ASGI callable, no "
+        "framework, 1 worker, bytes from memory, 2 response headers, no access log"
+    )
+    workdir = ctx.root / "asgi"
+    (workdir / "pages").mkdir(parents=True)
+    for key, body in ceiling_pages(ctx).items():
+        (workdir / "pages" / key).write_bytes(body)
+    port = free_port()
+    command = [PYTHON, "-c", _BARE_ASGI, str(port), workdir / "pages"]
+    with server_process(command, port=port, log=workdir / "server.log"):
+        wait_http(f"http://127.0.0.1:{port}/json20")
+
+        def bench() -> None:
+            for key, label in _ceiling_targets(ctx):
+                url = f"http://127.0.0.1:{port}/{key}"
+                ctx.results.append(measure(ctx, name, label, url, JSON))
+
+        yield bench
+
+
 @contextlib.contextmanager
 def quart_server(ctx: Context, *, access_log: bool) -> Iterator[Bench]:
     name = "quart-bare, access log" if access_log else "quart-bare (ceiling)"
@@ -1230,6 +1301,7 @@ SERVERS: dict[str, Callable[[Context], contextlib.AbstractContextManager[Bench]]
     "nginx": nginx_server,
     "quart-bare": lambda ctx: quart_server(ctx, access_log=False),
     "quart-bare-logged": lambda ctx: quart_server(ctx, access_log=True),
+    "asgi-bare": asgi_server,
 }
 DEFAULT = [name for name in SERVERS if name != "cheeseshop-postgres"]
 
@@ -1404,7 +1476,18 @@ def goals(ctx: Context) -> list[str]:
                     f"({theirs:.0f}{', served as ' + served if served != 'json' else ''}) "
                     f"-> goal >= {goal}x: {verdict(mine / theirs >= goal)}"
                 )
-            for ceiling in ("quart-bare (ceiling)", "quart-bare, access log", "nginx (ceiling)"):
+                server_ceiling = rps("asgi-bare (ceiling)", key)
+                if server_ceiling is not None and goal * theirs > server_ceiling:
+                    lines.append(
+                        f"      ({goal}x {peer} is {goal * theirs:.0f} req/s: above hypercorn's "
+                        f"own ceiling here, a bare ASGI callable at {server_ceiling:.0f} req/s)"
+                    )
+            for ceiling in (
+                "quart-bare (ceiling)",
+                "quart-bare, access log",
+                "asgi-bare (ceiling)",
+                "nginx (ceiling)",
+            ):
                 theirs = rps(ceiling, key)
                 if theirs is None:
                     continue
