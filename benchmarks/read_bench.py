@@ -510,6 +510,12 @@ class Measurement:
         return self.load is not None
 
 
+#: Extra load runs on the root at most, and the RSS growth under which a run shows that
+#: memory has levelled off.
+RELOADS = 6
+PLATEAU_KIB = 1024
+
+
 @dataclass
 class RootCheck:
     """Cheeseshop's root: one request's time, and RSS before and after many requests."""
@@ -524,16 +530,18 @@ class RootCheck:
     rss_after_kib: int  # after `count` more
     loaded: int = 0  # requests of the load run that followed
     rss_after_load_kib: int | None = None
-    # A second, identical load run: RSS that still grows then grows per request; what the
-    # first run added is the high-water mark of 32 connections' buffers, reached once.
-    reloaded: int = 0
-    rss_after_reload_kib: int | None = None
+    # More identical load runs, until one adds less than PLATEAU_KIB (at most RELOADS): 32
+    # connections each buffering a 4.7 MB answer take RSS up to a high-water mark over the
+    # first few runs (the allocator keeps what it was given); a leak keeps growing with
+    # every run instead. (requests, RSS after the run) of each.
+    reloads: list[tuple[int, int]] = field(default_factory=list)
 
-    def reload_growth_kib(self) -> float | None:
-        """KiB of RSS gained per request over the second load run, if it ran."""
-        if self.rss_after_load_kib is None or self.rss_after_reload_kib is None or not self.reloaded:
+    def levelled_off(self) -> bool | None:
+        """Whether the last load run added less than PLATEAU_KIB; None if none ran again."""
+        if self.rss_after_load_kib is None or not self.reloads:
             return None
-        return (self.rss_after_reload_kib - self.rss_after_load_kib) / self.reloaded
+        before = self.reloads[-2][1] if len(self.reloads) > 1 else self.rss_after_load_kib
+        return self.reloads[-1][1] - before < PLATEAU_KIB
 
 
 @dataclass
@@ -804,10 +812,13 @@ def cheeseshop_server(ctx: Context, name: str, database_url: str | None) -> Iter
             if result.load is not None and not result.sequential:
                 check.loaded = result.load.requests
                 check.rss_after_load_kib = rss_kib(process.pid)
-                again = measure(ctx, name, root.label, base + root.path, root.accept, process=process)
-                if again.load is not None and not again.sequential:
-                    check.reloaded = again.load.requests
-                    check.rss_after_reload_kib = rss_kib(process.pid)
+                for _ in range(RELOADS):
+                    again = measure(ctx, name, root.label, base + root.path, root.accept, process=process)
+                    if again.load is None or again.sequential:
+                        break
+                    check.reloads.append((again.load.requests, rss_kib(process.pid)))
+                    if check.levelled_off():
+                        break
             gz = root_gzip_target(ctx.dataset)
             ctx.results.append(
                 measure(ctx, name, gz.label, base + gz.path, gz.accept, process=process, encoding=gz.encoding)
@@ -1165,6 +1176,23 @@ def nginx_server(ctx: Context) -> Iterator[Bench]:
         yield bench
 
 
+# The end of each ceiling's script: serve its ``app`` on ``port`` with hypercorn, one
+# process, no hypercorn access log, until SIGTERM or SIGINT.
+_ON_HYPERCORN = """
+config = Config()
+config.bind = [f"127.0.0.1:{port}"]
+config.accesslog = None
+config.errorlog = logging.getLogger("hypercorn.error")
+
+async def main():
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+    await serve(app, config, shutdown_trigger=stop.wait)
+
+asyncio.run(main())
+"""
+
 # Runs in the child: Quart on hypercorn as `cheeseshop serve` runs it (asyncio loop, one
 # process, no hypercorn access log), returning bytes it read at start-up. With "1", it also
 # writes one access line per response through `logging` from an after_request hook, as an
@@ -1196,19 +1224,7 @@ if access_log:
                     response.content_length, request.headers.get("User-Agent", "-"))
         return response
 
-config = Config()
-config.bind = [f"127.0.0.1:{port}"]
-config.accesslog = None
-config.errorlog = logging.getLogger("hypercorn.error")
-
-async def main():
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
-    await serve(app, config, shutdown_trigger=stop.wait)
-
-asyncio.run(main())
-"""
+""" + _ON_HYPERCORN
 
 
 # Runs in the child: no framework at all, a plain ASGI callable on hypercorn answering
@@ -1242,34 +1258,18 @@ async def app(scope, receive, send):
     await send({"type": "http.response.start", "status": 200, "headers": found[0]})
     await send({"type": "http.response.body", "body": found[1]})
 
-config = Config()
-config.bind = [f"127.0.0.1:{port}"]
-config.accesslog = None
-config.errorlog = logging.getLogger("hypercorn.error")
-
-async def main():
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
-    await serve(app, config, shutdown_trigger=stop.wait)
-
-asyncio.run(main())
-"""
+""" + _ON_HYPERCORN
 
 
 @contextlib.contextmanager
-def asgi_server(ctx: Context) -> Iterator[Bench]:
-    name = "asgi-bare (ceiling)"
-    ctx.versions[name] = (
-        f"hypercorn {importlib.metadata.version('hypercorn')}, a plain ASGI callable, no "
-        "framework, 1 worker, bytes from memory, 2 response headers, no access log"
-    )
-    workdir = ctx.root / "asgi"
+def python_ceiling(ctx: Context, name: str, directory: str, script: str, *args: str) -> Iterator[Bench]:
+    """A ceiling run as ``python -c script PORT PAGES *args``, serving the ceiling pages."""
+    workdir = ctx.root / directory
     (workdir / "pages").mkdir(parents=True)
     for key, body in ceiling_pages(ctx).items():
         (workdir / "pages" / key).write_bytes(body)
     port = free_port()
-    command = [PYTHON, "-c", _BARE_ASGI, str(port), workdir / "pages"]
+    command = [PYTHON, "-c", script, str(port), workdir / "pages", *args]
     with server_process(command, port=port, log=workdir / "server.log"):
         wait_http(f"http://127.0.0.1:{port}/json20")
 
@@ -1282,6 +1282,17 @@ def asgi_server(ctx: Context) -> Iterator[Bench]:
 
 
 @contextlib.contextmanager
+def asgi_server(ctx: Context) -> Iterator[Bench]:
+    name = "asgi-bare (ceiling)"
+    ctx.versions[name] = (
+        f"hypercorn {importlib.metadata.version('hypercorn')}, a plain ASGI callable, no "
+        "framework, 1 worker, bytes from memory, 2 response headers, no access log"
+    )
+    with python_ceiling(ctx, name, "asgi", _BARE_ASGI) as bench:
+        yield bench
+
+
+@contextlib.contextmanager
 def quart_server(ctx: Context, *, access_log: bool) -> Iterator[Bench]:
     name = "quart-bare, access log" if access_log else "quart-bare (ceiling)"
     ctx.versions[name] = (
@@ -1289,20 +1300,8 @@ def quart_server(ctx: Context, *, access_log: bool) -> Iterator[Bench]:
         f"{importlib.metadata.version('hypercorn')}, 1 worker, bytes from memory, access log "
         f"{'written from an after_request hook' if access_log else 'off'}"
     )
-    workdir = ctx.root / ("quart-logged" if access_log else "quart")
-    (workdir / "pages").mkdir(parents=True)
-    for key, body in ceiling_pages(ctx).items():
-        (workdir / "pages" / key).write_bytes(body)
-    port = free_port()
-    command = [PYTHON, "-c", _BARE_QUART, str(port), workdir / "pages", "1" if access_log else "0"]
-    with server_process(command, port=port, log=workdir / "server.log"):
-        wait_http(f"http://127.0.0.1:{port}/json20")
-
-        def bench() -> None:
-            for key, label in _ceiling_targets(ctx):
-                url = f"http://127.0.0.1:{port}/{key}"
-                ctx.results.append(measure(ctx, name, label, url, JSON))
-
+    directory = "quart-logged" if access_log else "quart"
+    with python_ceiling(ctx, name, directory, _BARE_QUART, "1" if access_log else "0") as bench:
         yield bench
 
 
@@ -1554,14 +1553,13 @@ def goals(ctx: Context) -> list[str]:
                 )
             growth = (last - check.rss_after_first_kib) / max(requests, 1)
             lines.append(f"{rss} ({growth:+.2f} KiB per request after the first)")
-            per_request = check.reload_growth_kib()
-            if per_request is not None and check.rss_after_reload_kib is not None:
-                # Under 1 KiB a request over thousands: allocator noise, not a leak (a leak
-                # keeps at least the request's own buffers: tens of KiB for the root).
+            levelled = check.levelled_off()
+            if levelled is not None:
+                runs = ", ".join(f"{rss / 1024:.1f} after {n:,} more" for n, rss in check.reloads)
                 lines.append(
-                    f"    memory per request: a second load run of {check.reloaded:,} requests took "
-                    f"RSS to {check.rss_after_reload_kib / 1024:.1f} MiB ({per_request:+.2f} KiB "
-                    f"per request) -> goal: no growth per request: {verdict(per_request < 1)}"
+                    f"    memory per request: further load runs took RSS to {runs} -> goal: "
+                    f"no growth per request (a run adding < {PLATEAU_KIB // 1024} MiB): "
+                    f"{verdict(levelled)}"
                 )
     return lines
 
