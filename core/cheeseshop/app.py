@@ -120,11 +120,13 @@ def create_app_from_env() -> Quart:
     """Application factory for ``hypercorn 'cheeseshop.app:create_app_from_env()'``.
 
     Used by each worker process of ``cheeseshop serve --workers N``, so it also makes
-    hypercorn send our reason phrases in that process.
+    hypercorn send our reason phrases in that process, and its log records lean, as
+    ``cheeseshop serve`` does.
     """
     from cheeseshop.web import reason
 
     reason.install()
+    access.lean_log_records()
     return create_app(load_settings())
 
 

@@ -72,7 +72,7 @@ def serve(ctx: click.Context, host: str, port: int, workers: int) -> None:
     from cheeseshop.outbox.embedded import DeliveredElsewhere
     from cheeseshop.outbox.process import DeliveryProcess
     from cheeseshop.services import EXTENSION_KEY
-    from cheeseshop.web import reason
+    from cheeseshop.web import access, reason
 
     settings = _settings(ctx)
     try:
@@ -83,6 +83,7 @@ def serve(ctx: click.Context, host: str, port: int, workers: int) -> None:
     if settings.auto_migrate:
         upgrade(settings.resolved_database_url)
     reason.install()
+    access.lean_log_records()
     config = Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.workers = workers

@@ -12,7 +12,7 @@ import logging
 
 from quart import Quart, Response, request
 
-__all__ = ["install", "log_response"]
+__all__ = ["install", "lean_log_records", "log_response"]
 
 log = logging.getLogger("cheeseshop.access")
 
@@ -33,6 +33,23 @@ def install(app: Quart) -> None:
                 request.headers.get("User-Agent"),
             )
         return response
+
+
+def lean_log_records() -> None:
+    """Make every log record of this process skip what the web process's format never shows.
+
+    By default each record looks up the calling frame, the thread and the process; on a
+    cache hit, that is a good part of the access line, and the access line is the
+    costliest thing the fast path does (read_bench, JSON pages: about 10% more requests
+    per second without these lookups). These are the switches the logging HOWTO's
+    "Optimization" section names. For ``cheeseshop serve`` only: its format
+    (``asctime levelname name: message``) uses none of them, whereas Celery's worker
+    format shows the process name.
+    """
+    logging._srcfile = None  # type: ignore[attr-defined]  # no findCaller() per record
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
 
 
 def log_response(

@@ -1,0 +1,87 @@
+"""``cheeseshop serve`` makes its log records skip the caller, thread and process lookups.
+
+Those lookups were a good part of the access line that every cache hit writes; the web
+process's format shows none of them (see ``cheeseshop.web.access.lean_log_records``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from cheeseshop import cli
+from cheeseshop.web import access
+
+SWITCHES = ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing")
+
+
+@pytest.fixture(autouse=True)
+def restored_switches(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Whatever a test switches off is switched back on afterwards, for the other tests."""
+    for name in SWITCHES:
+        monkeypatch.setattr(logging, name, getattr(logging, name))
+    yield
+
+
+class Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def _record_of(message: str) -> logging.LogRecord:
+    logger = logging.getLogger("cheeseshop.test.lean")
+    collect = Collect()
+    logger.addHandler(collect)
+    logger.setLevel(logging.INFO)
+    try:
+        logger.info(message)
+    finally:
+        logger.removeHandler(collect)
+    [record] = collect.records
+    return record
+
+
+def test_lean_log_records_skip_caller_thread_and_process() -> None:
+    before = _record_of("before")
+    assert before.funcName == "_record_of"
+    assert before.threadName is not None and before.process == os.getpid()
+
+    access.lean_log_records()
+    after = _record_of("after")
+
+    assert after.getMessage() == "after"
+    assert (after.funcName, after.lineno) == ("(unknown function)", 0)
+    assert (after.thread, after.threadName, after.process, after.processName) == (None, None, None, None)
+
+
+def test_lean_log_records_are_what_serve_runs_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in list(os.environ):
+        if name.startswith("CHEESESHOP_"):
+            monkeypatch.delenv(name)
+    served: list[Any] = []
+
+    async def serve_once(app: Any, config: Any) -> None:
+        served.append(logging.logThreads)
+
+    monkeypatch.setattr(cli, "_serve_until_signalled", serve_once)
+    result = CliRunner().invoke(
+        cli.main,
+        ["serve", "--port", "8999"],
+        env={"CHEESESHOP_DATA_DIR": str(tmp_path / "data"), "CHEESESHOP_OUTBOX_DELIVERY": "inline"},
+    )
+
+    assert result.exit_code == 0, result.output
+    assert served == [False]
+    assert _record_of("served").threadName is None
