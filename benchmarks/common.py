@@ -231,3 +231,22 @@ def cheeseshop_revision() -> str:
     except PeerUnavailable:
         return "not a git checkout"
     return f"git {commit}{'+dirty' if dirty else ''}"
+
+
+# The end of the scripts of the benchmarks' bare ceilings (run with ``python -c``): serve
+# their ``app`` on ``port`` with hypercorn, as `cheeseshop serve` does (one process, no
+# hypercorn access log), until SIGTERM or SIGINT.
+ON_HYPERCORN = """
+config = Config()
+config.bind = [f"127.0.0.1:{port}"]
+config.accesslog = None
+config.errorlog = logging.getLogger("hypercorn.error")
+
+async def main():
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+    await serve(app, config, shutdown_trigger=stop.wait)
+
+asyncio.run(main())
+"""

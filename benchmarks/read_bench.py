@@ -66,6 +66,7 @@ from pathlib import Path
 import httpx
 from cheeseshop.testing.dists import Dist, build_sdist, build_wheel
 from common import (
+    ON_HYPERCORN,
     CACHE,
     DEVPI_PACKAGES,
     PASSWORD,
@@ -1176,23 +1177,6 @@ def nginx_server(ctx: Context) -> Iterator[Bench]:
         yield bench
 
 
-# The end of each ceiling's script: serve its ``app`` on ``port`` with hypercorn, one
-# process, no hypercorn access log, until SIGTERM or SIGINT.
-_ON_HYPERCORN = """
-config = Config()
-config.bind = [f"127.0.0.1:{port}"]
-config.accesslog = None
-config.errorlog = logging.getLogger("hypercorn.error")
-
-async def main():
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
-    await serve(app, config, shutdown_trigger=stop.wait)
-
-asyncio.run(main())
-"""
-
 # Runs in the child: Quart on hypercorn as `cheeseshop serve` runs it (asyncio loop, one
 # process, no hypercorn access log), returning bytes it read at start-up. With "1", it also
 # writes one access line per response through `logging` from an after_request hook, as an
@@ -1224,7 +1208,7 @@ if access_log:
                     response.content_length, request.headers.get("User-Agent", "-"))
         return response
 
-""" + _ON_HYPERCORN
+""" + ON_HYPERCORN
 
 
 # Runs in the child: no framework at all, a plain ASGI callable on hypercorn answering
@@ -1258,7 +1242,7 @@ async def app(scope, receive, send):
     await send({"type": "http.response.start", "status": 200, "headers": found[0]})
     await send({"type": "http.response.body", "body": found[1]})
 
-""" + _ON_HYPERCORN
+""" + ON_HYPERCORN
 
 
 @contextlib.contextmanager

@@ -1,5 +1,8 @@
 """Upload benchmark: Cheeseshop (SQLite, PostgreSQL) against pypiserver and devpi-server.
 
+A bare Quart app on hypercorn that stores each file and checks nothing (``quart-bare``) is
+measured too: the floor any upload on this stack costs.
+
 A benchmark, not a test: it asserts nothing and is not collected by pytest. It builds N
 small distinct wheels (``bench-pkg-<i>`` 1.0, the same bytes for every server) and uploads
 all of them to each server twice, each time to a freshly started, empty server:
@@ -48,6 +51,7 @@ from pathlib import Path
 import httpx
 from cheeseshop.testing.dists import Dist, build_wheel
 from common import (
+    ON_HYPERCORN,
     CACHE,
     DEVPI_PACKAGES,
     PASSWORD,
@@ -317,11 +321,60 @@ def devpi(workdir: Path) -> Iterator[Target]:
         yield Target(f"http://127.0.0.1:{port}/{USERNAME}/dev/", USERNAME, PASSWORD)
 
 
+# Runs in the child: the least an upload can cost on Quart and hypercorn, as `cheeseshop
+# serve` runs them (one process, no hypercorn access log). It checks the Basic credentials,
+# parses the form with Quart's own parser, refuses a filename it already has, and writes
+# the file with an fsync, as Cheeseshop's storage does. No validation, no database.
+_BARE_QUART = """
+import asyncio, base64, logging, os, signal, sys
+from pathlib import Path
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+from quart import Quart, request
+
+port, packages, credentials = int(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+expected = "Basic " + base64.b64encode(credentials.encode()).decode()
+app = Quart("bare")
+
+def store(path, data):
+    with open(path, "xb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+
+@app.post("/")
+async def upload():
+    if request.headers.get("Authorization") != expected:
+        return "Unauthorized", 401, {"WWW-Authenticate": 'Basic realm="bare"'}
+    form, files = await request.form, await request.files
+    content = files.get("content")
+    if form.get(":action") != "file_upload" or content is None:
+        return "Not an upload", 400
+    try:
+        await asyncio.to_thread(store, packages / os.path.basename(content.filename), content.read())
+    except FileExistsError:
+        return "File already exists", 409
+    return ""
+
+""" + ON_HYPERCORN
+
+
+@contextlib.contextmanager
+def quart_bare(workdir: Path) -> Iterator[Target]:
+    packages = workdir / "packages"
+    packages.mkdir()
+    port = free_port()
+    command = [PYTHON, "-c", _BARE_QUART, str(port), packages, f"{USERNAME}:{PASSWORD}"]
+    with server_process(command, port=port, log=workdir / "server.log"):
+        yield Target(f"http://127.0.0.1:{port}/", USERNAME, PASSWORD)
+
+
 SERVERS: dict[str, Callable[[Path], contextlib.AbstractContextManager[Target]]] = {
     "cheeseshop-sqlite": cheeseshop_sqlite,
     "cheeseshop-postgres": cheeseshop_postgres,
     "pypiserver": pypiserver,
     "devpi": devpi,
+    "quart-bare": quart_bare,
 }
 
 
@@ -331,6 +384,12 @@ def describe(name: str) -> str:
 
     if name.startswith("cheeseshop"):
         return f"cheeseshop {importlib.metadata.version('cheeseshop')} ({cheeseshop_revision()})"
+    if name == "quart-bare":
+        return (
+            f"quart {importlib.metadata.version('quart')}, hypercorn "
+            f"{importlib.metadata.version('hypercorn')}: form parsed, file written and fsynced, "
+            "nothing checked (the floor)"
+        )
     venv = CACHE / "venvs" / ("pypiserver" if name == "pypiserver" else "devpi")
     distribution = "pypiserver" if name == "pypiserver" else "devpi-server"
     with contextlib.suppress(PeerUnavailable, OSError):
@@ -413,6 +472,12 @@ def goal_check(results: list[Result]) -> list[str]:
                     f"  {server}: {client} {mine.files_per_second:.1f} files/s = {ratio:.2f}x "
                     f"devpi ({theirs.files_per_second:.1f}) -> {'met' if ratio >= 5 else 'NOT met'}"
                 )
+    floor = by.get(("quart-bare", "httpx"))
+    if floor is not None and floor.median_ms is not None:
+        lines.append(
+            f"  (the floor: a bare Quart upload on hypercorn, storing the file and checking "
+            f"nothing, has a median of {floor.median_ms:.1f} ms)"
+        )
     return lines
 
 
