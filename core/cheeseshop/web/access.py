@@ -40,8 +40,8 @@ def lean_log_records() -> None:
 
     By default each record looks up the calling frame, the thread and the process; on a
     cache hit, that is a good part of the access line, and the access line is the
-    costliest thing the fast path does (read_bench, JSON pages: about 10% more requests
-    per second without these lookups). These are the switches the logging HOWTO's
+    costliest thing the fast path does (JSON pages under wrk: 6–12% more requests per
+    second without these lookups). These are the switches the logging HOWTO's
     "Optimization" section names. For ``cheeseshop serve`` only: its format
     (``asctime levelname name: message``) uses none of them, whereas Celery's worker
     format shows the process name.
