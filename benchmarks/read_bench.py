@@ -66,9 +66,9 @@ from pathlib import Path
 import httpx
 from cheeseshop.testing.dists import Dist, build_sdist, build_wheel
 from common import (
-    ON_HYPERCORN,
     CACHE,
     DEVPI_PACKAGES,
+    ON_HYPERCORN,
     PASSWORD,
     PYPISERVER_PACKAGES,
     PYTHON,
@@ -1539,7 +1539,7 @@ def goals(ctx: Context) -> list[str]:
             lines.append(f"{rss} ({growth:+.2f} KiB per request after the first)")
             levelled = check.levelled_off()
             if levelled is not None:
-                runs = ", ".join(f"{rss / 1024:.1f} after {n:,} more" for n, rss in check.reloads)
+                runs = ", ".join(f"{kib / 1024:.1f} after {n:,} more" for n, kib in check.reloads)
                 lines.append(
                     f"    memory per request: further load runs took RSS to {runs} -> goal: "
                     f"no growth per request (a run adding < {PLATEAU_KIB // 1024} MiB): "

@@ -51,9 +51,9 @@ from pathlib import Path
 import httpx
 from cheeseshop.testing.dists import Dist, build_wheel
 from common import (
-    ON_HYPERCORN,
     CACHE,
     DEVPI_PACKAGES,
+    ON_HYPERCORN,
     PASSWORD,
     PYPISERVER_PACKAGES,
     PYTHON,
