@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -55,11 +55,34 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
         engine = create_async_engine(url, **kwargs)
         _configure_sqlite(engine.sync_engine)
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
+    asyncpg = parsed.get_driver_name() == "asyncpg"
+    # asyncpg knows without asking when the server has hung up; other drivers are pinged.
+    kwargs.setdefault("pool_pre_ping", not asyncpg)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 10)
     kwargs.setdefault("pool_timeout", 10)
-    return create_async_engine(url, **kwargs)
+    engine = create_async_engine(url, **kwargs)
+    if asyncpg and not kwargs["pool_pre_ping"]:
+        _replace_closed_connections(engine.sync_engine)
+    return engine
+
+
+def _replace_closed_connections(engine: Engine) -> None:
+    """Hand out no pooled asyncpg connection that the server has closed.
+
+    A restarted PostgreSQL, or ``pg_terminate_backend``, closes the pooled connections'
+    sockets, and asyncpg marks each one closed as soon as the event loop reads the hang-up.
+    Checking that mark at checkout costs nothing, where SQLAlchemy's ``pool_pre_ping``
+    costs three round trips (BEGIN, an empty query, ROLLBACK) on every checkout: nine per
+    upload. A closed connection is discarded and a new one opened in its place, so a
+    request that follows a restart does not fail. (A connection that dies during a
+    statement fails that request either way; SQLAlchemy then discards the whole pool.)
+    """
+
+    @event.listens_for(engine, "checkout")
+    def on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        if dbapi_connection.driver_connection.is_closed():
+            raise exc.DisconnectionError("PostgreSQL closed this pooled connection")
 
 
 def _sync_sqlite_engine(url: str) -> Engine:
