@@ -149,11 +149,11 @@ class Server:
         """Run ``cheeseshop ARGS`` with the server's environment (plus ``env``)."""
         return run([CHEESESHOP, *args], env={**self.env, **(env or {})})
 
-    def user_token(self, username: str) -> str:
-        """Create ``username`` (e-mail ``<username>@example.com``) and an API token of
-        theirs, both with the CLI; returns the token."""
+    def user_token(self, username: str, *, email: str | None = None) -> str:
+        """Create ``username`` (with ``email``, else ``<username>@example.com``) and an API
+        token of theirs, both with the CLI; returns the token."""
         created = self.cli(
-            "user", "create", username, "--email", f"{username}@example.com",
+            "user", "create", username, "--email", email or f"{username}@example.com",
             env={"CHEESESHOP_NEW_PASSWORD": "correct horse battery staple"},
         )  # fmt: skip
         assert created.returncode == 0, created

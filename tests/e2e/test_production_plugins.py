@@ -232,14 +232,7 @@ def test_upload_is_tagged_soft_purged_after_commit_and_mailed_to_the_owner(
     production: Production, run_command: Any, tmp_path: Path
 ) -> None:
     server, fastly, ses = production.server, production.fastly, production.ses
-    created = server.cli(
-        "user", "create", OWNER, "--email", OWNER_EMAIL,
-        env={"CHEESESHOP_NEW_PASSWORD": "correct horse battery staple"},
-    )  # fmt: skip
-    assert created.returncode == 0, created
-    minted = server.cli("token", "create", OWNER)
-    assert minted.returncode == 0, minted
-    token = minted.stdout.strip().splitlines()[-1]
+    token = server.user_token(OWNER, email=OWNER_EMAIL)
     wheel = build_wheel(PROJECT, VERSION).write(tmp_path)
 
     uploaded = run_command(

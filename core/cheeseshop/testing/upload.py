@@ -6,12 +6,13 @@ import email.parser
 import hashlib
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from packaging.utils import parse_sdist_filename, parse_wheel_filename
 
 from cheeseshop.testing.dists import Dist
 
-__all__ = ["encode_multipart", "upload_fields"]
+__all__ = ["encode_multipart", "upload_fields", "uploaded"]
 
 FieldList = list[tuple[str, str]]
 
@@ -90,3 +91,13 @@ def encode_multipart(
         parts.append(header.encode() + b"\r\n" + content + b"\r\n")
     body = b"".join(parts) + f"--{boundary}--\r\n".encode()
     return body, f"multipart/form-data; boundary={boundary}"
+
+
+async def uploaded(upload: Any, dist: Dist, **field_options: Any) -> Dist:
+    """Upload ``dist`` with the ``upload`` fixture, asserting a 200; returns ``dist``.
+
+    ``field_options`` go to :func:`upload_fields` (``name``, ``requires_python``…).
+    """
+    response = await upload(dist, fields=upload_fields(dist, **field_options))
+    assert response.status_code == 200, await response.get_data(as_text=True)
+    return dist

@@ -22,7 +22,8 @@ from cheeseshop.cache.redis import RedisPageCache
 from cheeseshop.cache import redis as redis_cache
 from cheeseshop.db.models import OutboxDelivery, OutboxEvent, Project
 from cheeseshop.projects import service as projects
-from cheeseshop.testing.dists import Dist, build_sdist, build_wheel
+from cheeseshop.testing.dists import build_sdist, build_wheel
+from cheeseshop.testing.upload import uploaded
 
 JSON = "application/vnd.pypi.simple.v1+json"
 V1_HTML = "application/vnd.pypi.simple.v1+html"
@@ -93,12 +94,6 @@ async def settled(services: Any) -> None:
 @pytest.fixture
 def visits(monkeypatch: pytest.MonkeyPatch, cheeseshop_services: Any) -> DbVisits:
     return DbVisits(monkeypatch, cheeseshop_services.db)
-
-
-async def uploaded(upload: Any, dist: Dist) -> Dist:
-    response = await upload(dist)
-    assert response.status_code == 200, await response.get_data(as_text=True)
-    return dist
 
 
 async def get(client: Any, path: str, accept: str | None = JSON, **headers: str) -> Any:

@@ -15,7 +15,7 @@ from sqlalchemy import delete, insert, select, update
 
 from cheeseshop.db.models import File, Project, Release, Role, User
 from cheeseshop.testing.dists import Dist, build_sdist, build_wheel
-from cheeseshop.testing.upload import upload_fields
+from cheeseshop.testing.upload import uploaded
 
 ISO_8601 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 SECONDS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}$")
@@ -52,12 +52,6 @@ RICH_METADATA: dict[str, str | list[str]] = {
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-async def uploaded(upload: Any, dist: Dist, **field_options: Any) -> Dist:
-    response = await upload(dist, fields=upload_fields(dist, **field_options))
-    assert response.status_code == 200, await response.get_data(as_text=True)
-    return dist
 
 
 async def get(client: Any, path: str, **headers: str) -> Any:

@@ -25,6 +25,7 @@ from cheeseshop.events import ProjectChanged
 from cheeseshop.projects import service
 from cheeseshop.projects.service import MAX_REASON, ChangeRefused
 from cheeseshop.testing.dists import Dist, build_sdist, build_wheel
+from cheeseshop.testing.upload import uploaded
 
 JSON = "application/vnd.pypi.simple.v1+json"
 HTML = "text/html"
@@ -33,12 +34,6 @@ NORMALIZED = "change-me"
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-async def uploaded(upload: Any, dist: Dist) -> Dist:
-    response = await upload(dist)
-    assert response.status_code == 200, await response.get_data(as_text=True)
-    return dist
 
 
 async def journal(services: Any) -> list[tuple[int, str, str | None, str | None]]:

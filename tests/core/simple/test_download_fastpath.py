@@ -25,6 +25,7 @@ from cheeseshop.simple import files as files_module
 from cheeseshop.simple.files import FileRoute, file_route, not_modified
 from cheeseshop.testing.asgi import QuartRequests, Sent, asgi_request
 from cheeseshop.testing.dists import Dist, build_sdist, build_wheel
+from cheeseshop.testing.upload import uploaded
 from cheeseshop.web import fastpath as fastpath_module
 
 JSON = "application/vnd.pypi.simple.v1+json"
@@ -38,12 +39,6 @@ PROJECT = "hello-world"
 def cheeseshop_settings_overrides() -> dict[str, Any]:
     # No journal polling: only the purges the tests make (or cause) change the cache.
     return {"page_cache_poll_seconds": 0}
-
-
-async def uploaded(upload: Any, dist: Dist) -> Dist:
-    response = await upload(dist)
-    assert response.status_code == 200, await response.get_data(as_text=True)
-    return dist
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ import pytest
 
 from cheeseshop.simple.files import parse_range
 from cheeseshop.storage import storage_path
-from cheeseshop.testing.dists import Dist, build_sdist, build_wheel
+from cheeseshop.testing.dists import build_sdist, build_wheel
+from cheeseshop.testing.upload import uploaded
 
 JSON = "application/vnd.pypi.simple.v1+json"
 
@@ -38,12 +39,6 @@ async def get(client: Any, path: str, method: str = "GET", **headers: str) -> Ra
     response = Raw(connection.status_code, connection.headers, bytes(connection.response_data))
     assert response.status_code != 500, response.body
     return response
-
-
-async def uploaded(upload: Any, dist: Dist) -> Dist:
-    response = await upload(dist)
-    assert response.status_code == 200, await response.get_data(as_text=True)
-    return dist
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from cheeseshop.db.models import JournalEntry, Project
 from cheeseshop.simple import render
 from cheeseshop.testing.dists import Dist, build_sdist, build_wheel
-from cheeseshop.testing.upload import upload_fields
+from cheeseshop.testing.upload import uploaded
 from cheeseshop.web.reason import REASON_HEADER
 
 JSON = "application/vnd.pypi.simple.v1+json"
@@ -118,12 +118,6 @@ async def html_page(client: Any, path: str, accept: str | None = None) -> tuple[
     response = await ok(client, path, accept)
     text = await response.get_data(as_text=True)
     return Page(text), text
-
-
-async def uploaded(upload: Any, dist: Dist, **field_options: Any) -> Dist:
-    response = await upload(dist, fields=upload_fields(dist, **field_options))
-    assert response.status_code == 200, await response.get_data(as_text=True)
-    return dist
 
 
 async def serials(services: Any) -> tuple[int, dict[str, int]]:

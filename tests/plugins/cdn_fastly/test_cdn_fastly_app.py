@@ -20,7 +20,8 @@ import cheeseshop
 from cheeseshop import CachePurge
 from cheeseshop.db import Database
 from cheeseshop.db.models import File, OutboxDelivery, OutboxEvent
-from cheeseshop.testing.dists import Dist, build_wheel
+from cheeseshop.testing.dists import build_wheel
+from cheeseshop.testing.upload import uploaded
 
 import cheeseshop_cdn_fastly
 
@@ -73,12 +74,6 @@ def in_fresh_database(url: str, work: Callable[[Any], Coroutine[Any, Any, T]]) -
             await db.dispose()
 
     return asyncio.run(go())
-
-
-async def uploaded(upload: Any, dist: Dist) -> Dist:
-    response = await upload(dist)
-    assert response.status_code == 200, await response.get_data(as_text=True)
-    return dist
 
 
 async def simple_json(client: Any, name: str) -> tuple[Any, dict[str, Any]]:
