@@ -492,9 +492,9 @@ import asyncio, collections, cProfile, json, pstats, signal, sys, threading, tim
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from sqlalchemy import event
+from sqlalchemy.engine import Engine
 from cheeseshop.app import create_app
 from cheeseshop.config import load_settings
-from cheeseshop.services import EXTENSION_KEY
 from cheeseshop.web import reason
 
 port, out = int(sys.argv[1]), sys.argv[2]
@@ -508,11 +508,11 @@ threading.setprofile(start_thread_profiler)
 reason.install()
 app = create_app(load_settings())
 statements = collections.defaultdict(list)
-engine = app.extensions[EXTENSION_KEY].db.engine.sync_engine
-@event.listens_for(engine, "before_cursor_execute")
+# Every engine: on SQLite the upload's transactions run on a second, synchronous engine.
+@event.listens_for(Engine, "before_cursor_execute")
 def before(conn, cursor, statement, parameters, context, executemany):
     conn.info["bench_started"] = time.perf_counter()
-@event.listens_for(engine, "after_cursor_execute")
+@event.listens_for(Engine, "after_cursor_execute")
 def after(conn, cursor, statement, parameters, context, executemany):
     statements[" ".join(statement.split())].append(time.perf_counter() - conn.info["bench_started"])
 config = Config()
