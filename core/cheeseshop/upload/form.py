@@ -154,6 +154,12 @@ def read_form(fields: Mapping[str, Sequence[str]]) -> UploadRequest:
     if filetype == "bdist_wheel" and not pyversion:
         problems.append("Missing 'pyversion' field, required for wheels.")
     if filetype == "sdist":
+        # As PyPI: absent means "source"; anything else is a client's mistake, said so.
+        if pyversion and pyversion != "source":
+            problems.append(
+                f"Invalid pyversion {pyversion!r} for an sdist: use 'source' as the Python "
+                "version of an sdist."
+            )
         pyversion = "source"
 
     metadata_version = single["metadata_version"] or ""

@@ -318,11 +318,15 @@ async def _existing(services: Services, principal: Principal, checked: _Checked)
 
 
 def judge_existing(state: IndexState, principal: Principal, checked: _Checked, settings: Settings) -> str:
-    """The decision :func:`_existing` makes from what the index holds (pure)."""
+    """The decision :func:`_existing` makes from what the index holds (pure).
+
+    Permission first, as PyPI decides: whoever may not upload to the project gets 403 and
+    learns nothing of its files, not even that a filename is taken.
+    """
     file = checked.file
+    _authorize(state, principal, checked, settings)
     if state.same_name_digest is not None:
         if state.same_name_digest == file.blake2_256:
-            _authorize(state, principal, checked, settings, must_exist=True)
             return "identical"
         raise APIError(400, f"{ALREADY_EXISTS} ({file.filename}) with different contents.")
     if state.same_bytes_filename is not None:
@@ -333,7 +337,6 @@ def judge_existing(state: IndexState, principal: Principal, checked: _Checked, s
             f"This filename has already been used ({file.filename}); a filename can never "
             "be reused, even after deletion. Use a new version.",
         )
-    _authorize(state, principal, checked, settings, must_exist=False)
     if state.project_name is None:
         return "new project"
     if checked.parsed.packagetype == "sdist" and state.release_has_sdist:
@@ -341,15 +344,11 @@ def judge_existing(state: IndexState, principal: Principal, checked: _Checked, s
     return "new file"
 
 
-def _authorize(
-    state: IndexState, principal: Principal, checked: _Checked, settings: Settings, *, must_exist: bool
-) -> None:
+def _authorize(state: IndexState, principal: Principal, checked: _Checked, settings: Settings) -> None:
     name = checked.request.normalized_name
     if not principal.allows_project(name):
         raise APIError(403, f"This API token is not valid for project {checked.request.name!r}.")
     if state.project_name is None:
-        if must_exist:
-            raise APIError(403, f"No project {checked.request.name!r}.")
         if principal.claims.projects is not None:
             raise APIError(403, "A project-scoped API token cannot create a new project.")
         _check_new_name(settings, checked.request.name, similar=state.similar_name)

@@ -34,6 +34,10 @@ __all__ = ["blueprint", "credentials_from", "file_limits", "limits_for"]
 blueprint = Blueprint("upload", __name__)
 
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="cheeseshop upload"'}
+# Credentials that cannot be read are wrong credentials: 403 with the reason, as for a bad token.
+_MALFORMED_BASIC = (
+    "Malformed Basic authorization header: send base64 of '__token__:<API token>'."
+)
 
 
 def credentials_from(authorization: str | None) -> str | None:
@@ -54,10 +58,10 @@ def credentials_from(authorization: str | None) -> str | None:
     try:
         decoded = base64.b64decode(value, validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError):
-        raise APIError(400, "Malformed Basic authorization header.") from None
+        raise APIError(403, _MALFORMED_BASIC) from None
     username, sep, password = decoded.partition(":")
     if not sep:
-        raise APIError(400, "Malformed Basic authorization header.")
+        raise APIError(403, _MALFORMED_BASIC)
     if username != "__token__":
         raise APIError(
             403,

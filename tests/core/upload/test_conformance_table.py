@@ -554,10 +554,20 @@ ROWS: list[Row] = [
         "username-and-password", 403, "use the username '__token__'",
         post(wheel, authorization=basic("correct horse battery staple", "alice")),
     ),
-    Row("malformed-basic", 400, "Malformed Basic", post(wheel, authorization="Basic !!!")),
+    Row("malformed-basic", 403, "Malformed Basic", post(wheel, authorization="Basic !!!")),
     Row(
         "other-users-project", 403, "isn't allowed to upload to project 'hello-world'",
         post(lambda: build_wheel(NAME, "2.0"), user="bob"), setup=uploaded(wheel),
+    ),
+    # Permission before duplicates, as PyPI: an outsider learns nothing of the files.
+    Row(
+        "other-users-project-taken-filename", 403, "isn't allowed to upload to project 'hello-world'",
+        post(lambda: build_wheel(NAME, VERSION, summary="Other bytes."), user="bob"),
+        setup=uploaded(wheel),
+    ),
+    Row(
+        "other-users-project-same-bytes", 403, "isn't allowed to upload to project 'hello-world'",
+        post(wheel, user="bob"), setup=uploaded(wheel),
     ),
     Row(
         "token-for-another-project", 403, "This API token is not valid for project 'hello-world'",
@@ -578,6 +588,10 @@ ROWS: list[Row] = [
     Row(
         "missing-pyversion", 400, "Missing 'pyversion' field",
         post(wheel, overrides={"pyversion": None}),
+    ),
+    Row(
+        "sdist-pyversion-not-source", 400, "use 'source' as the Python version of an sdist",
+        post(sdist, overrides={"pyversion": "py3"}),
     ),
     Row(
         "missing-metadata-version", 400, "Invalid metadata_version ''",
@@ -714,7 +728,7 @@ ROWS: list[Row] = [
     ),
     Row(
         "filetype-sdist-for-wheel", 400, "does not match the file",
-        post(wheel, overrides={"filetype": "sdist"}),
+        post(wheel, overrides={"filetype": "sdist", "pyversion": "source"}),
     ),
     # metadata rules
     Row(

@@ -69,8 +69,15 @@ def test_sdist_pyversion_is_source() -> None:
     request = read_form(form(filetype="sdist", pyversion=None))
     assert request.filetype == "sdist"
     assert request.pyversion == "source"
-    # Whatever a client sends, an sdist's python version is "source".
-    assert read_form(form(filetype="sdist", pyversion="py3")).pyversion == "source"
+    assert read_form(form(filetype="sdist", pyversion="")).pyversion == "source"
+    assert read_form(form(filetype="sdist", pyversion="source")).pyversion == "source"
+
+
+def test_sdist_with_another_pyversion_refused() -> None:
+    # As PyPI: "Use 'source' as Python version for an sdist."
+    with pytest.raises(FormError) as caught:
+        read_form(form(filetype="sdist", pyversion="py3"))
+    assert any("use 'source'" in problem and "'py3'" in problem for problem in caught.value.problems)
 
 
 def test_protocol_version_absent_means_1() -> None:

@@ -322,8 +322,11 @@ async def test_username_other_than_token_403(upload, make_token):
     await refused(await upload(wheel(), authorization=basic("alice", token)), 403, "__token__")
 
 
-async def test_malformed_basic_header_400(upload):
-    await refused(await upload(wheel(), authorization="Basic !!!not-base64!!!"), 400, "Basic")
+async def test_malformed_basic_header_403(upload):
+    # Wrong credentials, however they are wrong: 403 with the reason.
+    await refused(await upload(wheel(), authorization="Basic !!!not-base64!!!"), 403, "Basic")
+    no_colon = "Basic " + base64.b64encode(b"__token__").decode()
+    await refused(await upload(wheel(), authorization=no_colon), 403, "__token__:")
 
 
 async def test_deactivated_user_403(upload, make_token, cheeseshop_services):
@@ -481,7 +484,9 @@ async def test_bad_filetype_400(upload, subtests):
     # "sdist" is a valid filetype, but not for a .whl.
     for filetype in ["bdist_egg", "bdist_wininst", "", "sdist"]:
         with subtests.test(filetype=filetype):
-            fields = upload_fields(dist, overrides={"filetype": filetype})
+            # An sdist's pyversion is "source" (anything else is refused first).
+            pyversion = {"pyversion": "source"} if filetype == "sdist" else {}
+            fields = upload_fields(dist, overrides={"filetype": filetype, **pyversion})
             await refused(await upload(dist, fields=fields), 400, "iletype")
 
 
