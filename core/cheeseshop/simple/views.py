@@ -68,6 +68,15 @@ def _media_type(content_type: str) -> str:
     return content_type if content_type == negotiate.JSON else f"{content_type}; charset=utf-8"
 
 
+@blueprint.after_request
+async def _vary_on_accept(response: Response) -> Response:
+    """Every Simple API answer depends on ``Accept``: redirects, 404s and 406s as much as
+    pages. Saying so on each keeps a shared cache from handing one client's answer to
+    a client that asked for another format."""
+    response.vary.add("Accept")
+    return response
+
+
 @blueprint.get("/simple/")
 async def root() -> Response:
     """The list of every visible project."""

@@ -216,6 +216,7 @@ async def test_non_normalized_name_redirects(cheeseshop_client, project, subtest
             response = await get(cheeseshop_client, path, JSON)
             assert response.status_code == 301
             assert urlsplit(response.headers["Location"]).path == "/simple/hello-world/"
+            assert response.headers["Vary"] == "Accept"
 
 
 async def test_no_slash_redirects(cheeseshop_client, project, subtests):
@@ -224,6 +225,7 @@ async def test_no_slash_redirects(cheeseshop_client, project, subtests):
             response = await get(cheeseshop_client, path, JSON)
             assert response.status_code == 301
             assert urlsplit(response.headers["Location"]).path == "/simple/hello-world/"
+            assert response.headers["Vary"] == "Accept"
 
 
 async def test_unknown_project_404(cheeseshop_client, project):
@@ -232,6 +234,8 @@ async def test_unknown_project_404(cheeseshop_client, project):
         assert response.status_code == 404
         assert "no-such-project" in await response.get_data(as_text=True)
         assert response.headers[REASON_HEADER]
+        assert response.headers["Content-Type"].startswith("text/plain")
+        assert response.headers["Vary"] == "Accept"
 
 
 async def test_impossible_name_404(cheeseshop_client, project, subtests):
