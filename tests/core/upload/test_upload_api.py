@@ -17,7 +17,7 @@ from cheeseshop.accounts import tokens
 from cheeseshop.accounts.service import revoke_token, user_by_name
 from cheeseshop.db.models import ApiToken, File, FilenameRegistry, JournalEntry, Project, Release, utcnow
 from cheeseshop.testing.dists import Dist, build_sdist, build_wheel
-from cheeseshop.testing.upload import encode_multipart, upload_fields
+from cheeseshop.testing.upload import encode_multipart, stored_counts, upload_fields
 from cheeseshop.web.reason import REASON_HEADER
 
 JSON = "application/vnd.pypi.simple.v1+json"
@@ -53,17 +53,6 @@ async def refused(response: Any, status: int, *fragments: str, explains: bool = 
 
 def basic(username: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
-
-
-async def counts(services: Any) -> dict[str, int]:
-    async with services.db.read() as session:
-        return {
-            "files": await session.scalar(select(func.count()).select_from(File)),
-            "releases": await session.scalar(select(func.count()).select_from(Release)),
-            "projects": await session.scalar(select(func.count()).select_from(Project)),
-            "journal": await session.scalar(select(func.max(JournalEntry.id))) or 0,
-            "registry": await session.scalar(select(func.count()).select_from(FilenameRegistry)),
-        }
 
 
 async def project_serial(services: Any, normalized: str) -> int:
@@ -111,7 +100,7 @@ async def test_upload_wheel_then_visible_in_simple_api(upload, cheeseshop_client
     assert data["files"][0]["requires-python"] == ">=3.8"
     assert data["versions"] == ["1.0"]
 
-    state = await counts(cheeseshop_services)
+    state = await stored_counts(cheeseshop_services)
     assert state["files"] == 1 and state["releases"] == 1 and state["projects"] == 1
     assert state["registry"] == 1
     assert len(stored_files(cheeseshop_services)) == 2  # the wheel and its .metadata
@@ -133,7 +122,7 @@ async def test_upload_sdist(upload, cheeseshop_client, cheeseshop_services):
 
 async def test_upload_records_owner_and_journal(upload, cheeseshop_services):
     dist = wheel()
-    before = await counts(cheeseshop_services)
+    before = await stored_counts(cheeseshop_services)
     await accepted(await upload(dist))
     async with cheeseshop_services.db.read() as session:
         project = await session.scalar(select(Project))
@@ -148,18 +137,18 @@ async def test_legacy_without_slash_accepted(upload, cheeseshop_services):
     response = await upload(wheel(), path="/legacy")
     assert response.status_code == 200, await response.get_data(as_text=True)
     assert "Location" not in response.headers
-    assert (await counts(cheeseshop_services))["files"] == 1
+    assert (await stored_counts(cheeseshop_services))["files"] == 1
 
 
 async def test_bearer_token_accepted(upload, make_token, cheeseshop_services):
     token = await make_token()
     await accepted(await upload(wheel(), authorization=f"Bearer {token}"))
-    assert (await counts(cheeseshop_services))["files"] == 1
+    assert (await stored_counts(cheeseshop_services))["files"] == 1
 
 
 async def test_uv_file_part_without_content_type(upload, cheeseshop_services):
     await accepted(await upload(wheel(), file_content_type=None))
-    assert (await counts(cheeseshop_services))["files"] == 1
+    assert (await stored_counts(cheeseshop_services))["files"] == 1
 
 
 async def test_unknown_and_empty_values_are_absent(upload, cheeseshop_client, cheeseshop_services):
@@ -231,7 +220,7 @@ async def test_second_file_for_existing_release(upload, cheeseshop_services):
     await accepted(await upload(wheel()))
     serial = await project_serial(cheeseshop_services, "hello-world")
     await accepted(await upload(build_sdist("hello-world", "1.0")))
-    state = await counts(cheeseshop_services)
+    state = await stored_counts(cheeseshop_services)
     assert state["files"] == 2 and state["releases"] == 1
     assert await project_serial(cheeseshop_services, "hello-world") == serial + 1
 
@@ -243,7 +232,7 @@ async def test_missing_credentials_401(upload, cheeseshop_services):
     response = await upload(wheel(), authorization="")
     await refused(response, 401, "__token__")
     assert response.headers["WWW-Authenticate"].startswith("Basic")
-    assert (await counts(cheeseshop_services))["files"] == 0
+    assert (await stored_counts(cheeseshop_services))["files"] == 0
 
 
 async def test_unsupported_scheme_401(upload):
@@ -258,7 +247,7 @@ async def test_garbage_token_403(upload, make_token, cheeseshop_services, subtes
         with subtests.test(password=password):
             response = await upload(wheel(), authorization=basic("__token__", password))
             await refused(response, 403, "Invalid API Token")
-    assert (await counts(cheeseshop_services))["files"] == 0
+    assert (await stored_counts(cheeseshop_services))["files"] == 0
 
 
 async def test_wrong_key_token_403(upload, make_token, cheeseshop_services):
@@ -293,13 +282,13 @@ async def test_revoked_token_403(upload, make_token, cheeseshop_services):
         user = await user_by_name(session, "alice")
         await revoke_token(session, token_id, user=user)
     await refused(await upload(wheel(), token=token), 403, "revoked")
-    assert (await counts(cheeseshop_services))["files"] == 0
+    assert (await stored_counts(cheeseshop_services))["files"] == 0
 
 
 async def test_expired_token_403(upload, make_token, cheeseshop_services):
     token = await make_token(expires_in=timedelta(seconds=-1))
     await refused(await upload(wheel(), token=token), 403, "expired")
-    assert (await counts(cheeseshop_services))["files"] == 0
+    assert (await stored_counts(cheeseshop_services))["files"] == 0
 
 
 async def test_expired_token_refused_by_caveat_alone(upload, make_token, cheeseshop_services):
@@ -346,28 +335,28 @@ async def test_project_scoped_token(upload, make_token, cheeseshop_services):
     scoped = await make_token(projects=["Hello_World"])
 
     await accepted(await upload(wheel("hello-world", "2.0"), token=scoped))
-    before = await counts(cheeseshop_services)
+    before = await stored_counts(cheeseshop_services)
 
     await refused(await upload(wheel("other-project", "2.0"), token=scoped), 403, "other-project")
     await refused(await upload(wheel("brand-new", "1.0"), token=scoped), 403, "brand-new")
-    assert await counts(cheeseshop_services) == before
+    assert await stored_counts(cheeseshop_services) == before
 
 
 async def test_second_user_without_role_403(upload, make_token, cheeseshop_services):
     await accepted(await upload(wheel("hello-world", "1.0")))
-    before = await counts(cheeseshop_services)
+    before = await stored_counts(cheeseshop_services)
     bob = await make_token("bob")
     await refused(await upload(wheel("hello-world", "2.0"), token=bob), 403, "bob", "hello-world")
     # Nor may bob re-upload alice's identical file to learn anything.
     await refused(await upload(wheel("hello-world", "1.0"), token=bob), 403)
-    assert await counts(cheeseshop_services) == before
+    assert await stored_counts(cheeseshop_services) == before
 
 
 async def test_second_user_can_create_own_project(upload, make_token, cheeseshop_services):
     await accepted(await upload(wheel("hello-world", "1.0")))
     bob = await make_token("bob")
     await accepted(await upload(wheel("bobs-project", "1.0"), token=bob))
-    assert (await counts(cheeseshop_services))["projects"] == 2
+    assert (await stored_counts(cheeseshop_services))["projects"] == 2
 
 
 # -- duplicates -----------------------------------------------------------------------------
@@ -376,12 +365,12 @@ async def test_second_user_can_create_own_project(upload, make_token, cheeseshop
 async def test_identical_reupload_is_idempotent(upload, cheeseshop_services):
     dist = wheel()
     await accepted(await upload(dist))
-    before = await counts(cheeseshop_services)
+    before = await stored_counts(cheeseshop_services)
     serial = await project_serial(cheeseshop_services, "hello-world")
     stored = stored_files(cheeseshop_services)
 
     await accepted(await upload(dist))
-    assert await counts(cheeseshop_services) == before
+    assert await stored_counts(cheeseshop_services) == before
     assert await project_serial(cheeseshop_services, "hello-world") == serial
     assert stored_files(cheeseshop_services) == stored
     assert temporary_files(cheeseshop_services) == []
@@ -392,10 +381,10 @@ async def test_same_filename_other_bytes_400(upload, cheeseshop_services):
     second = wheel(summary="Different bytes, same name.")
     assert first.filename == second.filename and first.content != second.content
     await accepted(await upload(first))
-    before = await counts(cheeseshop_services)
+    before = await stored_counts(cheeseshop_services)
     message = await refused(await upload(second), 400)
     assert message.startswith("File already exists")
-    assert await counts(cheeseshop_services) == before
+    assert await stored_counts(cheeseshop_services) == before
 
 
 async def test_second_sdist_same_release_other_spelling_400(upload, cheeseshop_services):
@@ -404,7 +393,7 @@ async def test_second_sdist_same_release_other_spelling_400(upload, cheeseshop_s
     second = build_sdist("hello-world", "1.0.0")
     message = await refused(await upload(second), 400)
     assert message.startswith("File already exists")
-    assert (await counts(cheeseshop_services))["files"] == 1
+    assert (await stored_counts(cheeseshop_services))["files"] == 1
 
 
 async def test_registered_filename_never_reusable(upload, cheeseshop_services):
@@ -412,7 +401,7 @@ async def test_registered_filename_never_reusable(upload, cheeseshop_services):
     async with cheeseshop_services.db.write() as session:
         session.add(FilenameRegistry(filename=dist.filename, created=utcnow()))
     await refused(await upload(dist), 400, dist.filename, "already been used")
-    state = await counts(cheeseshop_services)
+    state = await stored_counts(cheeseshop_services)
     assert state["files"] == 0 and state["projects"] == 0
     assert stored_files(cheeseshop_services) == []
 
@@ -424,7 +413,7 @@ async def test_digest_mismatch_400(upload, cheeseshop_services):
     dist = wheel()
     fields = upload_fields(dist, overrides={"sha256_digest": "0" * 64})
     await refused(await upload(dist, fields=fields), 400, "sha256_digest", dist.sha256)
-    assert (await counts(cheeseshop_services))["files"] == 0
+    assert (await stored_counts(cheeseshop_services))["files"] == 0
 
 
 async def test_md5_digest_mismatch_400(upload):
@@ -452,7 +441,7 @@ async def test_no_digest_400(upload, cheeseshop_services):
     dist = wheel()
     fields = upload_fields(dist, overrides={"sha256_digest": None, "blake2_256_digest": None})
     await refused(await upload(dist, fields=fields), 400, "digest")
-    assert (await counts(cheeseshop_services))["files"] == 0
+    assert (await stored_counts(cheeseshop_services))["files"] == 0
 
 
 @pytest.mark.parametrize("action", ["submit", "doc_upload"])
@@ -494,7 +483,7 @@ async def test_name_mismatch_400(upload, cheeseshop_services):
     dist = wheel("hello-world")
     fields = upload_fields(dist, name="other-project")
     await refused(await upload(dist, fields=fields), 400, "other-project", dist.filename)
-    assert (await counts(cheeseshop_services))["projects"] == 0
+    assert (await stored_counts(cheeseshop_services))["projects"] == 0
 
 
 async def test_version_mismatch_400(upload):
@@ -506,7 +495,7 @@ async def test_version_mismatch_400(upload):
 async def test_local_version_400(upload, cheeseshop_services):
     dist = wheel(version="1.0+local")
     await refused(await upload(dist), 400, "local")
-    assert (await counts(cheeseshop_services))["files"] == 0
+    assert (await stored_counts(cheeseshop_services))["files"] == 0
 
 
 async def test_zip_sdist_400(upload):
@@ -521,7 +510,7 @@ async def test_invalid_archive_400(upload, cheeseshop_services):
     good = wheel()
     dist = Dist(filename=good.filename, content=b"this is not a zip file", metadata=b"")
     await refused(await upload(dist, fields=upload_fields(dist)), 400, dist.filename)
-    assert (await counts(cheeseshop_services))["files"] == 0
+    assert (await stored_counts(cheeseshop_services))["files"] == 0
     assert stored_files(cheeseshop_services) == []
 
 
@@ -586,7 +575,7 @@ async def test_truncated_upload_400_no_temp_file(cheeseshop_client, make_token, 
     )
     await refused(response, 400)
     assert temporary_files(cheeseshop_services) == []
-    assert (await counts(cheeseshop_services))["files"] == 0
+    assert (await stored_counts(cheeseshop_services))["files"] == 0
 
 
 @pytest.mark.parametrize("cheeseshop_settings_overrides", [{"max_file_size": 1000}], ids=["limit-1000"])
@@ -598,7 +587,7 @@ async def test_file_over_max_file_size_413(upload, cheeseshop_services, cheesesh
     await refused(await upload(dist), 413, "too large")
     assert temporary_files(cheeseshop_services) == []
     assert stored_files(cheeseshop_services) == []
-    assert (await counts(cheeseshop_services))["files"] == 0
+    assert (await stored_counts(cheeseshop_services))["files"] == 0
 
 
 @pytest.mark.parametrize("cheeseshop_settings_overrides", [{"max_file_size": 100_000}], ids=["limit-100k"])
@@ -622,7 +611,7 @@ async def test_attestations_field_400(upload, cheeseshop_services):
     dist = wheel()
     fields = upload_fields(dist, overrides={"attestations": '[{"version": 1}]'})
     await refused(await upload(dist, fields=fields), 400, "ttestation")
-    assert (await counts(cheeseshop_services))["files"] == 0
+    assert (await stored_counts(cheeseshop_services))["files"] == 0
 
 
 async def test_nul_in_metadata_400(upload, cheeseshop_services, subtests):
@@ -632,7 +621,7 @@ async def test_nul_in_metadata_400(upload, cheeseshop_services, subtests):
         with subtests.test(field=field):
             fields = upload_fields(dist, overrides={field: "bad\x00value"})
             await refused(await upload(dist, fields=fields), 400, field, "NUL")
-    assert (await counts(cheeseshop_services))["files"] == 0
+    assert (await stored_counts(cheeseshop_services))["files"] == 0
 
 
 async def test_several_form_problems_reported_at_once(upload):
@@ -670,7 +659,7 @@ async def test_validate_upload_hook_refuses(upload, cheeseshop_services, cheeses
     assert candidate.sha256 == dist.sha256
     assert candidate.new_project is True
     assert candidate.username == "alice"
-    state = await counts(cheeseshop_services)
+    state = await stored_counts(cheeseshop_services)
     assert state["files"] == 0 and state["projects"] == 0 and state["registry"] == 0
     assert stored_files(cheeseshop_services) == []
     assert temporary_files(cheeseshop_services) == []
