@@ -19,6 +19,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -99,7 +100,9 @@ class Settings(BaseSettings):
     )
     files_url: str | None = Field(
         default=None,
-        description="Public URL files are served from (a CDN). Default: <base_url>/packages/.",
+        description="Public URL files are served from (a CDN), ending in /packages/ as "
+        "pypi.org's https://files.pythonhosted.org/packages/ does: mirrors refuse file URLs whose "
+        "path does not start with /packages/. Default: <base_url>/packages/.",
     )
     token_prefix: str = Field(default="cheeseshop-", description="Prefix of API tokens.")
     max_file_size: int = Field(default=100 * MiB, gt=0, description="Upload size limit, bytes.")
@@ -287,6 +290,23 @@ class Settings(BaseSettings):
     @classmethod
     def _split(cls, value: Any) -> Any:
         return _comma_list(value)
+
+    @field_validator("files_url")
+    @classmethod
+    def _files_under_packages(cls, value: str | None) -> str | None:
+        # bandersnatch (and so every PyPI mirror) refuses a file URL whose path does not
+        # start with /packages/: a CDN at another path would break mirrors, not start-up.
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise ValueError("give an http(s) URL, e.g. 'https://files.example.com/packages/'")
+        if parts.path.rstrip("/") != "/packages":
+            raise ValueError(
+                "the path must be /packages/ (e.g. 'https://files.example.com/packages/'): "
+                "mirrors refuse file URLs whose path does not start with /packages/"
+            )
+        return value
 
     @field_validator("broker_url")
     @classmethod

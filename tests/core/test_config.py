@@ -167,6 +167,21 @@ def test_every_wrong_value_is_reported_at_once() -> None:
     assert "auto_migrate" in str(info.value)
 
 
+def test_files_url_must_serve_under_packages() -> None:
+    # Mirrors (bandersnatch) refuse file URLs whose path does not start with /packages/.
+    for good in ("https://files.example.com/packages/", "https://files.example.com/packages"):
+        assert load_settings(environ={"CHEESESHOP_FILES_URL": good}).files_url == good
+    for bad, says in (
+        ("https://files.example.com", "/packages/"),
+        ("https://files.example.com/pypi/packages/", "/packages/"),
+        ("files.example.com/packages/", "http(s) URL"),
+        ("https://files.example.com/packages/?x=1", "http(s) URL"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            load_settings(environ={"CHEESESHOP_FILES_URL": bad})
+        assert "files_url" in str(info.value) and says in str(info.value), bad
+
+
 def test_wrong_value_in_toml_names_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="max_project_size"):
         load_settings(_write(tmp_path / "c.toml", 'max_project_size = "huge"\n'), environ={})

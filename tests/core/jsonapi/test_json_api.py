@@ -503,3 +503,25 @@ class TestBaseUrl:
         for entry in data["urls"]:
             assert entry["url"].startswith("https://index.example/mirror/packages/")
             assert entry["url"].endswith("/" + entry["filename"])
+
+
+class TestFilesUrl:
+    """With ``files_url`` (a CDN) set, both APIs link files there, under /packages/."""
+
+    @pytest.fixture
+    def cheeseshop_settings_overrides(self) -> dict[str, Any]:
+        return {"files_url": "https://files.example.com/packages/"}
+
+    async def test_file_urls_use_files_url(self, cheeseshop_client, project):
+        data = await document(cheeseshop_client, "/pypi/hello-world/json")
+        simple = await cheeseshop_client.get(
+            "/simple/hello-world/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+        )
+        urls = [entry["url"] for entry in data["urls"]]
+        urls += [entry["url"] for entry in (await simple.get_json())["files"]]
+        assert urls
+        for url in urls:
+            assert url.startswith("https://files.example.com/packages/")
+            # bandersnatch takes the path as the file's place in its mirror
+            assert urlsplit(url).path.startswith("/packages/")
+            assert "/packages/packages/" not in url
