@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import json
 import os
 import select
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -288,14 +290,27 @@ def files_of(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*") if p.is_file()) if directory.exists() else []
 
 
+#: What an upload records: none of these may change when one is refused.
+RECORDED = ("projects", "releases", "files", "filename_registry", "journal_entries")
+
+
+def rows_of(database: Path) -> dict[str, int]:
+    """How many rows each table of RECORDED holds, read from the server's SQLite file."""
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+        return {table: db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in RECORDED}
+
+
 @pytest.fixture
 def after(server: Server) -> Iterator[None]:
-    """After the test: the server still serves, stored nothing, and kept no temporary file."""
+    """After the test: the server still serves, stored and recorded nothing, and kept no
+    temporary file."""
     stored = files_of(server.data / "files")
+    recorded = rows_of(server.data / "cheeseshop.db")
     yield
     status, _ = server.get("/simple/")
     assert status == 200, server.output()
     assert files_of(server.data / "files") == stored
+    assert rows_of(server.data / "cheeseshop.db") == recorded
     deadline = time.monotonic() + CLEAN_TIMEOUT
     while files_of(server.data / "tmp") and time.monotonic() < deadline:
         time.sleep(0.05)
