@@ -271,7 +271,7 @@ def token_create(
         raise click.ClickException(str(error)) from None
 
 
-# -- project changes: yank, unyank, status -----------------------------------------------
+# -- project changes: yank, unyank, delete, status -----------------------------------------
 
 
 def _change(ctx: click.Context, make: Callable[[Any], Awaitable[Any]]) -> None:
@@ -321,6 +321,32 @@ def unyank(ctx: click.Context, project: str, version: str) -> None:
     from cheeseshop.projects import service
 
     _change(ctx, lambda services: service.unyank(services, project, version, by="cli"))
+
+
+@main.command()
+@click.argument("project")
+@click.argument("version")
+@click.option("--file", "filename", default=None, help="Delete only this file of the release.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def delete(ctx: click.Context, project: str, version: str, filename: str | None, yes: bool) -> None:
+    """Delete release VERSION of PROJECT, or one file of it, for good.
+
+    The deleted filenames can never be uploaded again (as on PyPI); yanking is the
+    reversible way to keep installers off a release.
+    """
+    from cheeseshop.projects import service
+
+    what = f"{filename} of {project} {version}" if filename else f"release {version} of {project} and all its files"
+    if not yes:
+        click.confirm(f"Delete {what}? Its filenames can never be uploaded again", abort=True)
+    if filename:
+        _change(
+            ctx,
+            lambda services: service.delete_file(services, project, filename, version=version, by="cli"),
+        )
+    else:
+        _change(ctx, lambda services: service.delete_release(services, project, version, by="cli"))
 
 
 @main.group()

@@ -86,11 +86,13 @@ class ReleasePublished(Event):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ProjectChanged(Event):
-    """Something about a project changed other than a new file: a yank, an unyank, a status.
+    """Something about a project changed other than a new file: a yank, an unyank, a
+    deletion, a status.
 
-    ``action`` is one of ``"yank"``, ``"unyank"`` (``version`` set) or ``"status"``
-    (``status`` set, one of active, archived, quarantined, deprecated); ``reason`` is what
-    the maintainer gave, if anything.
+    ``action`` is one of ``"yank"``, ``"unyank"`` (``version`` set), ``"delete"``
+    (``version`` set; ``filename`` too when one file was deleted rather than the whole
+    release) or ``"status"`` (``status`` set, one of active, archived, quarantined,
+    deprecated); ``reason`` is what the maintainer gave, if anything.
     """
 
     hook: ClassVar[str] = "cheeseshop_project_changed"
@@ -99,6 +101,7 @@ class ProjectChanged(Event):
     normalized_name: str
     action: str
     version: str | None = None
+    filename: str | None = None
     status: str | None = None
     reason: str | None = None
     changed_by: str | None = None

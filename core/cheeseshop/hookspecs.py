@@ -202,13 +202,15 @@ def cheeseshop_release_published(event: ReleasePublished, settings: Settings) ->
 
 @hookspec
 def cheeseshop_project_changed(event: ProjectChanged, settings: Settings) -> None:
-    """React to a change to a project other than a new file: a yank, an unyank, a status.
+    """React to a change to a project other than a new file: a yank, an unyank, a
+    deletion, a status.
 
     Called after commit, by the worker, through the outbox. Delivered at least once: must
     be idempotent. An exception is retried for this plugin alone.
 
-    :param event: the project, the action (``yank``, ``unyank``, ``status``), the version or
-        status concerned, the reason given, who did it, and the journal serial.
+    :param event: the project, the action (``yank``, ``unyank``, ``delete``, ``status``),
+        the version, file or status concerned, the reason given, who did it, and the
+        journal serial.
     :param settings: the validated settings.
     :returns: nothing.
     """

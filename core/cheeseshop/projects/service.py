@@ -1,4 +1,4 @@
-"""Yank, unyank and set a project's status: each one journaled, announced and purged.
+"""Yank, unyank, delete and set a project's status: each one journaled, announced and purged.
 
 Every change is one write transaction that updates the row, writes one journal entry (a
 new serial) and records its events in the outbox: ``cheeseshop_project_changed`` and
@@ -13,19 +13,19 @@ import functools
 
 from packaging.utils import canonicalize_version
 from packaging.version import InvalidVersion, Version
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from cheeseshop.cache import purge_after_commit
 from cheeseshop.cache.keys import change_keys
-from cheeseshop.db.models import Project, ProjectStatus, Release
+from cheeseshop.db.models import File, Project, ProjectStatus, Release
 from cheeseshop.events import CachePurge, Event, ProjectChanged
 from cheeseshop.journal import Change, record_changes
 from cheeseshop.outbox import record
 from cheeseshop.packaging.names import normalize
 from cheeseshop.services import Services
 
-__all__ = ["ChangeRefused", "Changed", "set_status", "unyank", "yank"]
+__all__ = ["ChangeRefused", "Changed", "delete_file", "delete_release", "set_status", "unyank", "yank"]
 
 #: Longest reason kept (PyPI's limit for a yank reason is about this order).
 MAX_REASON = 1000
@@ -52,6 +52,33 @@ async def yank(services: Services, project: str, version: str, *, reason: str = 
 async def unyank(services: Services, project: str, version: str, *, by: str | None = None) -> Changed:
     """Undo a yank."""
     work = functools.partial(_yank, services=services, project=project, version=version, reason="", by=by, yanked=False)
+    return await _apply(services, work)
+
+
+async def delete_release(services: Services, project: str, version: str, *, by: str | None = None) -> Changed:
+    """Delete a release and all its files, for good.
+
+    As on PyPI, the filenames can never be uploaded again (the filename registry keeps
+    them), and the project stays. The stored bytes are left to the orphan collector
+    (:mod:`cheeseshop.storage.gc`): from the commit on, no page links them and
+    ``/packages/`` answers 404 for them.
+    """
+    work = functools.partial(_delete_release, services=services, project=project, version=version, by=by)
+    return await _apply(services, work)
+
+
+async def delete_file(
+    services: Services, project: str, filename: str, *, version: str | None = None, by: str | None = None
+) -> Changed:
+    """Delete one file of a project, for good (see :func:`delete_release`); with
+    ``version``, only if the file belongs to that release.
+
+    Its release stays, even when this was its last file: it then no longer appears on
+    the Simple API, which lists versions with files.
+    """
+    work = functools.partial(
+        _delete_file, services=services, project=project, filename=filename, version=version, by=by
+    )
     return await _apply(services, work)
 
 
@@ -92,14 +119,41 @@ def _project(session: Session, name: str) -> Project:
     return project
 
 
+def _release(session: Session, project: Project, version: str) -> Release:
+    try:
+        canonical = canonicalize_version(Version(version), strip_trailing_zero=True)
+    except InvalidVersion:
+        raise ChangeRefused(f"{version!r} is not a valid version") from None
+    release = session.scalar(
+        select(Release).where(Release.project_id == project.id, Release.canonical_version == canonical)
+    )
+    if release is None:
+        raise ChangeRefused(f"project {project.name!r} has no release {version!r}")
+    return release
+
+
+def _announce(row: Project, action: str, by: str | None, **details: str | None) -> functools.partial[ProjectChanged]:
+    """The change's event, but for its serial (known once the journal entry is written)."""
+    return functools.partial(
+        ProjectChanged,
+        project=row.name,
+        normalized_name=row.normalized_name,
+        action=action,
+        changed_by=by,
+        **details,
+    )
+
+
 def _commit_change(
     session: Session,
     services: Services,
     project: Project,
     change: Change,
     event: functools.partial[ProjectChanged],
+    *,
+    added_size: int = 0,
 ) -> tuple[Changed, tuple[str, ...]]:
-    [serial] = record_changes(session, project.id, project.name, [change])
+    [serial] = record_changes(session, project.id, project.name, [change], added_size=added_size)
     keys = change_keys(project.normalized_name)
     events: list[Event] = [event(serial=serial), CachePurge(keys=keys, serial=serial)]
     ids = record(session, services.events_to_record(events))
@@ -117,15 +171,7 @@ def _yank(
     yanked: bool,
 ) -> tuple[Changed, tuple[str, ...]]:
     row = _project(session, project)
-    try:
-        canonical = canonicalize_version(Version(version), strip_trailing_zero=True)
-    except InvalidVersion:
-        raise ChangeRefused(f"{version!r} is not a valid version") from None
-    release = session.scalar(
-        select(Release).where(Release.project_id == row.id, Release.canonical_version == canonical)
-    )
-    if release is None:
-        raise ChangeRefused(f"project {row.name!r} has no release {version!r}")
+    release = _release(session, row, version)
     if release.yanked == yanked:
         state = "already yanked" if yanked else "not yanked"
         raise ChangeRefused(f"release {release.version} of {row.name!r} is {state}")
@@ -133,16 +179,50 @@ def _yank(
     release.yanked_reason = _reason(reason) if yanked else None
     session.flush()
     action = "yank" if yanked else "unyank"
-    event = functools.partial(
-        ProjectChanged,
-        project=row.name,
-        normalized_name=row.normalized_name,
-        action=action,
-        version=release.version,
-        reason=release.yanked_reason,
-        changed_by=by,
-    )
+    event = _announce(row, action, by, version=release.version, reason=release.yanked_reason)
     return _commit_change(session, services, row, Change(f"{action} release", release.version, by), event)
+
+
+def _delete_release(
+    session: Session, *, services: Services, project: str, version: str, by: str | None
+) -> tuple[Changed, tuple[str, ...]]:
+    row = _project(session, project)
+    release = _release(session, row, version)
+    removed = sum(session.scalars(select(File.size).where(File.release_id == release.id)))
+    session.execute(delete(File).where(File.release_id == release.id))
+    session.execute(delete(Release).where(Release.id == release.id))
+    event = _announce(row, "delete", by, version=release.version)
+    # PyPI's journal action for it, which mirrors read.
+    change = Change("remove release", release.version, by)
+    return _commit_change(session, services, row, change, event, added_size=-removed)
+
+
+def _delete_file(
+    session: Session,
+    *,
+    services: Services,
+    project: str,
+    filename: str,
+    version: str | None,
+    by: str | None,
+) -> tuple[Changed, tuple[str, ...]]:
+    row = _project(session, project)
+    query = (
+        select(File.id, File.size, Release.version)
+        .join(Release, Release.id == File.release_id)
+        .where(Release.project_id == row.id, File.filename == filename)
+    )
+    if version is not None:
+        query = query.where(Release.id == _release(session, row, version).id)
+    found = session.execute(query).first()
+    if found is None:
+        of = f"release {version!r} of " if version is not None else ""
+        raise ChangeRefused(f"{of}project {row.name!r} has no file {filename!r}")
+    file_id, size, release_version = found
+    session.execute(delete(File).where(File.id == file_id))
+    event = _announce(row, "delete", by, version=release_version, filename=filename)
+    change = Change(f"remove file {filename}", release_version, by)
+    return _commit_change(session, services, row, change, event, added_size=-size)
 
 
 def _set_status(
@@ -162,13 +242,5 @@ def _set_status(
     row.status = status.value
     row.status_reason = cleaned
     session.flush()
-    event = functools.partial(
-        ProjectChanged,
-        project=row.name,
-        normalized_name=row.normalized_name,
-        action="status",
-        status=status.value,
-        reason=row.status_reason,
-        changed_by=by,
-    )
+    event = _announce(row, "status", by, status=status.value, reason=row.status_reason)
     return _commit_change(session, services, row, Change(f"set status {status.value}", None, by), event)

@@ -12,7 +12,7 @@ from packaging.utils import parse_sdist_filename, parse_wheel_filename
 
 from cheeseshop.testing.dists import Dist
 
-__all__ = ["encode_multipart", "stored_counts", "upload_fields", "uploaded"]
+__all__ = ["encode_multipart", "upload_fields", "uploaded"]
 
 FieldList = list[tuple[str, str]]
 
@@ -102,19 +102,3 @@ async def uploaded(upload: Any, dist: Dist, **field_options: Any) -> Dist:
     assert response.status_code == 200, await response.get_data(as_text=True)
     return dist
 
-
-async def stored_counts(services: Any) -> dict[str, int]:
-    """What uploads have stored: files, releases, projects, registered filenames, and the
-    newest journal serial. Equal before and after a refused upload."""
-    from sqlalchemy import func, select
-
-    from cheeseshop.db.models import File, FilenameRegistry, JournalEntry, Project, Release
-
-    async with services.db.read() as session:
-        return {
-            "files": await session.scalar(select(func.count()).select_from(File)),
-            "releases": await session.scalar(select(func.count()).select_from(Release)),
-            "projects": await session.scalar(select(func.count()).select_from(Project)),
-            "journal": await session.scalar(select(func.max(JournalEntry.id))) or 0,
-            "registry": await session.scalar(select(func.count()).select_from(FilenameRegistry)),
-        }

@@ -1,4 +1,7 @@
-"""Yank, unyank and project status: one journal entry each, refused cleanly, shown by every API."""
+"""Yank, unyank and project status: one journal entry each, refused cleanly, shown by every API.
+
+(Deletions: test_project_deletes.py; their event is checked here, with the others.)
+"""
 
 from __future__ import annotations
 
@@ -15,16 +18,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from click.testing import CliRunner, Result
 from sqlalchemy import func, select
 
 import cheeseshop
-from cheeseshop.cli import main
 from cheeseshop.db.models import JournalEntry, OutboxEvent, Project, Release
 from cheeseshop.events import ProjectChanged
 from cheeseshop.projects import service
 from cheeseshop.projects.service import MAX_REASON, ChangeRefused
 from cheeseshop.testing.dists import Dist, build_sdist, build_wheel
+from cheeseshop.testing.records import journal_of
 from cheeseshop.testing.upload import uploaded
 
 JSON = "application/vnd.pypi.simple.v1+json"
@@ -37,13 +39,7 @@ NORMALIZED = "change-me"
 
 
 async def journal(services: Any) -> list[tuple[int, str, str | None, str | None]]:
-    async with services.db.read() as session:
-        rows = await session.execute(
-            select(JournalEntry.id, JournalEntry.action, JournalEntry.version, JournalEntry.submitted_by)
-            .where(JournalEntry.name == NAME)
-            .order_by(JournalEntry.id)
-        )
-        return [tuple(row) for row in rows]
+    return await journal_of(services, NAME)
 
 
 async def max_serial(services: Any) -> int:
@@ -101,28 +97,6 @@ async def released(upload: Any) -> Dist:
 
 
 Change = Callable[..., Awaitable[int]]
-
-
-@pytest.fixture
-def run_cli(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cheeseshop_settings: Any
-) -> Callable[..., Awaitable[Result]]:
-    """``await run_cli("yank", ...)``: the command, in-process, against the test's database.
-
-    In a thread: the command runs its own event loop, while the application's keeps running.
-    """
-    for name in list(os.environ):
-        if name.startswith("CHEESESHOP_"):
-            monkeypatch.delenv(name)
-    env = {
-        "CHEESESHOP_DATA_DIR": str(tmp_path / "cli"),
-        "CHEESESHOP_DATABASE_URL": cheeseshop_settings.resolved_database_url,
-    }
-
-    async def invoke(*args: str) -> Result:
-        return await asyncio.to_thread(CliRunner().invoke, main, list(args), env=env)
-
-    return invoke
 
 
 @pytest.fixture(params=["service", "cli"])
@@ -478,3 +452,19 @@ class TestProjectChangedHook:
             }
         # No purge event: the only purge receiver is the per-process cache (purged at once).
         assert [[kinds[i] for i in c.event_ids] for c in (yanked, unyanked, status)] == [["ProjectChanged"]] * 3
+
+    async def test_project_changed_says_what_was_deleted(self, released, upload, cheeseshop_services, listener):
+        sdist = (await uploaded(upload, build_sdist(NAME, "1.0"))).filename
+        one_file = await service.delete_file(cheeseshop_services, NAME, sdist, by="alice")
+        release = await service.delete_release(cheeseshop_services, NAME, "1.0", by="bob")
+
+        deadline = time.monotonic() + 10
+        while len(listener.events) < 2:
+            assert time.monotonic() < deadline, listener.events
+            await asyncio.sleep(0.02)
+        got = sorted(listener.events, key=lambda event: event.serial)
+        assert [(e.action, e.version, e.filename, e.changed_by, e.serial) for e in got] == [
+            ("delete", "1.0", sdist, "alice", one_file.serial),
+            ("delete", "1.0", None, "bob", release.serial),
+        ]
+        assert {(e.project, e.normalized_name) for e in got} == {(NAME, NORMALIZED)}

@@ -17,7 +17,8 @@ from cheeseshop.accounts import tokens
 from cheeseshop.accounts.service import revoke_token, user_by_name
 from cheeseshop.db.models import ApiToken, File, FilenameRegistry, JournalEntry, Project, Release, utcnow
 from cheeseshop.testing.dists import Dist, build_sdist, build_wheel
-from cheeseshop.testing.upload import encode_multipart, stored_counts, upload_fields
+from cheeseshop.testing.records import stored_counts
+from cheeseshop.testing.upload import encode_multipart, upload_fields
 from cheeseshop.web.reason import REASON_HEADER
 
 JSON = "application/vnd.pypi.simple.v1+json"

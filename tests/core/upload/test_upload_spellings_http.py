@@ -13,7 +13,8 @@ from sqlalchemy import select
 
 from cheeseshop.db.models import Project, Release
 from cheeseshop.testing.dists import Dist, build_sdist, build_wheel
-from cheeseshop.testing.upload import stored_counts, upload_fields
+from cheeseshop.testing.records import stored_counts
+from cheeseshop.testing.upload import upload_fields
 
 JSON = "application/vnd.pypi.simple.v1+json"
 ACCEPTED_VERSIONS = "1.0, 1.1, 1.2, 2.1, 2.2, 2.3, 2.4, 2.5"
