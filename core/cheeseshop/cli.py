@@ -337,7 +337,11 @@ def delete(ctx: click.Context, project: str, version: str, filename: str | None,
     """
     from cheeseshop.projects import service
 
-    what = f"{filename} of {project} {version}" if filename else f"release {version} of {project} and all its files"
+    what = (
+        f"{filename} of {project} {version}"
+        if filename
+        else f"release {version} of {project} and all its files"
+    )
     if not yes:
         click.confirm(f"Delete {what}? Its filenames can never be uploaded again", abort=True)
     if filename:
