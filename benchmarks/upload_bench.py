@@ -22,12 +22,16 @@ or started is reported and skipped.
 
     .venv/bin/python benchmarks/upload_bench.py [--files N] [--only NAME,...] [--time-cap S]
     .venv/bin/python benchmarks/upload_bench.py --profile [--files N]
+    .venv/bin/python benchmarks/upload_bench.py --stages [--files N]
 
 ``--profile`` instead runs Cheeseshop on SQLite in a child process (hypercorn in-process)
 under cProfile, every thread profiled (the event loop, the worker threads, aiosqlite's
 connection threads), with every SQL statement timed; it uploads N files with httpx and
-prints the statements and the functions that cost the most. ``--keep`` keeps the work
-directory (server logs, twine output) for a look afterwards.
+prints the statements and the functions that cost the most. ``--stages`` runs it without a
+profiler and times each step of the upload instead (receiving the body, validating,
+checking the index, storing, committing), printing each one's median and p90 beside the
+client's median for the whole request. ``--keep`` keeps the work directory (server logs,
+twine output) for a look afterwards.
 """
 
 from __future__ import annotations
@@ -588,6 +592,92 @@ def profile_cheeseshop(dists: Sequence[Dist], cap: float, top: int) -> None:
             stats.strip_dirs().sort_stats(order).print_stats(top)
 
 
+# -- stages ------------------------------------------------------------------------------
+
+# The upload's steps, in the order they run, as (module, coroutine function) to time: the
+# modules look them up as globals, so wrapping the global times every call.
+STAGES = (
+    ("views", "_upload"),
+    ("views", "receive_upload"),
+    ("views", "handle_upload"),
+    ("service", "_validate"),
+    ("service", "_existing"),
+    ("service", "_describe"),
+    ("service", "_store"),
+    ("service", "_commit_settling_races"),
+)
+
+# Runs in the child: Cheeseshop on hypercorn, as `cheeseshop serve` runs it, with each of
+# STAGES (given as JSON) wrapped to record how long every call took; written out at exit.
+_STAGED_SERVER = """
+import asyncio, collections, functools, json, logging, signal, sys, time
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+from cheeseshop.app import create_app
+from cheeseshop.config import load_settings
+from cheeseshop.upload import service, views
+from cheeseshop.web import access, reason
+
+port, out, stages = int(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
+times = collections.defaultdict(list)
+
+def timed(module, name):
+    inner = getattr(module, name)
+
+    @functools.wraps(inner)
+    async def wrapper(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return await inner(*args, **kwargs)
+        finally:
+            times[name].append(time.perf_counter() - started)
+
+    setattr(module, name, wrapper)
+
+for module, name in stages:
+    timed({"views": views, "service": service}[module], name)
+reason.install()
+access.lean_log_records()
+app = create_app(load_settings())
+""" + ON_HYPERCORN + """
+with open(out, "w") as file:
+    json.dump(times, file)
+"""
+
+
+def time_stages(dists: Sequence[Dist], cap: float) -> None:
+    """Upload ``dists`` to Cheeseshop on SQLite with every step of STAGES timed; print the
+    median and p90 of each, beside the client's median for the whole request."""
+    import json
+
+    warm_up = min(20, len(dists) // 5)
+    with tempfile.TemporaryDirectory(prefix="cheeseshop-stages-") as tmp:
+        workdir = Path(tmp)
+        env = cheeseshop_env(workdir, None)
+        token = cheeseshop_token(env)
+        port = free_port()
+        out = workdir / "stages.json"
+        command = [PYTHON, "-c", _STAGED_SERVER, str(port), str(out), json.dumps(STAGES)]
+        with server_process(command, port=port, log=workdir / "server.log", env=env):
+            target = Target(f"http://127.0.0.1:{port}/legacy/", "__token__", token)
+            upload_with_httpx("warm-up", target, dists[:warm_up], cap)
+            result = upload_with_httpx("cheeseshop-sqlite (stages timed)", target, dists[warm_up:], cap)
+        print(table([result]))
+        if not out.exists():
+            print(f"no timings written; server log:\n{(workdir / 'server.log').read_text()[-2000:]}")
+            return
+        times: dict[str, list[float]] = json.loads(out.read_text())
+    print(f"\n== Each step: ms over {result.ok} uploads (after {warm_up} to warm up), in order ==")
+    print(f"{'step':32} {'median':>7} {'p90':>7}")
+    for _, name in STAGES:
+        spent = sorted(times.get(name, [])[warm_up:])
+        if spent:
+            p90 = spent[min(len(spent) - 1, int(len(spent) * 0.9))]
+            print(f"{name:32} {statistics.median(spent) * 1000:7.2f} {p90 * 1000:7.2f}")
+    if result.latencies_ms:
+        print(f"{'(the client: the whole request)':32} {statistics.median(result.latencies_ms):7.2f}")
+
+
 # -- main --------------------------------------------------------------------------------
 
 
@@ -604,6 +694,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--profile", action="store_true", help="profile Cheeseshop (SQLite) under cProfile instead"
     )
     parser.add_argument(
+        "--stages",
+        action="store_true",
+        help="time each step of Cheeseshop's upload (SQLite) instead",
+    )
+    parser.add_argument(
         "--keep",
         action="store_true",
         help="keep the work directory (server and twine logs) and print its path",
@@ -618,6 +713,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     dists = build_dists(args.files)
     if args.profile:
         profile_cheeseshop(dists, args.time_cap, args.top)
+        return 0
+    if args.stages:
+        time_stages(dists, args.time_cap)
         return 0
 
     size = statistics.mean(len(dist.content) for dist in dists)

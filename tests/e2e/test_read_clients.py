@@ -170,7 +170,9 @@ def _cli(server: Any, *args: str) -> None:
 
     A change made by the CLI (another process) reaches the server's page cache when the
     server next reads the journal (``page_cache_poll_seconds``, 0.5 s by default): wait,
-    bounded, until the root index shows the change's serial, as a client retrying would.
+    bounded, until the project's page and the root index both show the change's serial,
+    as a client retrying would. (Either one alone may be a cache miss, rendered fresh while
+    the other is still the page from before.)
     """
     done = server.cli(*args)
     assert done.returncode == 0, f"{done}{server.output()}"
@@ -178,10 +180,12 @@ def _cli(server: Any, *args: str) -> None:
     if reported is None:
         return
     serial = int(reported.group(1))
+    project = args[2] if args[0] == "project" else args[1]
     deadline = time.monotonic() + 10
-    while server.simple_json("/simple/")["meta"]["_last-serial"] < serial:
-        assert time.monotonic() < deadline, f"the server never showed serial {serial}"
-        time.sleep(0.05)
+    for page in (f"/simple/{project}/", "/simple/"):
+        while server.simple_json(page)["meta"]["_last-serial"] < serial:
+            assert time.monotonic() < deadline, f"{page} never showed serial {serial}"
+            time.sleep(0.05)
 
 
 def _import_versions(clients: Any, target: Path, *modules: str) -> list[str]:
