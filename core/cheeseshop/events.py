@@ -37,11 +37,16 @@ class Event:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Self:
-        """Rebuild the event stored by :meth:`to_json`."""
-        values = dict(data)
-        for field in dataclasses.fields(cls):
-            if field.type in ("datetime", datetime) and isinstance(values.get(field.name), str):
-                values[field.name] = datetime.fromisoformat(values[field.name])
+        """Rebuild the event stored by :meth:`to_json`.
+
+        Fields this version does not know are left out: during a rolling upgrade an older
+        worker may read an event a newer web process recorded with a field added since.
+        """
+        known = {field.name: field for field in dataclasses.fields(cls)}
+        values = {name: value for name, value in data.items() if name in known}
+        for name, field in known.items():
+            if field.type in ("datetime", datetime) and isinstance(values.get(name), str):
+                values[name] = datetime.fromisoformat(values[name])
         return cls(**values)
 
 

@@ -72,7 +72,7 @@ def credentials_from(authorization: str | None) -> str | None:
 
 
 def _token() -> str:
-    """The request's API token; 401/400/403 without touching the database."""
+    """The request's API token; 401 or 403 without touching the database."""
     token = credentials_from(request.headers.get("Authorization"))
     if token is None:
         raise APIError(

@@ -155,8 +155,10 @@ class B2S3Settings(PluginSettings):
     files_url: str | None = Field(
         default=None,
         description="Public URL of the files in B2 (the CDN in front of the B2 bucket, "
-        "prefix included), e.g. https://files.example.com. When set, /packages/ redirects "
-        "there; otherwise the index streams each file itself, B2 first, S3 as fallback.",
+        "prefix included), e.g. https://files.example.com/packages with b2_prefix "
+        "'packages' (mirrors want file URL paths under /packages/). When set, /packages/ "
+        "redirects there; otherwise the index streams each file itself, B2 first, S3 as "
+        "fallback.",
     )
     spool_memory_bytes: int = Field(
         default=8 * MiB,
