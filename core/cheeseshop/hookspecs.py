@@ -222,7 +222,8 @@ def cheeseshop_purge(event: CachePurge, settings: Settings) -> None:
 
     Called after the change is committed, by the worker, through the outbox, so a purge
     is never lost and never runs before the change is visible. Every change to a project
-    purges ``project/<normalized name>`` and ``all-projects``. The core's page cache is one
+    purges ``project/<normalized name>`` and ``all-projects``; a deletion also purges
+    ``file/<storage path>`` of each deleted file (and of its ``.metadata``). The core's page cache is one
     implementation; a CDN plugin purges its edge by the same keys (the keys it was given
     by :func:`cheeseshop_response_headers`). Delivered at least once: purging twice must
     be harmless. Raise to have this plugin's delivery retried with backoff.
@@ -266,7 +267,10 @@ def cheeseshop_response_headers(keys: tuple[str, ...], settings: Settings) -> Ma
 
     Called in the web process, on the event loop, the first time a cacheable response
     with these ``keys`` is sent. Cacheable responses are the Simple pages, the root and
-    the JSON API, 304s included. ``keys`` are the cache keys the response depends on,
+    the JSON API, 304s included, tagged with their project's keys; and downloads from
+    ``/packages/``, tagged ``file/<storage path>``: immutable, purged only when deleted,
+    so a CDN plugin should let their ``Cache-Control`` (a year) govern the edge.
+    ``keys`` are the cache keys the response depends on,
     the same ones a later :func:`cheeseshop_purge` names; a CDN plugin returns them as ``Surrogate-Key`` with its
     own ``Surrogate-Control``. The core sets ``Cache-Control``, ``ETag`` and ``Vary``
     itself; a plugin's header of the same name replaces the core's.

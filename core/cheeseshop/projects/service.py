@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Sequence
 
 from packaging.utils import canonicalize_version
 from packaging.version import InvalidVersion, Version
@@ -17,11 +18,12 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from cheeseshop.cache import purge_after_commit
-from cheeseshop.cache.keys import change_keys
+from cheeseshop.cache.keys import change_keys, file_key
 from cheeseshop.db.models import File, Project, ProjectStatus, Release
 from cheeseshop.events import CachePurge, Event, ProjectChanged
 from cheeseshop.journal import Change, record_changes
 from cheeseshop.outbox import record
+from cheeseshop.packaging.archives import METADATA_FILE_SUFFIX
 from cheeseshop.packaging.names import normalize
 from cheeseshop.services import Services
 
@@ -152,9 +154,17 @@ def _commit_change(
     event: functools.partial[ProjectChanged],
     *,
     added_size: int = 0,
+    gone: Sequence[tuple[str, str | None]] = (),
 ) -> tuple[Changed, tuple[str, ...]]:
+    """Journal ``change``, record its event and the purge; ``gone``: the (path, metadata
+    sha256) of each deleted file, whose downloads are purged too (a CDN keeps them else)."""
     [serial] = record_changes(session, project.id, project.name, [change], added_size=added_size)
-    keys = change_keys(project.normalized_name)
+    downloads = [
+        file_key(stored)
+        for path, metadata_sha256 in gone
+        for stored in ((path, f"{path}{METADATA_FILE_SUFFIX}") if metadata_sha256 else (path,))
+    ]
+    keys = (*change_keys(project.normalized_name), *downloads)
     events: list[Event] = [event(serial=serial), CachePurge(keys=keys, serial=serial)]
     ids = record(session, services.events_to_record(events))
     return Changed(serial, ids), keys
@@ -188,13 +198,17 @@ def _delete_release(
 ) -> tuple[Changed, tuple[str, ...]]:
     row = _project(session, project)
     release = _release(session, row, version)
-    removed = sum(session.scalars(select(File.size).where(File.release_id == release.id)))
+    files = session.execute(
+        select(File.size, File.path, File.metadata_sha256).where(File.release_id == release.id)
+    ).all()
     session.execute(delete(File).where(File.release_id == release.id))
     session.execute(delete(Release).where(Release.id == release.id))
     event = _announce(row, "delete", by, version=release.version)
     # PyPI's journal action for it, which mirrors read.
     change = Change("remove release", release.version, by)
-    return _commit_change(session, services, row, change, event, added_size=-removed)
+    gone = [(path, metadata_sha256) for _, path, metadata_sha256 in files]
+    removed = sum(size for size, _, _ in files)
+    return _commit_change(session, services, row, change, event, added_size=-removed, gone=gone)
 
 
 def _delete_file(
@@ -208,7 +222,7 @@ def _delete_file(
 ) -> tuple[Changed, tuple[str, ...]]:
     row = _project(session, project)
     query = (
-        select(File.id, File.size, Release.version)
+        select(File.id, File.size, File.path, File.metadata_sha256, Release.version)
         .join(Release, Release.id == File.release_id)
         .where(Release.project_id == row.id, File.filename == filename)
     )
@@ -218,11 +232,13 @@ def _delete_file(
     if found is None:
         of = f"release {version!r} of " if version is not None else ""
         raise ChangeRefused(f"{of}project {row.name!r} has no file {filename!r}")
-    file_id, size, release_version = found
+    file_id, size, path, metadata_sha256, release_version = found
     session.execute(delete(File).where(File.id == file_id))
     event = _announce(row, "delete", by, version=release_version, filename=filename)
     change = Change(f"remove file {filename}", release_version, by)
-    return _commit_change(session, services, row, change, event, added_size=-size)
+    return _commit_change(
+        session, services, row, change, event, added_size=-size, gone=[(path, metadata_sha256)]
+    )
 
 
 def _set_status(

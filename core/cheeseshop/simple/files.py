@@ -22,7 +22,7 @@ import dataclasses
 import functools
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import BinaryIO, NamedTuple
 
 from packaging.utils import (
@@ -36,7 +36,7 @@ from sqlalchemy import bindparam, select
 from werkzeug.http import parse_etags
 
 from cheeseshop.cache import CachedPage
-from cheeseshop.cache.keys import project_key
+from cheeseshop.cache.keys import file_key, project_key
 from cheeseshop.db import Database
 from cheeseshop.db.models import File, Project, ProjectStatus, Release
 from cheeseshop.errors import APIError
@@ -118,16 +118,19 @@ def content_type_of(path: str) -> str:
     return METADATA_TYPE if path.endswith(METADATA_FILE_SUFFIX) else FILE_TYPE
 
 
-def download_headers(etag: str) -> dict[str, str]:
+def download_headers(etag: str, plugin_headers: Sequence[tuple[str, str]] = ()) -> dict[str, str]:
     """The headers of every download answer (200, 206, 304, 416), bar type and length. Pure.
 
-    The view and the ASGI fast path both send exactly these.
+    ``plugin_headers`` are the plugins' for the file's key (``Hooks.response_headers`` of
+    :func:`~cheeseshop.cache.keys.file_key`), which win on a clash. The view and the ASGI
+    fast path both send exactly these.
     """
     return {
         "ETag": etag,
         "Accept-Ranges": "bytes",
         "Cache-Control": CACHE_CONTROL,
         "Access-Control-Allow-Origin": "*",
+        **dict(plugin_headers),
     }
 
 
@@ -338,14 +341,15 @@ async def download(path: str) -> Response:
     A plain GET or HEAD of a file whose lookup is cached is answered by the ASGI fast path
     before it gets here, with the same headers and bytes; keep the two in step.
     """
-    storage = current_services().storage
+    services = current_services()
+    storage = services.storage
     entry = await _lookup(path)
     public = storage.url(path)
     if public:
         return redirect(public, 302)
     etag = entry.etag
     sha256 = etag.strip('"')
-    headers = download_headers(etag)
+    headers = download_headers(etag, services.hooks.response_headers((file_key(path),), services.settings))
     if not_modified(request.headers.get("If-None-Match"), etag):
         response = Response(b"", status=304, headers=headers)
         # A 304 describes the 200 it stands for: no type or length of its own.

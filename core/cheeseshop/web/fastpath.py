@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 from werkzeug.http import parse_etags
 
 from cheeseshop.cache import CachedPage
-from cheeseshop.cache.keys import ALL_PROJECTS, project_key
+from cheeseshop.cache.keys import ALL_PROJECTS, file_key, project_key
 from cheeseshop.jsonapi import views as jsonapi_views
 from cheeseshop.services import Services
 from cheeseshop.simple import files, negotiate
@@ -187,7 +187,9 @@ class CachedPageFastPath:
         storage = self.services.storage
         if storage.url(path):
             return False  # the view redirects
-        out = files.download_headers(entry.etag)
+        out = files.download_headers(
+            entry.etag, self.services.hooks.response_headers((file_key(path),), self.services.settings)
+        )
         head = scope["method"] == "HEAD"
         if files.not_modified(headers.get(b"if-none-match"), entry.etag):
             await _start(send, 304, out)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from cheeseshop.cache.keys import is_file_key
+
 from cheeseshop_cdn_fastly.settings import FastlySettings
 
 __all__ = ["surrogate_headers"]
@@ -20,6 +22,8 @@ def surrogate_headers(keys: tuple[str, ...], settings: FastlySettings) -> dict[s
     if not keys:
         return None
     headers = {"Surrogate-Key": " ".join(dict.fromkeys(keys))}
-    if settings.surrogate_control:
+    # A download is immutable: the edge keeps it as long as its Cache-Control says (a
+    # year); its key is only for purging it when the file is deleted.
+    if settings.surrogate_control and not all(is_file_key(key) for key in keys):
         headers["Surrogate-Control"] = settings.surrogate_control
     return headers

@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import select
 
 import cheeseshop
+import cheeseshop.projects.service
 from cheeseshop import CachePurge
 from cheeseshop.db import Database
 from cheeseshop.db.models import File, OutboxDelivery, OutboxEvent
@@ -221,3 +222,32 @@ async def test_purge_reaches_fastly_only_once_the_change_is_visible(
         (keys, {first.filename}, {first.filename}),
         (keys, {first.filename, second.filename}, {first.filename, second.filename}),
     ]
+
+
+async def test_downloads_are_tagged_and_a_deletion_purges_them_at_fastly(
+    upload, cheeseshop_client, cheeseshop_services, fastly, outbox_settled, eventually
+):
+    await uploaded(upload, build_wheel("Fastly.Gone", "1.0"))
+    _, body = await simple_json(cheeseshop_client, "fastly-gone")
+    path = body["files"][0]["url"].split("/packages/", 1)[1]
+    for _ in range(2):  # the view, then the fast path with the lookup cached
+        download = await cheeseshop_client.get(f"/packages/{path}")
+        assert download.status_code == 200
+        assert download.headers["Surrogate-Key"] == f"file/{path}"
+        assert "Surrogate-Control" not in download.headers
+        assert "immutable" in download.headers["Cache-Control"]
+    await outbox_settled(cheeseshop_services)
+    uploads_purges = len(fastly.received)
+
+    await cheeseshop.projects.service.delete_release(cheeseshop_services, "Fastly.Gone", "1.0")
+
+    async def purged() -> bool:
+        return len(fastly.received) > uploads_purges
+
+    await eventually(purged, what="the deletion's purge at the fake Fastly")
+    await outbox_settled(cheeseshop_services)
+    [purge] = fastly.received[uploads_purges:]
+    assert set(purge.keys) == {
+        "project/fastly-gone", "all-projects", f"file/{path}", f"file/{path}.metadata"
+    }
+    assert (await cheeseshop_client.get(f"/packages/{path}")).status_code == 404

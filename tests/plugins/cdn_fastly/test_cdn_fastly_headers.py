@@ -51,3 +51,11 @@ def test_response_headers_none_without_keys(tmp_path):
     # A response no purge can reach must not be kept at the edge for a day.
     _, settings = loaded(tmp_path)
     assert cheeseshop_response_headers(keys=(), settings=settings) is None
+
+
+def test_a_download_is_tagged_but_keeps_its_own_lifetime(tmp_path):
+    # Files are immutable: the edge keeps them as Cache-Control says; the key is for a deletion.
+    hooks, settings = loaded(tmp_path)
+    assert dict(hooks.response_headers(("file/ab/cd/ef/x-1.0.tar.gz",), settings)) == {
+        "Surrogate-Key": "file/ab/cd/ef/x-1.0.tar.gz"
+    }
