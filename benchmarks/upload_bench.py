@@ -542,6 +542,18 @@ with open(out + ".sql.json", "w") as file:
 _IDLE = ("'get' of '_queue.SimpleQueue'", "'poll' of 'select.epoll'", "'acquire' of '_thread.lock'")
 
 
+@contextlib.contextmanager
+def instrumented_cheeseshop(workdir: Path, script: str, *args: str) -> Iterator[Target]:
+    """Cheeseshop on SQLite in ``workdir``, run by ``script`` (``python -c script PORT
+    *args``), with its user and token; yields the upload target, stops it on exit."""
+    env = cheeseshop_env(workdir, None)
+    token = cheeseshop_token(env)
+    port = free_port()
+    command = [PYTHON, "-c", script, str(port), *args]
+    with server_process(command, port=port, log=workdir / "server.log", env=env):
+        yield Target(f"http://127.0.0.1:{port}/legacy/", "__token__", token)
+
+
 def profile_cheeseshop(dists: Sequence[Dist], cap: float, top: int) -> None:
     """Upload ``dists`` to a profiled Cheeseshop on SQLite; print SQL and Python costs."""
     import json
@@ -549,13 +561,8 @@ def profile_cheeseshop(dists: Sequence[Dist], cap: float, top: int) -> None:
 
     with tempfile.TemporaryDirectory(prefix="cheeseshop-profile-") as tmp:
         workdir = Path(tmp)
-        env = cheeseshop_env(workdir, None)
-        token = cheeseshop_token(env)
-        port = free_port()
         stats_file = workdir / "upload.prof"
-        command = [PYTHON, "-c", _PROFILED_SERVER, str(port), str(stats_file)]
-        with server_process(command, port=port, log=workdir / "server.log", env=env):
-            target = Target(f"http://127.0.0.1:{port}/legacy/", "__token__", token)
+        with instrumented_cheeseshop(workdir, _PROFILED_SERVER, str(stats_file)) as target:
             result = upload_with_httpx("cheeseshop-sqlite (profiled)", target, dists, cap)
         print(table([result]))
         if not stats_file.exists():
@@ -653,13 +660,8 @@ def time_stages(dists: Sequence[Dist], cap: float) -> None:
     warm_up = min(20, len(dists) // 5)
     with tempfile.TemporaryDirectory(prefix="cheeseshop-stages-") as tmp:
         workdir = Path(tmp)
-        env = cheeseshop_env(workdir, None)
-        token = cheeseshop_token(env)
-        port = free_port()
         out = workdir / "stages.json"
-        command = [PYTHON, "-c", _STAGED_SERVER, str(port), str(out), json.dumps(STAGES)]
-        with server_process(command, port=port, log=workdir / "server.log", env=env):
-            target = Target(f"http://127.0.0.1:{port}/legacy/", "__token__", token)
+        with instrumented_cheeseshop(workdir, _STAGED_SERVER, str(out), json.dumps(STAGES)) as target:
             upload_with_httpx("warm-up", target, dists[:warm_up], cap)
             result = upload_with_httpx("cheeseshop-sqlite (stages timed)", target, dists[warm_up:], cap)
         print(table([result]))
