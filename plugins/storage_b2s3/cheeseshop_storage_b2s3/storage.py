@@ -253,16 +253,24 @@ class B2S3Storage:
 
         The ``cheeseshop_file_uploaded`` delivery. The digests come from the files table
         (the record, not the event). Idempotent: a copy B2 already holds intact is only
-        recorded. A file no longer recorded (deleted since) is skipped.
+        recorded. A file no longer recorded (deleted since) is skipped, and one deleted
+        while it was being copied has its copies removed again.
         """
         recorded = self.index.recorded(path)
         if recorded is None:
             log.info("%s is no longer recorded; nothing to cache", path)
             return
         sha256, metadata_sha256 = recorded
-        self.copy_to_cache(path, sha256)
+        copies = {path: sha256}
         if metadata_sha256 is not None:
-            self.copy_to_cache(f"{path}.metadata", metadata_sha256)
+            copies[f"{path}.metadata"] = metadata_sha256
+        for copied, digest in copies.items():
+            self.copy_to_cache(copied, digest)
+        if self.index.recorded(path) is None:
+            # Deleted while the copies were made, and perhaps collected already: the
+            # collector lists the archive only, so they would stay on B2 for good.
+            for copied in copies:
+                self._drop_copy(copied)
 
     def copy_to_cache(self, path: str, sha256: str) -> bool:
         """Make B2 hold ``path`` as the bytes recorded with ``sha256``, and record that.
@@ -317,6 +325,17 @@ class B2S3Storage:
         log.info("cached %s in B2 (%d bytes)", path, digests.size)
         return True
 
+    def _drop_copy(self, path: str) -> None:
+        """Delete B2's copy of a file that no longer exists, and forget its record."""
+        try:
+            self.b2.delete(path)
+        except B2Unavailable as error:
+            # Kept on record: the next reconcile's checks try again.
+            log.warning("could not delete B2's copy of deleted %s: %s", path, error)
+            return
+        self.index.forget(path)
+        log.info("deleted B2's copy of %s, whose file was deleted", path)
+
     def reconcile(self, *, now: datetime | None = None) -> ReconcileReport:
         """Copy what is not cached yet, then check cached copies against B2; in batches.
 
@@ -325,7 +344,7 @@ class B2S3Storage:
         ``reconcile_verify_per_run`` cache records, those checked longest ago first: each
         copy's size, SHA-1 and sha256 as B2 reports them (no download) against the record;
         a missing or different copy is copied again, and the record of a file that no
-        longer exists is dropped. Either pass stops after a few failures in a row (B2 or
+        longer exists is dropped, with its B2 copy. Either pass stops after a few failures in a row (B2 or
         S3 down): the next run carries on. Idempotent, and safe beside the deliveries.
         """
         report = ReconcileReport()
@@ -376,15 +395,17 @@ class B2S3Storage:
                     failures = _FAILURES_IN_A_ROW
                     log.warning("reconcile: B2 is failing, checks stop for this run: %s", error)
                     break
-                if copy is not None and copy.matches(
-                    size=row.size, sha1=row.sha1, sha256=row.sha256
-                ):
-                    good.append(row.path)
-                    continue
                 recorded = self.index.recorded(row.path)
                 if recorded is None:
-                    self.index.forget(row.path)
+                    # Its file was deleted: a copy the collector never saw goes too.
+                    if copy is None:
+                        self.index.forget(row.path)
+                    else:
+                        self._drop_copy(row.path)
                     report.forgotten += 1
+                    continue
+                if copy is not None and copy.matches(size=row.size, sha1=row.sha1, sha256=row.sha256):
+                    good.append(row.path)
                     continue
                 log.warning(
                     "reconcile: B2's copy of %s is %s; copying it again",

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from cheeseshop.db.models import OutboxDelivery
+from cheeseshop.projects.service import delete_release
 from cheeseshop.testing.dists import Dist, build_wheel
 
 from cheeseshop_storage_b2s3 import B2S3Storage, run_reconcile
@@ -235,3 +236,46 @@ async def test_reconcile_forgets_records_of_files_that_are_gone(
 def test_the_cache_table_is_the_plugins_own() -> None:
     assert cache_table.name == "cheeseshop_b2s3_cache"
     assert [column.name for column in cache_table.primary_key] == ["path"]
+
+
+async def test_reconcile_deletes_the_b2_copy_of_a_deleted_file(
+    upload: Any, cheeseshop_services: Any, storage: B2S3Storage, b2: B2Simulator,
+) -> None:
+    dist, kept = build_wheel("Deleted", "1.0"), build_wheel("Deleted", "2.0")
+    for each in (dist, kept):
+        assert (await upload(each)).status_code == 200
+    await wait_cached(storage, *paths_of(dist), *paths_of(kept))
+    await delete_release(cheeseshop_services, "Deleted", "1.0")
+
+    report = await asyncio.to_thread(storage.reconcile)
+
+    assert report.forgotten == 2  # the wheel and its .metadata
+    for path in paths_of(dist):
+        assert b2.file_id(f"cache/{path}") is None
+        assert await asyncio.to_thread(storage.index.cached, path) is None
+    for path in paths_of(kept):
+        assert b2.file_id(f"cache/{path}") is not None
+
+
+async def test_a_copy_finished_after_its_file_was_deleted_is_removed(
+    upload: Any, cheeseshop_services: Any, storage: B2S3Storage, b2: B2Simulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    dist = build_wheel("Raced", "1.0")
+    await _upload_uncached(upload, cheeseshop_services, b2, dist)
+    path, metadata_path = paths_of(dist)
+    recorded = storage.index.recorded
+    looks: list[str] = []
+
+    def deleted_meanwhile(looked_up: str) -> Any:
+        # The first look (before copying) finds the row; the file is deleted during the copy.
+        looks.append(looked_up)
+        return recorded(looked_up) if len(looks) == 1 else None
+
+    monkeypatch.setattr(storage.index, "recorded", deleted_meanwhile)
+    await asyncio.to_thread(storage.cache_upload, path)
+
+    assert looks == [path, path]  # found before the copies, gone after them
+    for each in (path, metadata_path):
+        assert b2.file_id(f"cache/{each}") is None
+        assert await asyncio.to_thread(storage.index.cached, each) is None
