@@ -13,11 +13,8 @@ from html.parser import HTMLParser
 from typing import Any
 
 import pytest
-from packaging.utils import canonicalize_version
-from packaging.version import Version
-from sqlalchemy import insert, select
+from sqlalchemy import select
 
-from cheeseshop.cache.keys import project_key
 from cheeseshop.db.models import Project, Release
 from cheeseshop.projects import service
 from cheeseshop.testing.dists import Dist, build_sdist, build_wheel
@@ -213,26 +210,18 @@ async def test_versions_every_version_with_files_once(upload, cheeseshop_client)
 async def test_versions_leave_out_a_release_without_files(upload, cheeseshop_client, cheeseshop_services):
     await uploaded(upload, build_wheel(NAME, "1.0"))
     await uploaded(upload, build_sdist(NAME, "2.0"))
-    # No upload leaves a release without files; written behind the app's back, then purged.
-    async with cheeseshop_services.db.write() as session:
-        project_id = await session.scalar(select(Project.id).where(Project.normalized_name == NAME))
-        await session.execute(
-            insert(Release),
-            [
-                {
-                    "project_id": project_id,
-                    "version": version,
-                    "canonical_version": canonicalize_version(Version(version), strip_trailing_zero=True),
-                }
-                for version in ("1.5", "3.0")
-            ],
-        )
-    await cheeseshop_services.cache.purge_now([project_key(NAME)])
+    only_file = (await uploaded(upload, build_wheel(NAME, "3.0"))).filename
+    # Deleting a release's last file leaves the release, without files.
+    await service.delete_file(cheeseshop_services, NAME, only_file)
     async with cheeseshop_services.db.read() as session:
         stored = set(
-            (await session.scalars(select(Release.version).where(Release.project_id == project_id))).all()
+            (
+                await session.scalars(
+                    select(Release.version).join(Project).where(Project.normalized_name == NAME)
+                )
+            ).all()
         )
-    assert stored == {"1.0", "1.5", "2.0", "3.0"}
+    assert stored == {"1.0", "2.0", "3.0"}
 
     data = await json_detail(cheeseshop_client)
     assert data["versions"] == ["1.0", "2.0"]
