@@ -63,7 +63,8 @@ async def delete_release(services: Services, project: str, version: str, *, by: 
     As on PyPI, the filenames can never be uploaded again (the filename registry keeps
     them), and the project stays. The stored bytes are left to the orphan collector
     (:mod:`cheeseshop.storage.gc`): from the commit on, no page links them and
-    ``/packages/`` answers 404 for them.
+    ``/packages/`` answers 404 for them; a CDN, once the purge of their download keys
+    (``file/<path>``) reaches it.
     """
     work = functools.partial(_delete_release, services=services, project=project, version=version, by=by)
     return await _apply(services, work)
@@ -157,7 +158,8 @@ def _commit_change(
     gone: Sequence[tuple[str, str | None]] = (),
 ) -> tuple[Changed, tuple[str, ...]]:
     """Journal ``change``, record its event and the purge; ``gone``: the (path, metadata
-    sha256) of each deleted file, whose downloads are purged too (a CDN keeps them else)."""
+    sha256) of each deleted file, whose downloads are purged too (else a CDN would keep
+    serving them)."""
     [serial] = record_changes(session, project.id, project.name, [change], added_size=added_size)
     downloads = [
         file_key(stored)
