@@ -30,6 +30,7 @@ __all__ = [
     "ZipEntry",
     "deflate",
     "raw_zip",
+    "sdist_bomb",
     "sdist_from",
     "sdist_members",
     "tar_bytes",
@@ -294,3 +295,44 @@ def sdist_from(
     return replace(
         dist, filename=filename or dist.filename, content=tar_bytes(members, format=format)
     )
+
+
+def sdist_bomb(dist: Dist, zeros: int) -> Dist:
+    """``dist`` (an sdist) plus a member of ``zeros`` bytes of zeros (a multiple of 1 MiB)
+    named ``<stem>/zeros.bin``: about ``zeros / 1000`` bytes of .tar.gz.
+
+    Built without ever holding the zeros: deflate blocks ended by a full flush stand alone,
+    so one compressed MiB of zeros is repeated (and the CRC computed a MiB at a time).
+    """
+    mib = 1024 * 1024
+    if zeros % mib:
+        raise ValueError("zeros must be a multiple of 1 MiB")
+    block = bytes(mib)
+    head = tar_bytes(sdist_members(dist), compress=False)[: -2 * tarfile.BLOCKSIZE]
+    head = head.rstrip(b"\0")  # the end-of-archive blocks and tarfile's record padding
+    head += b"\0" * (-len(head) % tarfile.BLOCKSIZE)
+    header = tarfile.TarInfo(f"{dist.filename.removesuffix('.tar.gz')}/zeros.bin")
+    header.size = zeros
+    head += header.tobuf(tarfile.GNU_FORMAT)
+    tail = b"\0" * (2 * tarfile.BLOCKSIZE)  # zeros is a multiple of the block size
+
+    def deflated(data: bytes, mode: int) -> bytes:
+        compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+        return compressor.compress(data) + compressor.flush(mode)
+
+    count = zeros // mib
+    crc = zlib.crc32(head)
+    for _ in range(count):
+        crc = zlib.crc32(block, crc)
+    crc = zlib.crc32(tail, crc)
+    size = len(head) + zeros + len(tail)
+    content = b"".join(
+        [
+            b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff",
+            deflated(head, zlib.Z_FULL_FLUSH),
+            deflated(block, zlib.Z_FULL_FLUSH) * count,
+            deflated(tail, zlib.Z_FINISH),
+            struct.pack("<2L", crc, size & 0xFFFFFFFF),
+        ]
+    )
+    return replace(dist, content=content)

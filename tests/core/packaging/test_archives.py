@@ -12,6 +12,7 @@ import hashlib
 import random
 import struct
 import tarfile
+import tracemalloc
 import warnings
 import zipfile
 import zlib
@@ -35,6 +36,7 @@ from cheeseshop.testing.archives import (
     ZipEntry,
     deflate,
     raw_zip,
+    sdist_bomb,
     tar_bytes,
     with_record,
     zip_entries,
@@ -43,7 +45,7 @@ from cheeseshop.testing.archives import tar_directory as directory
 from cheeseshop.testing.archives import tar_hardlink as hardlink
 from cheeseshop.testing.archives import tar_member as member
 from cheeseshop.testing.archives import tar_symlink as symlink
-from cheeseshop.testing.dists import build_wheel
+from cheeseshop.testing.dists import build_sdist, build_wheel
 
 WHEEL = "foo-1.0-py3-none-any.whl"
 SDIST = "foo-1.0.tar.gz"
@@ -1050,3 +1052,19 @@ def test_sdist_license_files_from_the_form(tmp_path: Path) -> None:
         SDIST,
         "the upload form lists License-File 'COPYING' but the sdist has no 'foo-1.0/COPYING'",
     )
+
+
+def test_a_tar_bomb_is_refused_in_bounded_memory(tmp_path: Path) -> None:
+    # A 3 MiB .tar.gz that expands to 3 GiB is judged while it streams, never held whole.
+    bomb = sdist_bomb(build_sdist("foo", "1.0"), 3 * 1024 * 1024 * 1024)
+    path = tmp_path / bomb.filename
+    path.write_bytes(bomb.content)
+    tracemalloc.start()
+    try:
+        refused(read_sdist_pkg_info, path, bomb.filename, "more than 2147483648 bytes of tar stream")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # tarfile inflates 10 KiB of input at a time, at most ~10 MiB at deflate's 1032:1, and
+    # holds a few such steps (about 30 MiB here): bounded, whatever the bomb's size.
+    assert peak < 64 * 1024 * 1024, f"{peak / 2**20:.1f} MiB held at once"

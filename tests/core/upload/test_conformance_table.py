@@ -28,10 +28,8 @@ import dataclasses
 import functools
 import hashlib
 import random
-import struct
 import tarfile
 import zipfile
-import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +54,7 @@ from cheeseshop.testing.archives import (
     RawZip,
     ZipEntry,
     raw_zip,
+    sdist_bomb,
     sdist_from,
     sdist_members,
     tar_bytes,
@@ -474,38 +473,9 @@ def pkg_info_saying(**values: Any) -> Callable[[], Dist]:
 
 @functools.cache
 def tar_bomb() -> Dist:
-    """The good sdist plus a member of 3 GiB of zeros: a 3 MiB .tar.gz. Built once per test
-    process, without ever holding the 3 GiB: deflate blocks ended by a full flush stand alone,
-    so one compressed MiB of zeros is repeated (and the CRC computed a MiB at a time)."""
-    zeros_size, block = 3 * 1024 * MiB, bytes(MiB)
-    head = tar_bytes(sdist_members(sdist()), compress=False)[: -2 * tarfile.BLOCKSIZE]
-    head = head.rstrip(b"\0")  # the end-of-archive blocks and tarfile's record padding
-    head += b"\0" * (-len(head) % tarfile.BLOCKSIZE)
-    header = tarfile.TarInfo(f"{STEM}/zeros.bin")
-    header.size = zeros_size
-    head += header.tobuf(tarfile.GNU_FORMAT)
-    tail = b"\0" * (2 * tarfile.BLOCKSIZE)  # zeros_size is a multiple of the block size
-
-    def deflated(data: bytes, mode: int) -> bytes:
-        compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
-        return compressor.compress(data) + compressor.flush(mode)
-
-    count = zeros_size // MiB
-    crc = zlib.crc32(head)
-    for _ in range(count):
-        crc = zlib.crc32(block, crc)
-    crc = zlib.crc32(tail, crc)
-    size = len(head) + zeros_size + len(tail)
-    content = b"".join(
-        [
-            b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff",
-            deflated(head, zlib.Z_FULL_FLUSH),
-            deflated(block, zlib.Z_FULL_FLUSH) * count,
-            deflated(tail, zlib.Z_FINISH),
-            struct.pack("<2L", crc, size & 0xFFFFFFFF),
-        ]
-    )
-    return dataclasses.replace(sdist(), content=content)
+    """The good sdist plus a member of 3 GiB of zeros: a 3 MiB .tar.gz, built once per test
+    process (see :func:`~cheeseshop.testing.archives.sdist_bomb`)."""
+    return sdist_bomb(sdist(), 3 * 1024 * MiB)
 
 
 def noisy_wheel(version: str, size: int) -> Dist:
