@@ -111,6 +111,7 @@ CATALOGUE: dict[str, dict[str, list[Dist]]] = {
     "Read-Unyanked": {v: [d] for v, d in _wheels("Read-Unyanked", "1.0", "2.0").items()},
     "Read-Quarantined": {"1.0": [build_wheel("Read-Quarantined", "1.0")]},
     "Read-Archived": {"1.0": [build_wheel("Read-Archived", "1.0")]},
+    "Read-Deleted": {v: [d] for v, d in _wheels("Read-Deleted", "1.0", "2.0").items()},
 }
 DATED_LATER = build_wheel("Read-Dated", "2.0")
 
@@ -434,6 +435,22 @@ def test_a_quarantined_project_cannot_be_installed(server, clients, catalogue, t
     assert page["files"] == [], page
     assert page["project-status"] == {"status": "quarantined", "reason": QUARANTINE_REASON}, page
     assert "read-quarantined" not in _root_names(server)
+
+
+def test_a_deleted_release_is_gone_for_installers_and_never_uploaded_again(
+    server, clients, token, catalogue, tmp_path
+):
+    _cli(server, "delete", "read-deleted", "2.0", "--yes")
+    latest = clients.uv_install(tmp_path / "latest", "read-deleted")
+    pinned = clients.pip_install(tmp_path / "pinned", "read-deleted==2.0")
+    again = clients.twine_upload(token, [catalogue / _dist("Read-Deleted", "2.0").filename])
+
+    assert latest.returncode == 0, f"{latest}{server.output()}"
+    assert _import_versions(clients, tmp_path / "latest", "read_deleted") == ["1.0"], latest
+    assert pinned.returncode != 0 and "read-deleted==2.0" in pinned.output, pinned
+    # twine shows the server's reason: the filename stays taken for good.
+    assert again.returncode != 0, again
+    assert "This filename has already been used" in again.output, again
 
 
 def test_an_archived_project_is_still_installable(server, clients, catalogue, tmp_path):
