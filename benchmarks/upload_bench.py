@@ -492,7 +492,7 @@ def goal_check(results: list[Result]) -> list[str]:
 # profiler; every SQL statement is timed too, since aiosqlite runs SQLite through
 # functools.partial, which cProfile cannot see into. Both are written out on SIGTERM.
 _PROFILED_SERVER = """
-import asyncio, collections, cProfile, json, pstats, signal, sys, threading, time
+import asyncio, collections, cProfile, json, logging, pstats, signal, sys, threading, time
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from sqlalchemy import event
@@ -519,16 +519,9 @@ def before(conn, cursor, statement, parameters, context, executemany):
 @event.listens_for(Engine, "after_cursor_execute")
 def after(conn, cursor, statement, parameters, context, executemany):
     statements[" ".join(statement.split())].append(time.perf_counter() - conn.info["bench_started"])
-config = Config()
-config.bind = [f"127.0.0.1:{port}"]
-config.accesslog = None
-async def main():
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    await serve(app, config, shutdown_trigger=stop.wait)
 main_profiler = cProfile.Profile()
 main_profiler.enable()
-asyncio.run(main())
+""" + ON_HYPERCORN + """
 main_profiler.disable()
 stats = pstats.Stats(main_profiler)
 for profiler in profilers:

@@ -10,6 +10,7 @@ __all__ = ["ALL_PROJECTS", "change_keys", "file_key", "is_file_key", "project_ke
 
 #: The root index: it lists every project with its serial, so every change touches it.
 ALL_PROJECTS = "all-projects"
+_FILE = "file/"
 
 
 def project_key(normalized_name: str) -> str:
@@ -29,9 +30,6 @@ def file_key(path: str) -> str:
 def is_file_key(key: str) -> bool:
     """Whether ``key`` names a file's download (see :func:`file_key`)."""
     return key.startswith(_FILE)
-
-
-_FILE = "file/"
 
 
 def change_keys(normalized_name: str) -> tuple[str, ...]:

@@ -101,4 +101,3 @@ async def uploaded(upload: Any, dist: Dist, **field_options: Any) -> Dist:
     response = await upload(dist, fields=upload_fields(dist, **field_options))
     assert response.status_code == 200, await response.get_data(as_text=True)
     return dist
-

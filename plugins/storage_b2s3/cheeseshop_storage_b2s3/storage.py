@@ -344,8 +344,9 @@ class B2S3Storage:
         ``reconcile_verify_per_run`` cache records, those checked longest ago first: each
         copy's size, SHA-1 and sha256 as B2 reports them (no download) against the record;
         a missing or different copy is copied again, and the record of a file that no
-        longer exists is dropped, with its B2 copy. Either pass stops after a few failures in a row (B2 or
-        S3 down): the next run carries on. Idempotent, and safe beside the deliveries.
+        longer exists is dropped, with its B2 copy. Either pass stops after a few failures
+        in a row (B2 or S3 down): the next run carries on. Idempotent, and safe beside the
+        deliveries.
         """
         report = ReconcileReport()
         section = self.section
