@@ -136,13 +136,19 @@ class Database:
         return await asyncio.to_thread(self._write_here, work)
 
     def call_blocking(
-        self, work: Callable[[Session], T], *, write: bool, loop: asyncio.AbstractEventLoop, timeout: float
+        self,
+        work: Callable[[Session], T],
+        *,
+        write: bool,
+        loop: asyncio.AbstractEventLoop,
+        timeout: float | None,
     ) -> T:
         """:meth:`run_read`/:meth:`run_write` from a worker thread, blocking it.
 
         On SQLite the transaction runs right here, in the calling thread; on PostgreSQL
         it is handed to ``loop`` (the async connections belong to it) and awaited from
-        here, for at most ``timeout`` seconds. Never call it on ``loop`` itself.
+        here, for at most ``timeout`` seconds (None: until it ends, as a request on the
+        loop would). Never call it on ``loop`` itself.
         """
         if self._sync_engine is not None:
             return self._write_here(work) if write else self._read_here(work)

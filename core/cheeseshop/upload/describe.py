@@ -3,13 +3,13 @@
 Markdown and plain text render in milliseconds, but docutils can spend minutes on a
 large, hostile reStructuredText document, and a thread cannot be stopped. Descriptions
 above :data:`ISOLATE_ABOVE` bytes are therefore rendered in a child process that is
-killed at the deadline; small ones, nearly all of them, render in a thread.
+killed at the deadline; small ones, nearly all of them, render in the calling thread.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
+import subprocess
 import sys
 
 from cheeseshop.packaging.description import InvalidDescription, render_description
@@ -23,31 +23,25 @@ ISOLATE_ABOVE = 64 * 1024
 RENDER_SECONDS = 20.0
 
 
-async def _render_isolated(raw: str, content_type: str | None, timeout: float) -> str | None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "cheeseshop.packaging.description",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+def _render_isolated(raw: str, content_type: str | None, timeout: float) -> str | None:
     payload = json.dumps({"raw": raw, "content_type": content_type}).encode()
     try:
-        out, _ = await asyncio.wait_for(process.communicate(payload), timeout)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
+        # subprocess.run kills the child when the deadline passes.
+        finished = subprocess.run(
+            [sys.executable, "-m", "cheeseshop.packaging.description"],
+            input=payload,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
         raise InvalidDescription(
             f"The description could not be rendered within {timeout:g} seconds; "
             "shorten or simplify it.",
             content_type=content_type,
         ) from None
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    answer = json.loads(out or b"{}")
+    answer = json.loads(finished.stdout or b"{}")
     if "error" in answer:
         raise InvalidDescription(
             answer["error"], content_type=answer.get("content_type"), problems=tuple(answer.get("problems", ()))
@@ -57,7 +51,7 @@ async def _render_isolated(raw: str, content_type: str | None, timeout: float) -
     return answer["html"]
 
 
-async def render_for_upload(
+def render_for_upload(
     raw: str | None,
     content_type: str | None,
     *,
@@ -68,17 +62,12 @@ async def render_for_upload(
 ) -> str | None:
     """Sanitized HTML for the description, transformed by plugins; None when there is none.
 
-    Raises InvalidDescription when it does not render (the upload is then refused).
+    Blocking: the upload pipeline calls it from its worker thread. (The content type is
+    checked even without a description.) Raises InvalidDescription when it does not
+    render (the upload is then refused).
     """
     if raw is not None and len(raw.encode("utf-8", "surrogatepass")) > ISOLATE_ABOVE:
-        html = await _render_isolated(raw, content_type, timeout or RENDER_SECONDS)
-        return None if html is None else await asyncio.to_thread(hooks.render_description, html, release, settings)
-
-    def render_and_transform() -> str | None:
-        # One trip to a worker thread for both: a small description renders in about
-        # the time a second thread hop would cost. (The content type is checked even
-        # without a description, so this runs then too.)
+        html = _render_isolated(raw, content_type, timeout or RENDER_SECONDS)
+    else:
         html = render_description(raw, content_type)
-        return None if html is None else hooks.render_description(html, release, settings)
-
-    return await asyncio.to_thread(render_and_transform)
+    return None if html is None else hooks.render_description(html, release, settings)

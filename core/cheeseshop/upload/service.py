@@ -10,16 +10,19 @@ answer a lone request would have had.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import functools
-import logging
 import hashlib
+import logging
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 from packaging.utils import canonicalize_version
 from packaging.version import Version
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -66,6 +69,8 @@ log = logging.getLogger(__name__)
 
 ALREADY_EXISTS = "File already exists"
 
+T = TypeVar("T")
+
 
 @dataclasses.dataclass(frozen=True)
 class _Checked:
@@ -77,38 +82,24 @@ class _Checked:
 
 async def handle_upload(services: Services, principal: Principal, form: UploadForm, *, address: str) -> str:
     """Carry out one upload from ``address``; returns the 200 body (warnings), raises
-    APIError otherwise."""
-    checked = await _validate(form)
-    existing = await _existing(services, principal, checked)
+    APIError otherwise.
+
+    The work runs in two trips to a worker thread, around the one step that must be
+    awaited (the new-project rate limit): checking (the form, the archive, the index),
+    then publishing (the description, the ``validate_upload`` hooks, storing and the
+    commit). Each step is blocking code; on SQLite its database work runs right in that
+    thread, on PostgreSQL it is handed to the event loop (:meth:`Database.call_blocking`).
+    One trip per phase instead of one per step: each trip costs a thread hand-over both
+    ways, and an upload used to make eight of them.
+    """
+    steps = _Steps(services, principal, asyncio.get_running_loop())
+    checked, existing = await asyncio.to_thread(steps.check, form)
     if existing == "identical":
         return ""
     new_project = existing == "new project"
     if new_project:
         await _refuse_too_many_new_projects(services, principal, address)
-    description_html = await _describe(services, checked)
-    candidate = _candidate(principal, checked, new_project=new_project)
-    try:
-        await asyncio.to_thread(services.hooks.validate_upload, candidate, services.settings)
-    except UploadRejected as rejection:
-        raise APIError(rejection.status, rejection.message) from None
-    try:
-        paths = await _store(services, checked)
-    except OSError:
-        # StorageUnavailable (an OSError) from a remote store, or a disk error: nothing
-        # was recorded, and _store removed whatever it had stored.
-        log.exception("storing %s failed", checked.file.filename)
-        raise APIError(
-            503,
-            "The file could not be stored: file storage is unavailable. Nothing was "
-            "recorded; try again later.",
-            headers={"Retry-After": "30"},
-        ) from None
-    try:
-        event_ids = await _commit_settling_races(services, principal, checked, paths, description_html)
-    except APIError:
-        # Refused inside the transaction, which was therefore rolled back; or lost a race.
-        await _discard(services, paths)
-        raise
+    event_ids = await asyncio.to_thread(steps.publish, checked, new_project)
     if event_ids is None:
         return ""  # a racer committed these very bytes at this very path: keep them
     # This process's pages first: a CDN purging from the outbox must not refetch them.
@@ -119,6 +110,121 @@ async def handle_upload(services: Services, principal: Principal, form: UploadFo
             await services.ratelimiter.hit(rule, *identifiers)
     return ""
 
+
+class _Steps:
+    """The blocking steps of one upload, run in a worker thread (see :func:`handle_upload`)."""
+
+    def __init__(self, services: Services, principal: Principal, loop: asyncio.AbstractEventLoop) -> None:
+        self.services = services
+        self.principal = principal
+        self.loop = loop
+
+    def read(self, work: Callable[[Session], T]) -> T:
+        """``work`` in a read transaction (see :meth:`Database.call_blocking`)."""
+        return self.services.db.call_blocking(work, write=False, loop=self.loop, timeout=None)
+
+    def write(self, work: Callable[[Session], T]) -> T:
+        """``work`` in a write transaction, committed if it returns."""
+        return self.services.db.call_blocking(work, write=True, loop=self.loop, timeout=None)
+
+    def check(self, form: UploadForm) -> tuple[_Checked, str]:
+        """The validated upload and what the index holds of it (see :func:`judge_existing`)."""
+        checked = _validate(form)
+        return checked, self.existing(checked)
+
+    def existing(self, checked: _Checked) -> str:
+        """'identical' (nothing to do), 'new project', or 'new file'; else raises APIError."""
+        request, file = checked.request, checked.file
+        state = self.read(
+            functools.partial(
+                index_state,
+                filename=file.filename,
+                blake2_256=file.blake2_256,
+                normalized_name=request.normalized_name,
+                ultranormalized_name=confusable_fold(request.name),
+                canonical_version=_canonical(request),
+                user_id=self.principal.user.id,
+            )
+        )
+        return judge_existing(state, self.principal, checked, self.services.settings)
+
+    def publish(self, checked: _Checked, new_project: bool) -> list[int] | None:
+        """Describe, ask the plugins, store and commit; the outbox ids of the events, or
+        None when a racer committed these very bytes first."""
+        services = self.services
+        description_html = _describe(services, checked)
+        candidate = _candidate(self.principal, checked, new_project=new_project)
+        try:
+            services.hooks.validate_upload(candidate, services.settings)
+        except UploadRejected as rejection:
+            raise APIError(rejection.status, rejection.message) from None
+        try:
+            paths = self.store(checked)
+        except OSError:
+            # StorageUnavailable (an OSError) from a remote store, or a disk error: nothing
+            # was recorded, and store() removed whatever it had stored.
+            log.exception("storing %s failed", checked.file.filename)
+            raise APIError(
+                503,
+                "The file could not be stored: file storage is unavailable. Nothing was "
+                "recorded; try again later.",
+                headers={"Retry-After": "30"},
+            ) from None
+        try:
+            return self.commit_settling_races(checked, paths, description_html)
+        except APIError:
+            # Refused inside the transaction, which was therefore rolled back; or lost a race.
+            self.discard(paths)
+            raise
+
+    def commit_settling_races(
+        self, checked: _Checked, paths: _Paths, description_html: str | None
+    ) -> list[int] | None:
+        """Commit; when a uniqueness constraint says another upload committed first, look again.
+
+        The racer may have uploaded these very bytes (then None: nothing to do), or this
+        same filename with other bytes (APIError 400, as if this request had come second).
+        Or it created the project or the release this file belongs to — two files of a new
+        release uploaded at once — and then the commit is simply tried again, now seeing them.
+        """
+        for _ in range(COMMIT_ATTEMPTS):
+            try:
+                return self.commit(checked, paths, description_html)
+            except IntegrityError:
+                if self.existing(checked) == "identical":
+                    return None
+            except _Vanished:
+                # A racer refused after storing these very bytes at this very path removed
+                # them: when that racer lost to a committed upload, so does this request.
+                if self.existing(checked) == "identical":
+                    return None
+                raise APIError(503, "The file could not be stored; try again later.") from None
+        raise APIError(400, f"{ALREADY_EXISTS}. (A concurrent upload of {checked.file.filename}.)")
+
+    def store(self, checked: _Checked) -> _Paths:
+        """The file and its core metadata, stored (see :func:`_store`)."""
+        return _store(self.services, checked, self.discard)
+
+    def discard(self, paths: _Paths) -> None:
+        """Remove what this refused upload stored (see :func:`_discard`)."""
+        _discard(self.services, paths, self.read)
+
+    def commit(self, checked: _Checked, paths: _Paths, description_html: str | None) -> list[int]:
+        """Record the upload in one write transaction; returns the outbox ids of its events.
+
+        The stored file is checked first (R1): it must be there, whole, when its row commits.
+        """
+        _verify_stored(self.services, paths, checked.file.size)
+        return self.write(
+            functools.partial(
+                _record_upload,
+                services=self.services,
+                principal=self.principal,
+                checked=checked,
+                paths=paths,
+                description_html=description_html,
+            )
+        )
 
 def _new_project_limits(
     services: Services, principal: Principal, address: str
@@ -153,33 +259,10 @@ async def _refuse_too_many_new_projects(services: Services, principal: Principal
 COMMIT_ATTEMPTS = 3
 
 
-async def _commit_settling_races(
-    services: Services,
-    principal: Principal,
-    checked: _Checked,
-    paths: _Paths,
-    description_html: str | None,
-) -> list[int] | None:
-    """Commit; when a uniqueness constraint says another upload committed first, look again.
-
-    The racer may have uploaded these very bytes (then None: nothing to do), or this same
-    filename with other bytes (APIError 400, as if this request had come second). Or it
-    created the project or the release this file belongs to — two files of a new release
-    uploaded at once — and then the commit is simply tried again, now seeing them.
-    """
-    for _ in range(COMMIT_ATTEMPTS):
-        try:
-            return await _commit(services, principal, checked, paths, description_html)
-        except IntegrityError:
-            if await _existing(services, principal, checked) == "identical":
-                return None
-    raise APIError(400, f"{ALREADY_EXISTS}. (A concurrent upload of {checked.file.filename}.)")
-
-
 # -- validate (pure, plus reading the archive) -----------------------------------------
 
 
-async def _validate(form: UploadForm) -> _Checked:
+def _validate(form: UploadForm) -> _Checked:
     action = (form.fields.get(":action") or [""])[0]
     if action in {"submit", "doc_upload", "verify"}:
         raise APIError(410, f"':action={action}' is no longer supported; upload files only.")
@@ -236,9 +319,7 @@ async def _validate(form: UploadForm) -> _Checked:
     wheel = parsed.packagetype == "bdist_wheel"
     reader = read_wheel_metadata if wheel else read_sdist_pkg_info
     try:
-        archived = await asyncio.to_thread(
-            reader, file.path, filename=file.filename, license_files=license_files
-        )
+        archived = reader(file.path, filename=file.filename, license_files=license_files)
     except InvalidArchive as error:
         raise APIError(400, str(error)) from None
     try:
@@ -257,7 +338,7 @@ async def _validate(form: UploadForm) -> _Checked:
     return _Checked(request=request, file=file, parsed=parsed, core_metadata=core_metadata)
 
 
-async def _describe(services: Services, checked: _Checked) -> str | None:
+def _describe(services: Services, checked: _Checked) -> str | None:
     request = checked.request
     content_type = _text(request.metadata.get("description_content_type"))
     release = DescribedRelease(
@@ -267,7 +348,7 @@ async def _describe(services: Services, checked: _Checked) -> str | None:
         content_type=content_type or "text/x-rst",
     )
     try:
-        return await render_for_upload(
+        return render_for_upload(
             _text(request.metadata.get("description")),
             content_type,
             release=release,
@@ -300,25 +381,8 @@ def _candidate(principal: Principal, checked: _Checked, *, new_project: bool) ->
 # -- check against what the index holds ------------------------------------------------
 
 
-async def _existing(services: Services, principal: Principal, checked: _Checked) -> str:
-    """'identical' (nothing to do), 'new project', or 'new file'; else raises APIError."""
-    request, file = checked.request, checked.file
-    state = await services.db.run_read(
-        functools.partial(
-            index_state,
-            filename=file.filename,
-            blake2_256=file.blake2_256,
-            normalized_name=request.normalized_name,
-            ultranormalized_name=confusable_fold(request.name),
-            canonical_version=_canonical(request),
-            user_id=principal.user.id,
-        )
-    )
-    return judge_existing(state, principal, checked, services.settings)
-
-
 def judge_existing(state: IndexState, principal: Principal, checked: _Checked, settings: Settings) -> str:
-    """The decision :func:`_existing` makes from what the index holds (pure).
+    """The decision :meth:`_Steps.existing` makes from what the index holds (pure).
 
     Permission first, as PyPI decides: whoever may not upload to the project gets 403 and
     learns nothing of its files, not even that a filename is taken.
@@ -398,11 +462,17 @@ class _Paths:
     metadata_blake2_256: str | None
 
 
-async def _store(services: Services, checked: _Checked) -> _Paths:
+#: Stores an upload's core metadata while its worker thread stores the file itself, so
+#: that a remote store's two round trips overlap. Threads are started as needed.
+_SIDE_PUTS = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="cheeseshop-put")
+
+
+def _store(services: Services, checked: _Checked, discard: Callable[[_Paths], None]) -> _Paths:
     """Store the file and its core metadata side by side: two puts, two fsyncs, at once.
 
-    When a put fails, whatever the other one stored is removed again (unless a committed
-    row uses it) before the error propagates, so a refused upload leaves nothing behind.
+    When a put fails, whatever the other one stored is removed again by ``discard``
+    (unless a committed row uses it) before the error propagates, so a refused upload
+    leaves nothing behind.
     """
     file = checked.file
     path = storage_path(file.blake2_256, file.filename)
@@ -413,34 +483,36 @@ async def _store(services: Services, checked: _Checked) -> _Paths:
         sha256=file.sha256,
     )
     if checked.core_metadata is None:
-        await asyncio.to_thread(functools.partial(services.storage.put, path, file.path, info=info))
+        services.storage.put(path, file.path, info=info)
         return _Paths(path, None, None, None)
     metadata_path = f"{path}{METADATA_FILE_SUFFIX}"
     metadata_sha256 = hashlib.sha256(checked.core_metadata).hexdigest()
     metadata_info = dataclasses.replace(info, sha256=metadata_sha256)
     scratch = file.path.with_name(f"{file.path.name}.metadata")
-    # When one put fails the other is still awaited, so no write is left running behind
-    # the 503.
-    results = await asyncio.gather(
-        asyncio.to_thread(functools.partial(services.storage.put, path, file.path, info=info)),
-        asyncio.to_thread(
-            _put_bytes, services, metadata_path, checked.core_metadata, scratch, metadata_info
-        ),
-        return_exceptions=True,
+    side = _SIDE_PUTS.submit(
+        _put_bytes, services, metadata_path, checked.core_metadata, scratch, metadata_info
     )
+    failure: BaseException | None = None
+    try:
+        services.storage.put(path, file.path, info=info)
+    except BaseException as error:
+        failure = error
+    # When one put fails the other is still waited for, so no write is left running
+    # behind the 503.
+    side_failure = side.exception()
     paths = _Paths(
         path,
         metadata_path,
         metadata_sha256,
         hashlib.blake2b(checked.core_metadata, digest_size=32).hexdigest(),
     )
-    failures = [result for result in results if isinstance(result, BaseException)]
-    if failures:
+    failure = failure or side_failure
+    if failure is not None:
         try:
-            await _discard(services, paths)
+            discard(paths)
         except Exception:
             log.warning("could not clean up after a failed store of %s; the collector will", path)
-        raise failures[0]
+        raise failure
     return paths
 
 
@@ -455,24 +527,27 @@ def _put_bytes(
         scratch.unlink(missing_ok=True)
 
 
-async def _discard(services: Services, paths: _Paths) -> None:
+_FILE_AT_PATH = select(File.id).where(File.path == bindparam("path"))
+
+
+def _discard(services: Services, paths: _Paths, read: Callable[[Callable[[Session], T]], T]) -> None:
     """Remove what a refused upload stored, unless a committed row uses that path (R3).
 
-    A failure here is only logged: the orphan collector removes what is left.
+    ``read`` runs the check in a read transaction. A failure to delete is only logged:
+    the orphan collector removes what is left.
     """
-    async with services.db.read() as session:
-        if await session.scalar(select(File.id).where(File.path == paths.file)) is not None:
-            return
+    if read(lambda session: session.scalar(_FILE_AT_PATH, {"path": paths.file})) is not None:
+        return
     for path in (paths.file, paths.metadata):
         if path is None:
             continue
         try:
-            await asyncio.to_thread(services.storage.delete, path)
+            services.storage.delete(path)
         except OSError:
             log.warning("could not remove %s after a refused upload; the collector will", path)
 
 
-async def _verify_stored(services: Services, paths: _Paths, size: int) -> None:
+def _verify_stored(services: Services, paths: _Paths, size: int) -> None:
     """Check, just before commit, that the stored file is there whole (R1).
 
     A size check, not a re-hash: the bytes were hashed as they arrived and written by an
@@ -480,7 +555,7 @@ async def _verify_stored(services: Services, paths: _Paths, size: int) -> None:
     clean-up, the orphan collector, an operator) between storing and committing.
     """
     try:
-        stored = await asyncio.to_thread(services.storage.size, paths.file)
+        stored = services.storage.size(paths.file)
     except FileNotFoundError:
         stored = -1
     except OSError:
@@ -488,7 +563,11 @@ async def _verify_stored(services: Services, paths: _Paths, size: int) -> None:
         log.warning("could not confirm %s is stored before commit", paths.file, exc_info=True)
         stored = -1
     if stored != size:
-        raise APIError(503, "The file could not be stored; try again later.")
+        raise _Vanished(paths.file)
+
+
+class _Vanished(Exception):
+    """The stored file was not there whole when its row was about to commit."""
 
 
 # -- record and commit -------------------------------------------------------------------
@@ -500,30 +579,6 @@ _INSERT_ROLE = insert(Role.__table__)
 _INSERT_RELEASE = insert(Release.__table__).returning(Release.__table__.c.id)
 _INSERT_FILE = insert(File.__table__)
 _INSERT_FILENAME = insert(FilenameRegistry.__table__)
-
-
-async def _commit(
-    services: Services,
-    principal: Principal,
-    checked: _Checked,
-    paths: _Paths,
-    description_html: str | None,
-) -> list[int]:
-    """Record the upload in one write transaction; returns the outbox ids of its events.
-
-    The stored file is checked first (R1): it must be there, whole, when its row commits.
-    """
-    await _verify_stored(services, paths, checked.file.size)
-    return await services.db.run_write(
-        functools.partial(
-            _record_upload,
-            services=services,
-            principal=principal,
-            checked=checked,
-            paths=paths,
-            description_html=description_html,
-        )
-    )
 
 
 def _record_upload(
