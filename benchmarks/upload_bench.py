@@ -594,23 +594,25 @@ def profile_cheeseshop(dists: Sequence[Dist], cap: float, top: int) -> None:
 
 # -- stages ------------------------------------------------------------------------------
 
-# The upload's steps, in the order they run, as (module, coroutine function) to time: the
-# modules look them up as globals, so wrapping the global times every call.
+# The upload's steps, in the order they run, as (module, function or "Class.method") to
+# time: the modules look them up as globals or attributes, so wrapping one times every call.
 STAGES = (
     ("views", "_upload"),
     ("views", "receive_upload"),
     ("views", "handle_upload"),
+    ("service", "_Steps.check"),
     ("service", "_validate"),
-    ("service", "_existing"),
+    ("service", "_Steps.existing"),
+    ("service", "_Steps.publish"),
     ("service", "_describe"),
     ("service", "_store"),
-    ("service", "_commit_settling_races"),
+    ("service", "_Steps.commit_settling_races"),
 )
 
 # Runs in the child: Cheeseshop on hypercorn, as `cheeseshop serve` runs it, with each of
 # STAGES (given as JSON) wrapped to record how long every call took; written out at exit.
 _STAGED_SERVER = """
-import asyncio, collections, functools, json, logging, signal, sys, time
+import asyncio, collections, functools, inspect, json, logging, signal, sys, time
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from cheeseshop.app import create_app
@@ -622,17 +624,29 @@ port, out, stages = int(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
 times = collections.defaultdict(list)
 
 def timed(module, name):
-    inner = getattr(module, name)
+    # name: a function of the module, or "Class.method"; either may be sync or async.
+    *owner_path, attribute = name.split(".")
+    owner = functools.reduce(getattr, owner_path, module)
+    inner = getattr(owner, attribute)
 
-    @functools.wraps(inner)
-    async def wrapper(*args, **kwargs):
-        started = time.perf_counter()
-        try:
-            return await inner(*args, **kwargs)
-        finally:
-            times[name].append(time.perf_counter() - started)
+    if inspect.iscoroutinefunction(inner):
+        @functools.wraps(inner)
+        async def wrapper(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return await inner(*args, **kwargs)
+            finally:
+                times[name].append(time.perf_counter() - started)
+    else:
+        @functools.wraps(inner)
+        def wrapper(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                times[name].append(time.perf_counter() - started)
 
-    setattr(module, name, wrapper)
+    setattr(owner, attribute, wrapper)
 
 for module, name in stages:
     timed({"views": views, "service": service}[module], name)
