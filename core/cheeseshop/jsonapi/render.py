@@ -111,15 +111,16 @@ class ProjectView:
 def latest(releases: Sequence[ReleaseView]) -> ReleaseView | None:
     """The release ``/pypi/<project>/json`` shows, or None when there is none.
 
-    As PyPI orders them: not yanked before yanked, then final before pre-release (dev
-    releases count as pre-releases), then the highest version. So: the newest non-yanked
-    final release, else the newest non-yanked pre-release, else (all yanked) the newest
-    yanked final release, else the newest yanked pre-release.
+    The newest non-yanked final release (dev releases count as pre-releases), else the
+    newest non-yanked release, else, when every release is yanked, the newest of all.
+    (PyPI, with everything yanked, still puts a final release before a newer
+    pre-release; a project whose every release was pulled has no "stable" one to
+    prefer, so the newest is shown, as ../shared/CONFORMANCE.md states the rule.)
     """
 
     def rank(release: ReleaseView) -> tuple[bool, bool, Version]:
         version = Version(release.version)
-        return (not release.yanked, not version.is_prerelease, version)
+        return (not release.yanked, not release.yanked and not version.is_prerelease, version)
 
     return max(releases, key=rank, default=None)
 

@@ -324,9 +324,9 @@ async def test_latest_falls_back_to_prerelease_then_yanked(
     await yank(cheeseshop_services, "2.0a2")
     assert (await document(cheeseshop_client, "/pypi/pre/json"))["info"]["version"] == "2.0a1"
     await yank(cheeseshop_services, "2.0a1")
-    # Everything yanked: the final release first, as PyPI orders them.
+    # Everything yanked: the newest release, pre-release or not.
     info = (await document(cheeseshop_client, "/pypi/pre/json"))["info"]
-    assert (info["version"], info["yanked"]) == ("1.0", True)
+    assert (info["version"], info["yanked"]) == ("2.0a2", True)
 
 
 async def test_file_yanked_on_its_own(cheeseshop_client, cheeseshop_services, project):

@@ -159,8 +159,9 @@ FILE_KEYS = [
         (["1.0!", "2.0b1"], "2.0b1"),
         # Versions compare as versions, not as text.
         (["1.9", "1.10"], "1.10"),
-        # Everything yanked: finals first (as PyPI orders them), else the newest.
-        (["1.0!", "2.0!", "3.0b1!"], "2.0"),
+        # Everything yanked: the newest, pre-release or not (PyPI would show 2.0).
+        (["1.0!", "2.0!", "3.0b1!"], "3.0b1"),
+        (["1.0!", "2.0!", "1.5b1!"], "2.0"),
         (["1.0a1!", "1.0a2!"], "1.0a2"),
     ],
 )
