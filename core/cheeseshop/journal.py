@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from sqlalchemy import bindparam, insert, text, update
+from sqlalchemy import bindparam, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from cheeseshop.db.models import JournalEntry, Project, utcnow
 
-__all__ = ["Change", "record_changes"]
+__all__ = ["Change", "last_serial", "record_changes"]
 
 # Any constant works; it names the one lock that orders journal writers on PostgreSQL.
 _JOURNAL_LOCK = 0x0C4EE5E
@@ -19,6 +19,7 @@ _LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 _entries = JournalEntry.__table__
 _projects = Project.__table__
 _INSERT = insert(_entries).returning(_entries.c.id)
+_LAST = select(func.max(_entries.c.id))
 _UPDATE_PROJECT = (
     update(_projects)
     .where(_projects.c.id == bindparam("project_id"))
@@ -38,6 +39,11 @@ class Change:
     submitted_by: str | None = None
 
 
+def last_serial(session: Session) -> int:
+    """The newest journal serial (0 for an empty journal)."""
+    return session.scalar(_LAST) or 0
+
+
 def record_changes(
     session: Session,
     project_id: int,
@@ -50,19 +56,18 @@ def record_changes(
 
     The entries are written by one statement, and the project's ``last_serial`` (and its
     ``total_size``, grown by ``added_size``) by one more: an upload's four changes cost two
-    round trips, not eight.
+    statements, not eight (four on PostgreSQL, with the lock and the newest serial).
 
-    On PostgreSQL, sequence values are handed out in call order but become visible in
-    commit order, so a mirror could see serial 11 before serial 10 commits and then skip
-    10 forever. A transaction-scoped advisory lock makes journal writers commit one at a
-    time, in serial order. (SQLite's write transactions are serial already.)
+    On PostgreSQL, concurrent transactions become visible in commit order, so a mirror
+    could see serial 11 before serial 10 commits and then skip 10 forever. A
+    transaction-scoped advisory lock makes journal writers commit one at a time, in
+    serial order, and lets them number their entries themselves, without gaps. (SQLite's
+    write transactions are serial already.)
     """
     if not changes:
         raise ValueError("record_changes needs at least one change")
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(_LOCK, {"key": _JOURNAL_LOCK})
     now = utcnow()
-    rows = [
+    rows: list[dict[str, object]] = [
         {
             "name": project_name,
             "version": change.version,
@@ -72,9 +77,17 @@ def record_changes(
         }
         for change in changes
     ]
-    # SQLAlchemy sends these as one multi-row INSERT ("insertmanyvalues"), which numbers
-    # its rows in VALUES order (an autoincrement rowid on SQLite, one sequence on
-    # PostgreSQL); RETURNING's own order is not promised, so sort.
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(_LOCK, {"key": _JOURNAL_LOCK})
+        # Numbered here, under the lock, rather than by the column's sequence: a sequence
+        # value is spent even when its transaction rolls back, and a mirror that sees a
+        # serial missing cannot tell a rolled-back change from one it failed to receive.
+        last = last_serial(session)
+        for offset, row in enumerate(rows, start=1):
+            row["id"] = last + offset
+    # SQLAlchemy sends these as one multi-row INSERT ("insertmanyvalues"); on SQLite the
+    # autoincrement rowid numbers them in VALUES order, and a rollback takes its numbers
+    # back. RETURNING's own order is not promised, so sort.
     serials = sorted(session.execute(_INSERT, rows).scalars())
     session.execute(
         _UPDATE_PROJECT, {"project_id": project_id, "serial": serials[-1], "added_size": added_size}

@@ -19,6 +19,7 @@ from sqlalchemy.util import await_only
 import cheeseshop.upload.service
 
 from cheeseshop.db.models import JournalEntry, Project
+from cheeseshop.errors import APIError
 from cheeseshop.projects import service as projects
 from cheeseshop.testing.dists import build_wheel
 
@@ -117,3 +118,28 @@ async def test_every_change_moves_last_serial_to_its_own_entry(upload, cheesesho
     ids = [serial for serial, _ in sorted(entries)]
     assert ids == sorted(set(ids)), "strictly increasing"
     assert last_serial == ids[-1]
+
+
+async def test_a_rolled_back_change_leaves_no_gap_in_the_serials(
+    upload: Any, make_token: Any, cheeseshop_services: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A mirror that finds a serial missing cannot tell a change rolled back from one it
+    # failed to receive: serials are handed out only by changes that commit.
+    token = await make_token("alice")
+    assert (await upload(build_wheel("gapless", "1.0"), token=token)).status_code == 200
+
+    def fail_after_journaling(session: Any, events: Any) -> list[int]:
+        raise APIError(503, "injected: the commit fails after the journal entries were written")
+
+    monkeypatch.setattr(cheeseshop.upload.service, "record", fail_after_journaling)
+    refused = await upload(build_wheel("gapless", "2.0"), token=token)
+    assert refused.status_code == 503
+    monkeypatch.undo()
+    assert (await upload(build_wheel("gapless", "3.0"), token=token)).status_code == 200
+
+    serials = await _journal_ids(cheeseshop_services)
+    # Create, add Owner, new release, add file; then a new release and its file.
+    assert serials == list(range(serials[0], serials[0] + 6))
+    async with cheeseshop_services.db.read() as session:
+        project = await session.scalar(select(Project).where(Project.normalized_name == "gapless"))
+    assert project.last_serial == serials[-1]

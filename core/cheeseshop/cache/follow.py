@@ -11,11 +11,12 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from cheeseshop.cache.keys import change_keys
 from cheeseshop.db.models import JournalEntry
+from cheeseshop.journal import last_serial
 from cheeseshop.packaging.names import normalize
 
 __all__ = ["changes_since", "follow", "last_serial"]
@@ -31,14 +32,6 @@ _CHANGES = (
     .order_by(JournalEntry.id)
     .limit(bindparam("limit"))
 )
-_LAST = select(func.max(JournalEntry.id))
-
-
-def last_serial(session: Session) -> int:
-    """The newest journal serial (0 for an empty journal)."""
-    return session.scalar(_LAST) or 0
-
-
 def changes_since(session: Session, after: int) -> tuple[int, set[str]]:
     """The serial read up to, and the cache keys changed by entries after ``after``."""
     rows = session.execute(_CHANGES, {"after": after, "limit": BATCH}).all()

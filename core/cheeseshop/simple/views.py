@@ -129,7 +129,7 @@ async def project_page(project: str) -> Response:
     """One project's files."""
     normalized = normalize(project)
     if normalized != project:
-        return redirect(url_for("simple.project_page", project=normalized), 301)
+        return _moved(normalized)
     content_type = _content_type()
     if not is_valid_project_name(normalized):
         # No such project can exist; and PostgreSQL raises on a NUL in text.
@@ -230,5 +230,12 @@ async def _build_project(normalized: str, content_type: str) -> CachedPage | Non
 @blueprint.get("/simple/<project>")
 async def project_without_slash(project: str) -> Response:
     """``/simple/<p>`` -> 301 to the normalized slash form."""
-    return redirect(url_for("simple.project_page", project=normalize(project)), 301)
+    return _moved(normalize(project))
+
+
+def _moved(normalized: str) -> Response:
+    """301 to the project's page, keeping the query: a ``?format=`` asked for survives."""
+    location = url_for("simple.project_page", project=normalized)
+    query = request.query_string.decode("latin-1")
+    return redirect(f"{location}?{query}" if query else location, 301)
 

@@ -1,8 +1,8 @@
 """Read the upload form's fields into typed values. Pure: no I/O.
 
 Clients spell fields differently (twine, uv, hatch, flit, poetry); every spelling is
-taken. An empty string or ``UNKNOWN`` means absent; unknown fields are ignored. Every
-problem found is reported at once.
+taken. An empty string or ``UNKNOWN`` means absent, in single and repeated fields alike;
+unknown fields are ignored. Every problem found is reported at once.
 """
 
 from __future__ import annotations
@@ -59,6 +59,9 @@ MULTI_FIELDS = {
     "import_names": ("import_names", "import_name"),
     "import_namespaces": ("import_namespaces", "import_namespace"),
 }
+#: Longest value, in characters, of the fields the index keeps in sized columns (the
+#: Summary's 512 is PyPI's own rule, checked with the metadata).
+FIELD_LENGTHS = {"name": 200, "version": 100, "pyversion": 100, "description_content_type": 200}
 FILETYPES = ("sdist", "bdist_wheel")
 HEX = re.compile(r"^[0-9a-fA-F]+$")
 
@@ -86,8 +89,15 @@ class UploadRequest:
     metadata: Mapping[str, str | list[str] | dict[str, str] | None]
 
 
+def _present(value: str) -> bool:
+    """Whether a field's value says anything: an empty string or ``UNKNOWN`` (what
+    distutils wrote for a value it did not know) means absent, in every field."""
+    stripped = value.strip()
+    return bool(stripped) and stripped != "UNKNOWN"
+
+
 def _value(raw: Sequence[str]) -> str | None:
-    values = [v for v in raw if v.strip() and v.strip() != "UNKNOWN"]
+    values = [v for v in raw if _present(v)]
     return values[0] if values else None
 
 
@@ -102,12 +112,20 @@ def read_form(fields: Mapping[str, Sequence[str]]) -> UploadRequest:
     single: dict[str, str | None] = {}
     for key in SINGLE_FIELDS:
         raw = fields.get(key, ())
-        distinct = {v for v in raw if v.strip() and v.strip() != "UNKNOWN"}
+        distinct = {v for v in raw if _present(v)}
         if len(distinct) > 1:
             problems.append(f"Field {key!r} was given {len(distinct)} different values; give one.")
         value = _value(raw)
         # Surrounding whitespace is never meaningful, except in the description's markup.
         single[key] = value.strip() if value is not None and key != "description" else value
+
+    for key, limit in FIELD_LENGTHS.items():
+        value = single[key]
+        if value is not None and len(value) > limit:
+            problems.append(
+                f"Field {key!r} is {len(value)} characters long; shorten it to {limit} "
+                "characters or fewer."
+            )
 
     action = single[":action"]
     if action is None:
@@ -138,6 +156,13 @@ def read_form(fields: Mapping[str, Sequence[str]]) -> UploadRequest:
                 "https://packaging.python.org/specifications/version-specifiers/"
             )
         else:
+            normalized = str(version)
+            if len(normalized) > FIELD_LENGTHS["version"] >= len(version_string):
+                problems.append(
+                    f"Version {version_string!r} is {len(normalized)} characters long once "
+                    f"normalized ({normalized!r}); shorten it to {FIELD_LENGTHS['version']} "
+                    "characters or fewer."
+                )
             if version.local is not None:
                 problems.append(
                     f"Version {version_string!r} has a local part ('+{version.local}'); "
@@ -194,7 +219,7 @@ def read_form(fields: Mapping[str, Sequence[str]]) -> UploadRequest:
     for key, spellings in MULTI_FIELDS.items():
         values: list[str] = []
         for spelling in spellings:
-            values.extend(v.strip() for v in fields.get(spelling, ()) if v.strip())
+            values.extend(v.strip() for v in fields.get(spelling, ()) if _present(v))
         metadata[key] = values
     metadata["project_urls"] = _project_urls(metadata["project_urls"], problems)  # type: ignore[arg-type]
 

@@ -172,9 +172,13 @@ class _Steps:
             ) from None
         try:
             return self.commit_settling_races(checked, paths, description_html)
-        except APIError:
-            # Refused inside the transaction, which was therefore rolled back; or lost a race.
-            self.discard(paths)
+        except Exception:
+            # Refused inside the transaction, which was therefore rolled back; lost a race;
+            # or the database failed. discard() keeps the files if the row did commit.
+            try:
+                self.discard(paths)
+            except Exception:
+                log.warning("could not clean up after %s; the collector will", paths.file, exc_info=True)
             raise
 
     def commit_settling_races(
@@ -272,7 +276,7 @@ def _validate(form: UploadForm) -> _Checked:
         request = read_form(form.fields)
     except FormError as error:
         raise APIError(400, " ".join(error.problems)) from None
-    if form.fields.get("attestations"):
+    if any(value.strip() for value in form.fields.get("attestations", ())):
         raise APIError(
             400, "Attestations are not supported by this index yet; upload without them."
         )

@@ -228,6 +228,18 @@ async def test_no_slash_redirects(cheeseshop_client, project, subtests):
             assert response.headers["Vary"] == "Accept"
 
 
+async def test_redirects_keep_the_format_override(cheeseshop_client, project, subtests):
+    encoded = JSON.replace("+", "%2B")
+    for path in ("/simple/hello-world", "/simple/Hello_World/", "/simple/Hello_World"):
+        with subtests.test(path=path):
+            response = await get(cheeseshop_client, f"{path}?format={encoded}", "text/html")
+            assert response.status_code == 301
+            location = urlsplit(response.headers["Location"])
+            assert (location.path, location.query) == ("/simple/hello-world/", f"format={encoded}")
+            followed = await ok(cheeseshop_client, f"{location.path}?{location.query}", "text/html")
+            assert followed.headers["Content-Type"] == JSON
+
+
 async def test_unknown_project_404(cheeseshop_client, project):
     for accept in (JSON, "text/html", None):
         response = await get(cheeseshop_client, "/simple/no-such-project/", accept)

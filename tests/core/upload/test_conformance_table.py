@@ -616,6 +616,24 @@ ROWS: list[Row] = [
         "summary-too-long", 400, "shorten it to 512",
         post(wheel, overrides={"summary": "s" * 100_000}),
     ),
+    # Longer than the columns that keep them: a 400 on every backend, never the
+    # database's own refusal (a 500 on PostgreSQL, a silent overflow on SQLite).
+    Row(
+        "name-over-200-characters", 400, "Field 'name' is 210 characters long; shorten it to 200",
+        post(lambda: build_wheel("a" * 210, VERSION)),
+    ),
+    Row(
+        "version-over-100-characters", 400, "Field 'version' is 119 characters long; shorten it to 100",
+        post(lambda: build_wheel(NAME, "1" + ".0" * 59)),
+    ),
+    Row(
+        "pyversion-over-100-characters", 400, "Field 'pyversion' is 150 characters long",
+        post(wheel, overrides={"pyversion": "py3" * 50}),
+    ),
+    Row(
+        "content-type-over-200-characters", 400, "Field 'description_content_type' is",
+        post(wheel, overrides={"description_content_type": "text/markdown; charset=UTF-8; x=" + "y" * 250}),
+    ),
     Row(
         "form-fields-over-16-mib", 413, "The form fields are too large",
         post(wheel, overrides={"description": "d" * (17 * MiB)}),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from packaging.version import Version
 
-from cheeseshop.upload.form import FormError, UploadRequest, read_form
+from cheeseshop.upload.form import MULTI_FIELDS, FormError, UploadRequest, read_form
 
 SHA256 = "ab" * 32
 BLAKE2 = "cd" * 32
@@ -112,6 +112,49 @@ def test_empty_values_in_multi_fields_dropped() -> None:
     request = read_form(form(classifiers=["", "Typing :: Typed", "  "], requires_dist=[]))
     assert request.metadata["classifiers"] == ["Typing :: Typed"]
     assert request.metadata["requires_dist"] == []
+
+
+def test_unknown_in_multi_fields_dropped() -> None:
+    multi = (
+        "classifiers", "platform", "supported_platform", "requires_dist", "provides_dist",
+        "obsoletes_dist", "requires_external", "provides_extra", "project_urls",
+        "license_file", "dynamic", "import_name", "import_namespace",
+    )
+    request = read_form(form(**{key: ["UNKNOWN", " UNKNOWN "] for key in multi}))
+    for key in MULTI_FIELDS:
+        assert not request.metadata[key], key
+    kept = read_form(form(platform=["UNKNOWN", "linux"], classifiers=["Typing :: Typed", "UNKNOWN"]))
+    assert kept.metadata["platform"] == ["linux"]
+    assert kept.metadata["classifiers"] == ["Typing :: Typed"]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "limit"),
+    [
+        ("name", "a" * 201, 200),
+        ("version", "1" + ".0" * 50, 100),
+        ("pyversion", "py3" * 34, 100),
+        ("description_content_type", "text/plain; x=" + "y" * 190, 200),
+    ],
+)
+def test_overlong_fields_refused(key: str, value: str, limit: int) -> None:
+    with pytest.raises(FormError) as raised:
+        read_form(form(**{key: value}))
+    assert f"Field {key!r} is {len(value)} characters long; shorten it to {limit}" in str(raised.value)
+
+
+def test_fields_at_their_length_limit_accepted() -> None:
+    request = read_form(form(name="a" * 200, pyversion="p" * 100))
+    assert request.name == "a" * 200
+
+
+def test_version_too_long_once_normalized_refused() -> None:
+    # 99 characters as given; "-r" normalizes to ".post0", 103 characters.
+    version = "1" + ".1" * 48 + "-r"
+    assert len(version) <= 100
+    with pytest.raises(FormError) as raised:
+        read_form(form(version=version))
+    assert "characters long once normalized" in str(raised.value)
 
 
 def test_repeated_single_field_with_same_value_is_fine() -> None:

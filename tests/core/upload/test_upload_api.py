@@ -182,6 +182,28 @@ async def test_unknown_and_empty_values_are_absent(upload, cheeseshop_client, ch
     assert data["files"][0]["requires-python"] is None
 
 
+async def test_unknown_in_repeated_fields_is_absent(upload, cheeseshop_services):
+    # distutils wrote UNKNOWN for what it did not know, in repeated fields too: none of
+    # these is a platform, an extra, a classifier or a requirement.
+    dist = wheel()
+    fields = upload_fields(dist)
+    for key in ("platform", "supported_platform", "provides_extra", "classifiers",
+                "requires_dist", "license_file", "dynamic", "project_urls"):
+        fields.append((key, "UNKNOWN"))
+    fields.append(("attestations", ""))  # empty: absent, not an attestation
+    await accepted(await upload(dist, fields=fields))
+    async with cheeseshop_services.db.read() as session:
+        release = await session.scalar(select(Release))
+    assert release.platforms == []
+    assert release.supported_platforms == []
+    assert release.provides_extra == []
+    assert release.classifiers == []
+    assert release.requires_dist == []
+    assert release.license_files == []
+    assert release.dynamic == []
+    assert release.project_urls == {}
+
+
 async def test_metadata_fields_recorded(upload, cheeseshop_services):
     # A License-File named by the form must be in the wheel (metadata 2.4+).
     dist = wheel(
