@@ -251,6 +251,15 @@ def test_token_create_for_a_missing_project_fails(cli: Invoke, database: str) ->
     assert "cheeseshop-" not in result.stdout
 
 
+def test_token_create_refuses_a_description_longer_than_its_column(cli: Invoke, database: str) -> None:
+    _create_alice(cli)
+    result = cli("token", "create", "alice", "--description", "d" * 201)
+    assert result.exit_code != 0
+    assert "the description is 201 characters long; shorten it to 200" in result.output
+    assert "cheeseshop-" not in result.stdout
+    assert cli("token", "create", "alice", "--description", "d" * 200).exit_code == 0
+
+
 def test_token_create_for_a_missing_user_fails(cli: Invoke, database: str) -> None:
     result = cli("token", "create", "nobody")
     assert result.exit_code != 0

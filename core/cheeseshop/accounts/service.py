@@ -101,6 +101,10 @@ async def user_by_name(session: AsyncSession, username: str) -> User | None:
     return await session.scalar(select(User).where(func.lower(User.username) == username.lower()))
 
 
+#: Longest token description kept (the column's size).
+TOKEN_DESCRIPTION_LENGTH = 200
+
+
 async def create_token(
     session: AsyncSession,
     user: User,
@@ -115,6 +119,11 @@ async def create_token(
     ``projects`` scopes the token to those projects (each must exist and the user must
     hold a role on it); ``None`` makes a user-wide token.
     """
+    if len(description) > TOKEN_DESCRIPTION_LENGTH:
+        raise AccountError(
+            f"the description is {len(description)} characters long; shorten it to "
+            f"{TOKEN_DESCRIPTION_LENGTH} or fewer"
+        )
     scoped: list[str] | None = None
     if projects is not None:
         scoped = []
