@@ -230,7 +230,11 @@ class FilenameRegistry(Base):
 
 
 class JournalEntry(Base):
-    """One change to a project. ``id`` is the serial mirrors follow: it only grows."""
+    """One change to a project. ``id`` is the serial mirrors follow: it only grows.
+
+    Written only by :func:`cheeseshop.journal.record_changes`, which on PostgreSQL numbers
+    the rows itself under its lock (the column's sequence is not used there).
+    """
 
     __tablename__ = "journal_entries"
     __table_args__ = {"sqlite_autoincrement": True}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import dataclasses
 import functools
 import hashlib
@@ -84,8 +85,8 @@ async def handle_upload(services: Services, principal: Principal, form: UploadFo
     """Carry out one upload from ``address``; returns the 200 body (warnings), raises
     APIError otherwise.
 
-    The work runs in two trips to a worker thread, around the one step that must be
-    awaited (the new-project rate limit): checking (the form, the archive, the index),
+    The work runs in two trips to an upload thread (:data:`_UPLOAD_THREADS`), around the
+    one step that must be awaited (the new-project rate limit): checking (the form, the archive, the index),
     then publishing (the description, the ``validate_upload`` hooks, storing and the
     commit). Each step is blocking code; on SQLite its database work runs right in that
     thread, on PostgreSQL it is handed to the event loop (:meth:`Database.call_blocking`).
@@ -93,13 +94,13 @@ async def handle_upload(services: Services, principal: Principal, form: UploadFo
     ways, and an upload used to make eight of them.
     """
     steps = _Steps(services, principal, asyncio.get_running_loop())
-    checked, existing = await asyncio.to_thread(steps.check, form)
+    checked, existing = await _in_upload_thread(steps.check, form)
     if existing == "identical":
         return ""
     new_project = existing == "new project"
     if new_project:
         await _refuse_too_many_new_projects(services, principal, address)
-    event_ids = await asyncio.to_thread(steps.publish, checked, new_project)
+    event_ids = await _in_upload_thread(steps.publish, checked, new_project)
     if event_ids is None:
         return ""  # a racer committed these very bytes at this very path: keep them
     # This process's pages first: a CDN purging from the outbox must not refetch them.
@@ -109,6 +110,24 @@ async def handle_upload(services: Services, principal: Principal, form: UploadFo
         for rule, _, identifiers in _new_project_limits(services, principal, address):
             await services.ratelimiter.hit(rule, *identifiers)
     return ""
+
+
+#: The threads uploads run their blocking steps in: at most this many uploads of a
+#: process are in those steps at once, and the others wait their turn. Not the loop's
+#: default executor: on PostgreSQL a step waits in its thread for database work on the
+#: loop, and that work may itself need the default executor (a host name to resolve for
+#: a new connection). With every default thread held by a waiting upload, it would wait
+#: for ever (until asyncpg's connect timeout).
+_UPLOAD_THREADS = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="cheeseshop-upload")
+
+
+async def _in_upload_thread(function: Callable[..., T], *args: object) -> T:
+    """``function(*args)`` in one of :data:`_UPLOAD_THREADS`, with this task's context
+    (as ``asyncio.to_thread`` would carry it)."""
+    context = contextvars.copy_context()
+    return await asyncio.get_running_loop().run_in_executor(
+        _UPLOAD_THREADS, functools.partial(context.run, function, *args)
+    )
 
 
 class _Steps:
@@ -172,9 +191,12 @@ class _Steps:
             ) from None
         try:
             return self.commit_settling_races(checked, paths, description_html)
-        except Exception:
-            # Refused inside the transaction, which was therefore rolled back; lost a race;
-            # or the database failed. discard() keeps the files if the row did commit.
+        except APIError:
+            # Refused inside the transaction, which was therefore rolled back; or lost a
+            # race. Not after any other failure: a retry of this very upload may be
+            # committing these very paths, and between discard()'s check for a row and its
+            # delete that row could commit. What a failed commit left, the orphan
+            # collector removes once its grace period has passed.
             try:
                 self.discard(paths)
             except Exception:
