@@ -83,33 +83,58 @@ class _Checked:
 
 async def handle_upload(services: Services, principal: Principal, form: UploadForm, *, address: str) -> str:
     """Carry out one upload from ``address``; returns the 200 body (warnings), raises
-    APIError otherwise.
+    APIError otherwise. Owns ``form``: its temporary file is removed when the upload is
+    done, which may be after this request has been cancelled.
 
-    The work runs in two trips to an upload thread (:data:`_UPLOAD_THREADS`), around the
-    one step that must be awaited (the new-project rate limit): checking (the form, the archive, the index),
-    then publishing (the description, the ``validate_upload`` hooks, storing and the
-    commit). Each step is blocking code; on SQLite its database work runs right in that
-    thread, on PostgreSQL it is handed to the event loop (:meth:`Database.call_blocking`).
-    One trip per phase instead of one per step: each trip costs a thread hand-over both
-    ways, and an upload used to make eight of them.
+    The work runs in two trips to an upload thread (:data:`_UPLOAD_THREADS`), around
+    the one step that must be awaited (the new-project rate limit): checking (the form,
+    the archive, the index), then publishing (the description, the ``validate_upload``
+    hooks, storing and the commit). Each step is blocking code; on SQLite its database
+    work runs right in that thread, on PostgreSQL it is handed to the event loop
+    (:meth:`Database.call_blocking`). One trip per phase instead of one per step: each
+    trip costs a thread hand-over both ways, and an upload used to make eight of them.
     """
     steps = _Steps(services, principal, asyncio.get_running_loop())
-    checked, existing = await _in_upload_thread(steps.check, form)
-    if existing == "identical":
+    publishing: asyncio.Future[None] | None = None
+    try:
+        checked, existing = await _in_upload_thread(steps.check, form)
+        if existing == "identical":
+            return ""
+        new_project = existing == "new project"
+        if new_project:
+            await _refuse_too_many_new_projects(services, principal, address)
+        # A thread cannot be stopped: once publishing has begun, the commit happens even if
+        # the client goes away (Quart then cancels this task), and so must what follows
+        # it. Shielded, publishing runs on, and removes the temporary file when done.
+        publishing = asyncio.ensure_future(_publish(services, steps, checked, new_project, address))
+        publishing.add_done_callback(functools.partial(_published, form))
+        await asyncio.shield(publishing)
         return ""
-    new_project = existing == "new project"
-    if new_project:
-        await _refuse_too_many_new_projects(services, principal, address)
+    finally:
+        if publishing is None:
+            form.cleanup()
+
+
+def _published(form: UploadForm, publishing: asyncio.Future[None]) -> None:
+    """Remove the upload's temporary file; log a failure no request is left to answer."""
+    form.cleanup()
+    if not publishing.cancelled() and publishing.exception() is not None:
+        # Retrieved here in any case; the request, if still waiting, raises it itself.
+        log.info("upload of %s ended with %r", form.file.filename if form.file else "?", publishing.exception())
+
+
+async def _publish(services: Services, steps: _Steps, checked: _Checked, new_project: bool, address: str) -> None:
+    """Publish in an upload thread, then purge this process's pages, hand the events to
+    the dispatcher and count a new project against its creator's limits."""
     event_ids = await _in_upload_thread(steps.publish, checked, new_project)
     if event_ids is None:
-        return ""  # a racer committed these very bytes at this very path: keep them
+        return  # a racer committed these very bytes at this very path: keep them
     # This process's pages first: a CDN purging from the outbox must not refetch them.
     await purge_after_commit(services.cache, change_keys(checked.request.normalized_name))
     await services.outbox.dispatch(event_ids)
     if new_project:
-        for rule, _, identifiers in _new_project_limits(services, principal, address):
+        for rule, _, identifiers in _new_project_limits(services, steps.principal, address):
             await services.ratelimiter.hit(rule, *identifiers)
-    return ""
 
 
 #: The threads uploads run their blocking steps in: at most this many uploads of a

@@ -257,7 +257,10 @@ async def _upload(services: Services, address: str) -> Response:
         timeout=request.body_timeout,
     )
     try:
-        body = await handle_upload(services, await uploader.principal(), form, address=address)
-    finally:
+        principal = await uploader.principal()
+    except BaseException:
         form.cleanup()
+        raise
+    # handle_upload removes the temporary file when it is done with it.
+    body = await handle_upload(services, principal, form, address=address)
     return Response(body or "OK", status=200, content_type="text/plain; charset=utf-8")

@@ -9,13 +9,18 @@ waiting at once would hold every one of its threads and wait for ever.
 from __future__ import annotations
 
 import asyncio
+import base64
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 import cheeseshop.upload.service as service
+from cheeseshop.db.models import File
 from cheeseshop.testing.dists import build_wheel
+from cheeseshop.testing.upload import upload_fields
 
 UPLOADS = 3
 
@@ -43,3 +48,87 @@ async def test_upload_steps_leave_the_default_executor_free(
         timeout=30,
     )
     assert [response.status_code for response in responses] == [200] * UPLOADS
+
+
+BOUNDARY = "threads-test-boundary"
+
+
+def twine_body(dist: Any) -> bytes:
+    """The form twine sends for ``dist``, then the file, as one multipart body."""
+    out = bytearray()
+    for key, value in upload_fields(dist):
+        out += f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'.encode()
+    out += (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="content"; filename="{dist.filename}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    return bytes(out) + dist.content + f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+async def test_a_client_gone_after_publishing_began_still_gets_its_events_dispatched(
+    cheeseshop_app: Any, make_token: Any, cheeseshop_services: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The client hangs up while the files are being stored: Quart cancels the request's
+    # task. A thread cannot be stopped, so the commit still happens; the purge and the
+    # events that follow it must happen too.
+    token = await make_token("alice")
+    storing, release = threading.Event(), threading.Event()
+    real_store = service._store
+
+    def held_store(*args: Any) -> Any:
+        storing.set()
+        assert release.wait(10)
+        return real_store(*args)
+
+    dispatched: list[list[int]] = []
+    real_dispatch = cheeseshop_services.outbox.dispatch
+
+    async def recording_dispatch(event_ids: Any) -> None:
+        dispatched.append(list(event_ids))
+        await real_dispatch(event_ids)
+
+    monkeypatch.setattr(service, "_store", held_store)
+    monkeypatch.setattr(cheeseshop_services.outbox, "dispatch", recording_dispatch)
+    dist = build_wheel("client-gone", "1.0")
+    body = twine_body(dist)
+    delivered = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.to_thread(storing.wait, 10)
+        return {"type": "http.disconnect"}
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    authorization = base64.b64encode(f"__token__:{token}".encode())
+    scope = {
+        "type": "http", "method": "POST", "path": "/legacy/", "raw_path": b"/legacy/", "query_string": b"",
+        "headers": [
+            (b"host", b"localhost"),
+            (b"authorization", b"Basic " + authorization),
+            (b"content-type", f"multipart/form-data; boundary={BOUNDARY}".encode()),
+            (b"content-length", str(len(body)).encode()),
+        ],
+        "scheme": "http", "http_version": "1.1", "root_path": "",
+        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+    }  # fmt: skip
+    await cheeseshop_app.app(scope, receive, send)
+    assert not any(m["type"] == "http.response.start" for m in sent), "the request was answered, not cancelled"
+    release.set()
+
+    for _ in range(200):
+        if dispatched:
+            break
+        await asyncio.sleep(0.025)
+    async with cheeseshop_services.db.read() as session:
+        committed = list(await session.scalars(select(File.filename)))
+    assert committed == [dist.filename]
+    assert len(dispatched) == 1 and dispatched[0], "the committed upload's events were not dispatched"
+    # The temporary file outlived the request, as long as publishing needed it, and no longer.
+    assert list(cheeseshop_services.settings.upload_directory.iterdir()) == []
