@@ -107,20 +107,26 @@ async def handle_upload(services: Services, principal: Principal, form: UploadFo
         # the client goes away (Quart then cancels this task), and so must what follows
         # it. Shielded, publishing runs on, and removes the temporary file when done.
         publishing = asyncio.ensure_future(_publish(services, steps, checked, new_project, address))
-        publishing.add_done_callback(functools.partial(_published, form))
-        await asyncio.shield(publishing)
+        publishing.add_done_callback(lambda _: form.cleanup())
+        try:
+            await asyncio.shield(publishing)
+        except asyncio.CancelledError:
+            publishing.add_done_callback(functools.partial(_log_unanswered, checked.file.filename))
+            raise
         return ""
     finally:
         if publishing is None:
             form.cleanup()
 
 
-def _published(form: UploadForm, publishing: asyncio.Future[None]) -> None:
-    """Remove the upload's temporary file; log a failure no request is left to answer."""
-    form.cleanup()
-    if not publishing.cancelled() and publishing.exception() is not None:
-        # Retrieved here in any case; the request, if still waiting, raises it itself.
-        log.info("upload of %s ended with %r", form.file.filename if form.file else "?", publishing.exception())
+def _log_unanswered(filename: str, publishing: asyncio.Future[None]) -> None:
+    """Log how an upload whose client went away ended: no request is left to answer it."""
+    if publishing.cancelled():
+        log.warning("the upload of %s was cancelled after its client went away", filename)
+    elif publishing.exception() is not None:
+        log.warning("the upload of %s failed after its client went away: %r", filename, publishing.exception())
+    else:
+        log.info("the upload of %s was published after its client went away", filename)
 
 
 async def _publish(services: Services, steps: _Steps, checked: _Checked, new_project: bool, address: str) -> None:

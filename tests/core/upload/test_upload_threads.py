@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -66,7 +67,11 @@ def twine_body(dist: Any) -> bytes:
 
 
 async def test_a_client_gone_after_publishing_began_still_gets_its_events_dispatched(
-    cheeseshop_app: Any, make_token: Any, cheeseshop_services: Any, monkeypatch: pytest.MonkeyPatch
+    cheeseshop_app: Any,
+    make_token: Any,
+    cheeseshop_services: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     # The client hangs up while the files are being stored: Quart cancels the request's
     # task. A thread cannot be stopped, so the commit still happens; the purge and the
@@ -89,6 +94,7 @@ async def test_a_client_gone_after_publishing_began_still_gets_its_events_dispat
 
     monkeypatch.setattr(service, "_store", held_store)
     monkeypatch.setattr(cheeseshop_services.outbox, "dispatch", recording_dispatch)
+    caplog.set_level(logging.INFO, logger=service.__name__)
     dist = build_wheel("client-gone", "1.0")
     body = twine_body(dist)
     delivered = False
@@ -123,7 +129,7 @@ async def test_a_client_gone_after_publishing_began_still_gets_its_events_dispat
     release.set()
 
     for _ in range(200):
-        if dispatched:
+        if dispatched and "after its client went away" in caplog.text:
             break
         await asyncio.sleep(0.025)
     async with cheeseshop_services.db.read() as session:
@@ -132,3 +138,5 @@ async def test_a_client_gone_after_publishing_began_still_gets_its_events_dispat
     assert len(dispatched) == 1 and dispatched[0], "the committed upload's events were not dispatched"
     # The temporary file outlived the request, as long as publishing needed it, and no longer.
     assert list(cheeseshop_services.settings.upload_directory.iterdir()) == []
+    # No request is left to answer: the log says how it ended.
+    assert f"the upload of {dist.filename} was published after its client went away" in caplog.text
