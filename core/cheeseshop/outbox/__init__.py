@@ -203,21 +203,29 @@ def _due(session: Session, *, now: datetime, limit: int) -> tuple[list[int], dat
     return ids, upcoming
 
 
+_events = OutboxEvent.__table__
+_deliveries = OutboxDelivery.__table__
+
+# Core statements built once (every delivery runs them): SQLAlchemy compiles each once.
+_LEASE = (
+    update(_events)
+    .where(_events.c.id == bindparam("event_id"), _events.c.completed.is_(None))
+    .where(or_(_events.c.lease_until.is_(None), _events.c.lease_until < bindparam("now")))
+    .values(lease_until=bindparam("until"))
+)
+_RELEASE = update(_events).where(_events.c.id == bindparam("event_id")).values(lease_until=None)
+
+
 def _lease_and_load(session: Session, *, event_id: int, now: datetime, lease: timedelta) -> _Loaded | None:
     """Take the lease on the event and read it, or None when it is done or leased already."""
-    result = session.execute(
-        update(OutboxEvent)
-        .where(OutboxEvent.id == event_id, OutboxEvent.completed.is_(None))
-        .where(or_(OutboxEvent.lease_until.is_(None), OutboxEvent.lease_until < now))
-        .values(lease_until=now + lease)
-    )
+    result = session.execute(_LEASE, {"event_id": event_id, "now": now, "until": now + lease})
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return None
     return _load(session, event_id=event_id)
 
 
 def _release(session: Session, *, event_id: int) -> None:
-    session.execute(update(OutboxEvent).where(OutboxEvent.id == event_id).values(lease_until=None))
+    session.execute(_RELEASE, {"event_id": event_id})
 
 
 _EVENT = select(OutboxEvent.hook, OutboxEvent.kind, OutboxEvent.payload).where(
@@ -254,6 +262,8 @@ def _settle(
     else writes them while it is held).
     """
     now = utcnow()
+    updates: list[dict[str, object]] = []
+    inserts: list[dict[str, object]] = []
     for outcome in outcomes:
         values = {
             "attempts": outcome.attempts,
@@ -262,16 +272,39 @@ def _settle(
             "last_error": outcome.error,
         }
         if outcome.plugin in known:
-            session.execute(
-                update(OutboxDelivery)
-                .where(OutboxDelivery.event_id == event_id, OutboxDelivery.plugin == outcome.plugin)
-                .values(**values)
-            )
+            # Bound as p_*: a name of a column the statement sets cannot be bound in WHERE.
+            keyed = {f"p_{key}": value for key, value in values.items()}
+            updates.append(keyed | {"p_event_id": event_id, "p_plugin": outcome.plugin})
         else:
-            session.execute(insert(OutboxDelivery).values(event_id=event_id, plugin=outcome.plugin, **values))
-    event_values: dict[str, datetime | None] = {"lease_until": None}
+            inserts.append(values | {"event_id": event_id, "plugin": outcome.plugin})
+    if updates:
+        session.execute(_UPDATE_DELIVERY, updates)
+    if inserts:
+        session.execute(_INSERT_DELIVERY, inserts)
     if next_attempt is None:
-        event_values["completed"] = now
+        session.execute(_COMPLETE, {"event_id": event_id, "now": now})
     else:
-        event_values["next_attempt"] = next_attempt
-    session.execute(update(OutboxEvent).where(OutboxEvent.id == event_id).values(**event_values))
+        session.execute(_RETRY_AT, {"event_id": event_id, "retry_at": next_attempt})
+
+
+_INSERT_DELIVERY = insert(_deliveries)
+
+
+_UPDATE_DELIVERY = (
+    update(_deliveries)
+    .where(_deliveries.c.event_id == bindparam("p_event_id"), _deliveries.c.plugin == bindparam("p_plugin"))
+    .values(
+        attempts=bindparam("p_attempts"),
+        delivered=bindparam("p_delivered"),
+        next_attempt=bindparam("p_next_attempt"),
+        last_error=bindparam("p_last_error"),
+    )
+)
+_COMPLETE = (
+    update(_events).where(_events.c.id == bindparam("event_id")).values(lease_until=None, completed=bindparam("now"))
+)
+_RETRY_AT = (
+    update(_events)
+    .where(_events.c.id == bindparam("event_id"))
+    .values(lease_until=None, next_attempt=bindparam("retry_at"))
+)
