@@ -138,7 +138,8 @@ def cheeseshop_validate_upload(candidate: UploadCandidate, settings: Settings) -
 
     Called in the upload request after the core's own checks pass and before the file
     is written to storage or any row is written; nothing is committed yet. Every
-    implementation is called. Must be quick and must not change state.
+    implementation is called, in one of the upload's worker threads (so it may block
+    briefly, and must be thread-safe). Must be quick and must not change state.
 
     :param candidate: the uploaded file (a temporary path, its digests and size), its
         parsed filename, the form's metadata and the uploading user.
@@ -153,8 +154,9 @@ def cheeseshop_validate_upload(candidate: UploadCandidate, settings: Settings) -
 def cheeseshop_render_description(html: str, release: DescribedRelease, settings: Settings) -> str | None:
     """Transform a release's rendered description.
 
-    Called in the upload request, after the core rendered and sanitized the description
-    (readme_renderer) and before it is stored; also when descriptions are re-rendered.
+    Called in the upload request (in one of its worker threads), after the core rendered
+    and sanitized the description (readme_renderer) and before it is stored; also when
+    descriptions are re-rendered.
     Implementations form a chain: each receives the HTML the previous one returned. Must
     be quick, deterministic and free of I/O (Camo, for instance, rewrites image URLs).
     The result is stored and shown as is: it must stay safe HTML.
