@@ -59,7 +59,7 @@ from cheeseshop.services import Services
 from cheeseshop.storage import StoredFileInfo, storage_path
 from cheeseshop.packaging.description import InvalidDescription
 from cheeseshop.upload.candidate import DescribedRelease, UploadCandidate, UploadRejected
-from cheeseshop.upload.describe import render_for_upload
+from cheeseshop.upload.describe import is_large, render_large, render_small
 from cheeseshop.upload.lookup import IndexState, LockedProject, index_state, lock_project
 from cheeseshop.upload.form import FormError, UploadRequest, read_form
 from cheeseshop.upload.multipart import ReceivedFile, UploadForm
@@ -103,10 +103,12 @@ async def handle_upload(services: Services, principal: Principal, form: UploadFo
         new_project = existing == "new project"
         if new_project:
             await _refuse_too_many_new_projects(services, principal, address)
+        # Rendered here when large (in a child process, awaited); else in the publish trip.
+        rendered = (await _describe_large(services, checked),) if is_large(_description(checked)[0]) else None
         # A thread cannot be stopped: once publishing has begun, the commit happens even if
         # the client goes away (Quart then cancels this task), and so must what follows
         # it. Shielded, publishing runs on, and removes the temporary file when done.
-        publishing = asyncio.ensure_future(_publish(services, steps, checked, new_project, address))
+        publishing = asyncio.ensure_future(_publish(services, steps, checked, new_project, address, rendered))
         publishing.add_done_callback(lambda _: form.cleanup())
         try:
             await asyncio.shield(publishing)
@@ -129,10 +131,17 @@ def _log_unanswered(filename: str, publishing: asyncio.Future[None]) -> None:
         log.info("the upload of %s was published after its client went away", filename)
 
 
-async def _publish(services: Services, steps: _Steps, checked: _Checked, new_project: bool, address: str) -> None:
+async def _publish(
+    services: Services,
+    steps: _Steps,
+    checked: _Checked,
+    new_project: bool,
+    address: str,
+    rendered: tuple[str | None] | None,
+) -> None:
     """Publish in an upload thread, then purge this process's pages, hand the events to
     the dispatcher and count a new project against its creator's limits."""
-    event_ids = await _in_upload_thread(steps.publish, checked, new_project)
+    event_ids = await _in_upload_thread(steps.publish, checked, new_project, rendered)
     if event_ids is None:
         return  # a racer committed these very bytes at this very path: keep them
     # This process's pages first: a CDN purging from the outbox must not refetch them.
@@ -198,11 +207,14 @@ class _Steps:
         )
         return judge_existing(state, self.principal, checked, self.services.settings)
 
-    def publish(self, checked: _Checked, new_project: bool) -> list[int] | None:
-        """Describe, ask the plugins, store and commit; the outbox ids of the events, or
-        None when a racer committed these very bytes first."""
+    def publish(
+        self, checked: _Checked, new_project: bool, rendered: tuple[str | None] | None = None
+    ) -> list[int] | None:
+        """Describe (unless the description was ``rendered`` already), ask the plugins,
+        store and commit; the outbox ids of the events, or None when a racer committed
+        these very bytes first."""
         services = self.services
-        description_html = _describe(services, checked)
+        description_html = rendered[0] if rendered is not None else _describe(services, checked)
         candidate = _candidate(self.principal, checked, new_project=new_project)
         try:
             services.hooks.validate_upload(candidate, services.settings)
@@ -395,7 +407,8 @@ def _validate(form: UploadForm) -> _Checked:
     return _Checked(request=request, file=file, parsed=parsed, core_metadata=core_metadata)
 
 
-def _describe(services: Services, checked: _Checked) -> str | None:
+def _description(checked: _Checked) -> tuple[str | None, str | None, DescribedRelease]:
+    """The raw description, its content type, and the release the plugins are told of."""
     request = checked.request
     content_type = _text(request.metadata.get("description_content_type"))
     release = DescribedRelease(
@@ -404,14 +417,25 @@ def _describe(services: Services, checked: _Checked) -> str | None:
         version=request.version_string,
         content_type=content_type or "text/x-rst",
     )
+    return _text(request.metadata.get("description")), content_type, release
+
+
+def _describe(services: Services, checked: _Checked) -> str | None:
+    """The description's HTML (blocking; not for a large one: see :func:`_describe_large`)."""
+    raw, content_type, release = _description(checked)
     try:
-        return render_for_upload(
-            _text(request.metadata.get("description")),
-            content_type,
-            release=release,
-            hooks=services.hooks,
-            settings=services.settings,
-        )
+        return render_small(raw, content_type, release=release, hooks=services.hooks, settings=services.settings)
+    except InvalidDescription as error:
+        raise APIError(400, str(error)) from None
+
+
+async def _describe_large(services: Services, checked: _Checked) -> str | None:
+    """A large description's HTML, from a child process awaited on the loop, so that no
+    upload thread waits up to the render deadline for it."""
+    raw, content_type, release = _description(checked)
+    assert raw is not None
+    try:
+        return await render_large(raw, content_type, release=release, hooks=services.hooks, settings=services.settings)
     except InvalidDescription as error:
         raise APIError(400, str(error)) from None
 

@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import select
 
 import cheeseshop.upload.service as service
+from cheeseshop.upload import describe
 from cheeseshop.db.models import File
 from cheeseshop.testing.dists import build_wheel
 from cheeseshop.testing.upload import upload_fields
@@ -140,3 +141,31 @@ async def test_a_client_gone_after_publishing_began_still_gets_its_events_dispat
     assert list(cheeseshop_services.settings.upload_directory.iterdir()) == []
     # No request is left to answer: the log says how it ended.
     assert f"the upload of {dist.filename} was published after its client went away" in caplog.text
+
+
+async def test_a_large_description_rendering_holds_no_upload_thread(
+    upload: Any, make_token: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A large description may take up to the render deadline; awaited on the loop, it
+    # leaves the upload threads to other uploads (here, the only one there is).
+    monkeypatch.setattr(service, "_UPLOAD_THREADS", ThreadPoolExecutor(max_workers=1))
+    monkeypatch.setattr(describe, "ISOLATE_ABOVE", 1000)
+    token = await make_token("alice")
+    rendering, finish = asyncio.Event(), asyncio.Event()
+
+    async def slow_render(raw: str, content_type: str | None, timeout: float) -> str:
+        rendering.set()
+        await finish.wait()
+        return "<p>long</p>"
+
+    monkeypatch.setattr(describe, "_render_isolated", slow_render)
+    large = build_wheel("large-description", "1.0")
+    fields = upload_fields(large, overrides={"description": "x" * 2000, "description_content_type": "text/plain"})
+    slow = asyncio.create_task(upload(large, fields=fields, token=token))
+    await asyncio.wait_for(rendering.wait(), 10)
+
+    small = await asyncio.wait_for(upload(build_wheel("small-description", "1.0"), token=token), 10)
+    assert small.status_code == 200, await small.get_data(as_text=True)
+    assert not slow.done()
+    finish.set()
+    assert (await asyncio.wait_for(slow, 10)).status_code == 200
