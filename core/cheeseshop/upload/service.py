@@ -87,9 +87,9 @@ async def handle_upload(services: Services, principal: Principal, form: UploadFo
     done, which may be after this request has been cancelled.
 
     The work runs in two trips to an upload thread (:data:`_UPLOAD_THREADS`), around
-    the one step that must be awaited (the new-project rate limit): checking (the form,
-    the archive, the index), then publishing (the description, the ``validate_upload``
-    hooks, storing and the commit). Each step is blocking code; on SQLite its database
+    the steps that are awaited (the new-project rate limit, and a large description's
+    rendering in a child process): checking (the form, the archive, the index), then
+    publishing (the description, the ``validate_upload`` hooks, storing and the commit). Each step is blocking code; on SQLite its database
     work runs right in that thread, on PostgreSQL it is handed to the event loop
     (:meth:`Database.call_blocking`). One trip per phase instead of one per step: each
     trip costs a thread hand-over both ways, and an upload used to make eight of them.
