@@ -605,7 +605,7 @@ STAGES = (
     ("service", "_Steps.existing"),
     ("service", "_Steps.publish"),
     ("service", "_describe"),
-    ("service", "_store"),
+    ("service", "_Steps.store"),
     ("service", "_Steps.commit_settling_races"),
 )
 

@@ -16,10 +16,9 @@ from sqlalchemy.orm import Session
 
 from cheeseshop.cache.keys import change_keys
 from cheeseshop.db.models import JournalEntry
-from cheeseshop.journal import last_serial
 from cheeseshop.packaging.names import normalize
 
-__all__ = ["changes_since", "follow", "last_serial"]
+__all__ = ["changes_since", "follow"]
 
 log = logging.getLogger(__name__)
 

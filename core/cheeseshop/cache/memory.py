@@ -18,8 +18,9 @@ from collections.abc import Iterable
 
 from cheeseshop.background import stop_gracefully
 from cheeseshop.cache import Build, CachedPage, SingleFlight
-from cheeseshop.cache.follow import changes_since, follow, last_serial
+from cheeseshop.cache.follow import changes_since, follow
 from cheeseshop.db import Database
+from cheeseshop.journal import last_serial
 
 __all__ = ["MemoryPageCache", "purge_local_caches"]
 

@@ -33,8 +33,9 @@ import redis.asyncio
 
 from cheeseshop.background import stop_gracefully
 from cheeseshop.cache import Build, CachedPage, SingleFlight
-from cheeseshop.cache.follow import changes_since, follow, last_serial
+from cheeseshop.cache.follow import changes_since, follow
 from cheeseshop.db import Database
+from cheeseshop.journal import last_serial
 
 __all__ = ["RedisPageCache", "purge_redis"]
 

@@ -29,8 +29,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-from cheeseshop.packaging.archives import METADATA_FILE_SUFFIX
 from cheeseshop.packaging.names import confusable_fold
+from cheeseshop.storage import metadata_path
 
 __all__ = [
     "ApiToken",
@@ -217,7 +217,7 @@ class File(Base):
     @property
     def metadata_path(self) -> str | None:
         """Storage path of the PEP 658 metadata file, when there is one."""
-        return f"{self.path}{METADATA_FILE_SUFFIX}" if self.metadata_sha256 else None
+        return metadata_path(self.path) if self.metadata_sha256 else None
 
 
 class FilenameRegistry(Base):

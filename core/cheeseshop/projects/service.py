@@ -23,9 +23,9 @@ from cheeseshop.db.models import File, Project, ProjectStatus, Release
 from cheeseshop.events import CachePurge, Event, ProjectChanged
 from cheeseshop.journal import Change, record_changes
 from cheeseshop.outbox import record
-from cheeseshop.packaging.archives import METADATA_FILE_SUFFIX
 from cheeseshop.packaging.names import normalize
 from cheeseshop.services import Services
+from cheeseshop.storage import stored_paths
 
 __all__ = ["ChangeRefused", "Changed", "delete_file", "delete_release", "set_status", "unyank", "yank"]
 
@@ -164,7 +164,7 @@ def _commit_change(
     downloads = [
         file_key(stored)
         for path, metadata_sha256 in gone
-        for stored in ((path, f"{path}{METADATA_FILE_SUFFIX}") if metadata_sha256 else (path,))
+        for stored in stored_paths(path, has_metadata=metadata_sha256 is not None)
     ]
     keys = (*change_keys(project.normalized_name), *downloads)
     events: list[Event] = [event(serial=serial), CachePurge(keys=keys, serial=serial)]

@@ -15,7 +15,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
-__all__ = ["FileStorage", "SmallFileReads", "StorageUnavailable", "StoredFileInfo", "storage_path"]
+from cheeseshop.packaging.archives import METADATA_FILE_SUFFIX
+
+__all__ = [
+    "FileStorage",
+    "SmallFileReads",
+    "StorageUnavailable",
+    "StoredFileInfo",
+    "metadata_path",
+    "storage_path",
+    "stored_paths",
+]
 
 
 class StorageUnavailable(OSError):
@@ -52,6 +62,17 @@ def storage_path(blake2_256: str, filename: str) -> str:
         raise ValueError(f"not a plain filename: {filename!r}")
     h = blake2_256
     return f"{h[:2]}/{h[2:4]}/{h[4:]}/{filename}"
+
+
+def metadata_path(path: str) -> str:
+    """The storage path of a wheel's core metadata (PEP 658), beside the wheel at ``path``."""
+    return f"{path}{METADATA_FILE_SUFFIX}"
+
+
+def stored_paths(path: str, *, has_metadata: bool) -> tuple[str, ...]:
+    """Every storage path one uploaded file occupies: itself, and its core metadata when
+    it has one (a file row with a ``metadata_sha256``)."""
+    return (path, metadata_path(path)) if has_metadata else (path,)
 
 
 @runtime_checkable

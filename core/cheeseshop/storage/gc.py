@@ -41,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cheeseshop.background import stop_gracefully
 from cheeseshop.db.models import File
 from cheeseshop.packaging.archives import METADATA_FILE_SUFFIX
+from cheeseshop.storage import stored_paths
 
 if TYPE_CHECKING:
     from cheeseshop.services import Services
@@ -144,9 +145,7 @@ async def _referenced(session: AsyncSession, paths: list[str]) -> set[str]:
             )
         )
         for path, metadata_sha256 in rows:
-            referenced.add(path)
-            if metadata_sha256:
-                referenced.add(f"{path}{METADATA_FILE_SUFFIX}")
+            referenced.update(stored_paths(path, has_metadata=metadata_sha256 is not None))
     return referenced.intersection(paths)
 
 

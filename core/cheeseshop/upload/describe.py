@@ -25,9 +25,9 @@ ISOLATE_ABOVE = 64 * 1024
 RENDER_SECONDS = 20.0
 
 
-def is_large(raw: str | None) -> bool:
+def is_large(raw: str) -> bool:
     """Whether this description is rendered in a child process (:func:`render_large`)."""
-    return raw is not None and len(raw.encode("utf-8", "surrogatepass")) > ISOLATE_ABOVE
+    return len(raw.encode("utf-8", "surrogatepass")) > ISOLATE_ABOVE
 
 
 def render_small(

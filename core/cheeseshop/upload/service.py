@@ -56,7 +56,7 @@ from cheeseshop.packaging.filenames import InvalidFilename, ParsedFilename, pars
 from cheeseshop.config import Settings
 from cheeseshop.packaging.names import confusable_fold, normalize, prohibited_reason
 from cheeseshop.services import Services
-from cheeseshop.storage import StoredFileInfo, storage_path
+from cheeseshop.storage import StoredFileInfo, metadata_path, storage_path
 from cheeseshop.packaging.description import InvalidDescription
 from cheeseshop.upload.candidate import DescribedRelease, UploadCandidate, UploadRejected
 from cheeseshop.upload.describe import is_large, render_large, render_small
@@ -103,8 +103,7 @@ async def handle_upload(services: Services, principal: Principal, form: UploadFo
         new_project = existing == "new project"
         if new_project:
             await _refuse_too_many_new_projects(services, principal, address)
-        # Rendered here when large (in a child process, awaited); else in the publish trip.
-        rendered = (await _describe_large(services, checked),) if is_large(_description(checked)[0]) else None
+        rendered = await _describe_large(services, checked)
         # A thread cannot be stopped: once publishing has begun, the commit happens even if
         # the client goes away (Quart then cancels this task), and so must what follows
         # it. Shielded, publishing runs on, and removes the temporary file when done.
@@ -271,12 +270,37 @@ class _Steps:
         raise APIError(400, f"{ALREADY_EXISTS}. (A concurrent upload of {checked.file.filename}.)")
 
     def store(self, checked: _Checked) -> _Paths:
-        """The file and its core metadata, stored (see :func:`_store`)."""
-        return _store(self.services, checked, self.discard)
+        """Store the file and its core metadata (:func:`_put_both`).
+
+        When a put fails, whatever the other one stored is removed again (unless a
+        committed row uses it) before the error propagates, so a refused upload leaves
+        nothing behind.
+        """
+        paths = _paths_for(checked)
+        try:
+            _put_both(self.services, checked, paths)
+        except BaseException:
+            try:
+                self.discard(paths)
+            except Exception:
+                log.warning("could not clean up after a failed store of %s; the collector will", paths.file)
+            raise
+        return paths
 
     def discard(self, paths: _Paths) -> None:
-        """Remove what this refused upload stored (see :func:`_discard`)."""
-        _discard(self.services, paths, self.read)
+        """Remove what a refused upload stored, unless a committed row uses that path (R3).
+
+        A failure to delete is only logged: the orphan collector removes what is left.
+        """
+        if self.read(lambda session: session.scalar(_FILE_AT_PATH, {"path": paths.file})) is not None:
+            return
+        for path in (paths.file, paths.metadata):
+            if path is None:
+                continue
+            try:
+                self.services.storage.delete(path)
+            except OSError:
+                log.warning("could not remove %s after a refused upload; the collector will", path)
 
     def commit(self, checked: _Checked, paths: _Paths, description_html: str | None) -> list[int]:
         """Record the upload in one write transaction; returns the outbox ids of its events.
@@ -429,15 +453,18 @@ def _describe(services: Services, checked: _Checked) -> str | None:
         raise APIError(400, str(error)) from None
 
 
-async def _describe_large(services: Services, checked: _Checked) -> str | None:
-    """A large description's HTML, from a child process awaited on the loop, so that no
-    upload thread waits up to the render deadline for it."""
+async def _describe_large(services: Services, checked: _Checked) -> tuple[str | None] | None:
+    """A large description's HTML (as a 1-tuple), from a child process awaited on the
+    loop, so that no upload thread waits up to the render deadline for it; None when the
+    description is not large (the publish trip renders it, :func:`_describe`)."""
     raw, content_type, release = _description(checked)
-    assert raw is not None
+    if raw is None or not is_large(raw):
+        return None
     try:
-        return await render_large(raw, content_type, release=release, hooks=services.hooks, settings=services.settings)
+        html = await render_large(raw, content_type, release=release, hooks=services.hooks, settings=services.settings)
     except InvalidDescription as error:
         raise APIError(400, str(error)) from None
+    return (html,)
 
 
 def _candidate(principal: Principal, checked: _Checked, *, new_project: bool) -> UploadCandidate:
@@ -548,53 +575,45 @@ class _Paths:
 _SIDE_PUTS = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="cheeseshop-put")
 
 
-def _store(services: Services, checked: _Checked, discard: Callable[[_Paths], None]) -> _Paths:
-    """Store the file and its core metadata side by side: two puts, two fsyncs, at once.
-
-    When a put fails, whatever the other one stored is removed again by ``discard``
-    (unless a committed row uses it) before the error propagates, so a refused upload
-    leaves nothing behind.
-    """
+def _paths_for(checked: _Checked) -> _Paths:
+    """Where the upload's file and core metadata are stored, and the metadata's digests. Pure."""
     file = checked.file
     path = storage_path(file.blake2_256, file.filename)
+    if checked.core_metadata is None:
+        return _Paths(path, None, None, None)
+    return _Paths(
+        path,
+        metadata_path(path),
+        hashlib.sha256(checked.core_metadata).hexdigest(),
+        hashlib.blake2b(checked.core_metadata, digest_size=32).hexdigest(),
+    )
+
+
+def _put_both(services: Services, checked: _Checked, paths: _Paths) -> None:
+    """Store the file and its core metadata side by side: two puts, two fsyncs, at once.
+
+    Raises the first failure once both puts have ended, so no write is left running
+    behind the 503.
+    """
+    file = checked.file
     info = StoredFileInfo(
         project=checked.request.normalized_name,
         version=checked.request.version_string,
         packagetype=checked.parsed.packagetype,
         sha256=file.sha256,
     )
-    if checked.core_metadata is None:
-        services.storage.put(path, file.path, info=info)
-        return _Paths(path, None, None, None)
-    metadata_path = f"{path}{METADATA_FILE_SUFFIX}"
-    metadata_sha256 = hashlib.sha256(checked.core_metadata).hexdigest()
-    metadata_info = dataclasses.replace(info, sha256=metadata_sha256)
-    scratch = file.path.with_name(f"{file.path.name}.metadata")
-    side = _SIDE_PUTS.submit(
-        _put_bytes, services, metadata_path, checked.core_metadata, scratch, metadata_info
-    )
-    failure: BaseException | None = None
+    if checked.core_metadata is None or paths.metadata is None or paths.metadata_sha256 is None:
+        services.storage.put(paths.file, file.path, info=info)
+        return
+    scratch = file.path.with_name(f"{file.path.name}{METADATA_FILE_SUFFIX}")
+    metadata_info = dataclasses.replace(info, sha256=paths.metadata_sha256)
+    side = _SIDE_PUTS.submit(_put_bytes, services, paths.metadata, checked.core_metadata, scratch, metadata_info)
     try:
-        services.storage.put(path, file.path, info=info)
-    except BaseException as error:
-        failure = error
-    # When one put fails the other is still waited for, so no write is left running
-    # behind the 503.
-    side_failure = side.exception()
-    paths = _Paths(
-        path,
-        metadata_path,
-        metadata_sha256,
-        hashlib.blake2b(checked.core_metadata, digest_size=32).hexdigest(),
-    )
-    failure = failure or side_failure
-    if failure is not None:
-        try:
-            discard(paths)
-        except Exception:
-            log.warning("could not clean up after a failed store of %s; the collector will", path)
-        raise failure
-    return paths
+        services.storage.put(paths.file, file.path, info=info)
+    finally:
+        side_failure = side.exception()
+    if side_failure is not None:
+        raise side_failure
 
 
 def _put_bytes(
@@ -609,23 +628,6 @@ def _put_bytes(
 
 
 _FILE_AT_PATH = select(File.id).where(File.path == bindparam("path"))
-
-
-def _discard(services: Services, paths: _Paths, read: Callable[[Callable[[Session], T]], T]) -> None:
-    """Remove what a refused upload stored, unless a committed row uses that path (R3).
-
-    ``read`` runs the check in a read transaction. A failure to delete is only logged:
-    the orphan collector removes what is left.
-    """
-    if read(lambda session: session.scalar(_FILE_AT_PATH, {"path": paths.file})) is not None:
-        return
-    for path in (paths.file, paths.metadata):
-        if path is None:
-            continue
-        try:
-            services.storage.delete(path)
-        except OSError:
-            log.warning("could not remove %s after a refused upload; the collector will", path)
 
 
 def _verify_stored(services: Services, paths: _Paths, size: int) -> None:

@@ -27,6 +27,7 @@ from b2sdk.v2 import B2Api
 
 from cheeseshop import Settings, StorageUnavailable, StoredFileInfo
 from cheeseshop.db.models import utcnow
+from cheeseshop.storage import metadata_path
 
 from cheeseshop_storage_b2s3.b2 import B2Cache, B2Copy, B2Unavailable, connect_b2, within_deadline
 from cheeseshop_storage_b2s3.index import CacheIndex
@@ -263,7 +264,7 @@ class B2S3Storage:
         sha256, metadata_sha256 = recorded
         copies = {path: sha256}
         if metadata_sha256 is not None:
-            copies[f"{path}.metadata"] = metadata_sha256
+            copies[metadata_path(path)] = metadata_sha256
         for copied, digest in copies.items():
             self.copy_to_cache(copied, digest)
         if self.index.recorded(path) is None:
