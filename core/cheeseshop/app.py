@@ -119,14 +119,17 @@ def settle_garbage_collector() -> None:
 def create_app_from_env() -> Quart:
     """Application factory for ``hypercorn 'cheeseshop.app:create_app_from_env()'``.
 
-    Used by each worker process of ``cheeseshop serve --workers N``, so it also makes
-    hypercorn send our reason phrases in that process, and its log records lean, as
-    ``cheeseshop serve`` does.
+    Used by each worker process of ``cheeseshop serve --workers N``, so it also does in
+    that process what ``cheeseshop serve`` does: logging set up as the CLI's, hypercorn
+    sending our reason phrases, lean log records and batched access lines.
     """
+    from cheeseshop import logs
     from cheeseshop.web import reason
 
+    logs.configure()
     reason.install()
     access.lean_log_records()
+    access.buffer_lines()
     return create_app(load_settings())
 
 

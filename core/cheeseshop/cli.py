@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
+from cheeseshop import logs
 from cheeseshop.config import ConfigError, Settings, load_settings, redacted
 
 __all__ = ["main"]
@@ -51,8 +52,7 @@ def _run(make: Callable[[], Awaitable[T]]) -> T:
 )
 def main(config: Path | None) -> None:
     """Cheeseshop, a self-hostable Python package index."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logs.configure()
 
 
 # -- serve -------------------------------------------------------------------------------
@@ -84,6 +84,7 @@ def serve(ctx: click.Context, host: str, port: int, workers: int) -> None:
         upgrade(settings.resolved_database_url)
     reason.install()
     access.lean_log_records()
+    access.buffer_lines()
     config = Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.workers = workers

@@ -26,7 +26,13 @@ def restored_switches(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Whatever a test switches off is switched back on afterwards, for the other tests."""
     for name in SWITCHES:
         monkeypatch.setattr(logging, name, getattr(logging, name))
+    # serve also batches the access lines (access.buffer_lines): undone the same way.
+    monkeypatch.setattr(access.log, "handlers", list(access.log.handlers))
+    monkeypatch.setattr(access.log, "propagate", access.log.propagate)
+    before = set(access.log.handlers)
     yield
+    for handler in set(access.log.handlers) - before:
+        handler.close()
 
 
 class Collect(logging.Handler):

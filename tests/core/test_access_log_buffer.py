@@ -1,0 +1,126 @@
+"""The web process's access lines are written in batches of whole lines (``BufferedLines``)."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import select
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from cheeseshop.web import access
+from cheeseshop.web.access import BufferedLines, _whole_line_chunks
+
+
+@pytest.fixture
+def pipe() -> Iterator[tuple[int, int]]:
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(read_end, fcntl.F_SETFL, fcntl.fcntl(read_end, fcntl.F_GETFL) | os.O_NONBLOCK)
+    yield read_end, write_end
+    os.close(read_end)
+    os.close(write_end)
+
+
+def _drain(fd: int) -> bytes:
+    data = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
+def _record(message: str) -> logging.LogRecord:
+    return logging.LogRecord("cheeseshop.access", logging.INFO, __file__, 1, message, None, None)
+
+
+def test_lines_wait_for_the_flush_and_close_writes_the_rest(pipe: tuple[int, int]) -> None:
+    read_end, write_end = pipe
+    handler = BufferedLines(write_end, interval=3600)
+    try:
+        handler.handle(_record("first"))
+        handler.handle(_record("second"))
+        assert _drain(read_end) == b""
+    finally:
+        handler.close()
+    assert _drain(read_end) == b"first\nsecond\n"
+
+
+def test_the_timer_writes_buffered_lines(pipe: tuple[int, int]) -> None:
+    read_end, write_end = pipe
+    handler = BufferedLines(write_end, interval=0.05)
+    try:
+        handler.handle(_record("on time"))
+        deadline = time.monotonic() + 5
+        seen = b""
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.02)
+            seen = _drain(read_end)
+        assert seen == b"on time\n"
+    finally:
+        handler.close()
+
+
+def test_a_full_buffer_is_written_at_once(pipe: tuple[int, int]) -> None:
+    read_end, write_end = pipe
+    handler = BufferedLines(write_end, interval=3600, buffer_bytes=20)
+    try:
+        handler.handle(_record("0123456789"))
+        assert _drain(read_end) == b""
+        handler.handle(_record("abcdefghij"))  # 22 bytes buffered: over the 20
+        assert _drain(read_end) == b"0123456789\nabcdefghij\n"
+    finally:
+        handler.close()
+
+
+def test_writes_are_whole_lines_of_at_most_pipe_buf(pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    read_end, write_end = pipe
+    writes: list[bytes] = []
+    real_write = os.write
+
+    def recording_write(fd: int, data: bytes | memoryview) -> int:
+        writes.append(bytes(data))
+        return real_write(fd, data)
+
+    handler = BufferedLines(write_end, interval=3600)
+    lines = [f"line {i} " + "x" * (i % 300) for i in range(200)]
+    for line in lines:
+        handler.handle(_record(line))
+    monkeypatch.setattr(access.os, "write", recording_write)
+    handler.close()
+
+    assert len(writes) > 1
+    assert all(len(chunk) <= select.PIPE_BUF and chunk.endswith(b"\n") for chunk in writes)
+    assert b"".join(writes).decode().splitlines() == lines
+    assert _drain(read_end) == b"".join(writes)
+
+
+def test_whole_line_chunks_keep_an_overlong_line_alone() -> None:
+    assert _whole_line_chunks([b"ab\n", b"cd\n", b"0123456789\n", b"e\n"], 6) == [
+        b"ab\ncd\n",
+        b"0123456789\n",
+        b"e\n",
+    ]
+    assert _whole_line_chunks([], 6) == []
+
+
+def test_buffer_lines_is_installed_once_with_the_usual_format(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(access.log, "handlers", [])
+    monkeypatch.setattr(access.log, "propagate", True)
+    try:
+        access.buffer_lines()
+        access.buffer_lines()
+        [handler] = access.log.handlers
+        assert isinstance(handler, BufferedLines)
+        assert access.log.propagate is False  # written once, not also by the root handler
+        line = handler.format(_record('127.0.0.1 "GET /simple/ 1.1" 200 5 "-"'))
+        assert line.endswith(' INFO cheeseshop.access: 127.0.0.1 "GET /simple/ 1.1" 200 5 "-"')
+    finally:
+        for handler in access.log.handlers:
+            handler.close()
