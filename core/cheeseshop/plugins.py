@@ -242,6 +242,12 @@ class Hooks:
 
     # -- upload -------------------------------------------------------------------------
 
+    @property
+    def validates_uploads(self) -> bool:
+        """Whether any plugin implements ``cheeseshop_validate_upload`` (when none does,
+        an upload need not build a candidate, nor write its file out for the path)."""
+        return bool(self._impls("cheeseshop_validate_upload"))
+
     def validate_upload(self, candidate: UploadCandidate, settings: Settings) -> None:
         """Run every plugin's upload check; the first ``UploadRejected`` propagates."""
         self.pm.hook.cheeseshop_validate_upload(candidate=candidate, settings=settings)

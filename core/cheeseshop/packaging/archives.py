@@ -11,6 +11,7 @@ names must be in the archive.
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import hashlib
 import io
@@ -21,7 +22,7 @@ import struct
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, NoReturn, Self
@@ -125,11 +126,24 @@ def _show(name: str) -> str:
     return ascii(name)
 
 
+@contextlib.contextmanager
+def _opened(source: Path | BinaryIO) -> Iterator[BinaryIO]:
+    """``source`` opened for reading if it is a path (and closed after); as it is if not."""
+    if isinstance(source, Path):
+        with source.open("rb") as fp:
+            yield fp
+    else:
+        yield source
+
+
 # --- wheels ---------------------------------------------------------------------------------
 
 
-def read_wheel_metadata(path: Path, *, filename: str, license_files: Sequence[str] = ()) -> bytes:
-    """Check the wheel at *path* and return its ``.dist-info/METADATA`` exactly as stored.
+def read_wheel_metadata(
+    source: Path | BinaryIO, *, filename: str, license_files: Sequence[str] = ()
+) -> bytes:
+    """Check the wheel *source* (a path, or a seekable binary file read from its start and
+    left open) and return its ``.dist-info/METADATA`` exactly as stored.
 
     *filename* is the wheel's filename; its first two dash-separated parts name the one
     ``<name>-<version>.dist-info`` directory the wheel must have at its top level (compared
@@ -157,8 +171,9 @@ def read_wheel_metadata(path: Path, *, filename: str, license_files: Sequence[st
     :raises InvalidArchive: with a message naming the file, what is wrong and what to do.
     """
     fail = _failer("wheel", filename)
-    with path.open("rb") as fp:
-        file_size = os.fstat(fp.fileno()).st_size
+    with _opened(source) as fp:
+        file_size = fp.seek(0, os.SEEK_END)
+        fp.seek(0)
         directory = _locate_central_directory(fp, file_size, fail)
         try:
             with zipfile.ZipFile(fp) as archive:
@@ -555,8 +570,11 @@ def _same_version(left: str, right: str) -> bool:
 # --- sdists ---------------------------------------------------------------------------------
 
 
-def read_sdist_pkg_info(path: Path, *, filename: str, license_files: Sequence[str] = ()) -> bytes:
-    """Check the sdist at *path* and return its ``<top>/PKG-INFO`` exactly as stored.
+def read_sdist_pkg_info(
+    source: Path | BinaryIO, *, filename: str, license_files: Sequence[str] = ()
+) -> bytes:
+    """Check the sdist *source* (a path, or a binary file read from its start and left
+    open) and return its ``<top>/PKG-INFO`` exactly as stored.
 
     *filename* is the sdist's filename; ``<top>`` is that filename without ``.tar.gz``, and
     every member must be that one top-level directory or inside it. The archive must be a
@@ -585,7 +603,7 @@ def read_sdist_pkg_info(path: Path, *, filename: str, license_files: Sequence[st
     hardlinks: dict[str, str] = {}
     try:
         with (
-            path.open("rb") as raw,
+            _opened(source) as raw,
             tarfile.open(
                 fileobj=raw,
                 mode="r|gz",

@@ -18,6 +18,7 @@ from typing import BinaryIO, Protocol, runtime_checkable
 from cheeseshop.packaging.archives import METADATA_FILE_SUFFIX
 
 __all__ = [
+    "BytesPuts",
     "FileStorage",
     "SmallFileReads",
     "StorageUnavailable",
@@ -123,6 +124,18 @@ class FileStorage(Protocol):
         The collector uses this listing (see :mod:`cheeseshop.storage.gc`) to find files
         that no database row references.
         """
+
+
+@runtime_checkable
+class BytesPuts(Protocol):
+    """Optional: a storage that stores bytes from memory as cheaply as from a file.
+
+    An upload holds its core metadata, and a small file, in memory. Without this the core
+    writes them to a temporary file first, for :meth:`FileStorage.put` to read.
+    """
+
+    def put_bytes(self, path: str, data: bytes, *, info: StoredFileInfo | None = None) -> None:
+        """Store ``data`` under ``path``, as :meth:`FileStorage.put` stores a file's bytes."""
 
 
 @runtime_checkable

@@ -6,7 +6,7 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -41,14 +41,23 @@ class LocalFileStorage:
         ``info`` is not kept: a file on disk has nowhere to put it, and its path already
         names its blake2b-256.
         """
+        with source.open("rb") as src:
+            self._write(path, lambda out: shutil.copyfileobj(src, out, 1024 * 1024))
+
+    def put_bytes(self, path: str, data: bytes, *, info: StoredFileInfo | None = None) -> None:
+        """Write ``data`` to ``path`` as :meth:`put` copies a file (``BytesPuts``)."""
+        self._write(path, lambda out: out.write(data))
+
+    def _write(self, path: str, fill: Callable[[BinaryIO], object]) -> None:
+        """Fill a temporary file beside ``path``, fsync it, and rename it into place."""
         target = self._full(path)
         # os.makedirs stats the parents and creates only what is missing: one mkdir for a
         # new file's directory, where Path.mkdir(parents=True) fails and retries (3 calls).
         os.makedirs(target.parent, exist_ok=True)
         fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
         try:
-            with os.fdopen(fd, "wb") as out, source.open("rb") as src:
-                shutil.copyfileobj(src, out, 1024 * 1024)
+            with os.fdopen(fd, "wb") as out:
+                fill(out)
                 out.flush()
                 os.fsync(out.fileno())
             os.chmod(temporary, 0o644)

@@ -1,8 +1,10 @@
 """Receive a multipart upload body, streaming the file part to disk while hashing it.
 
-Nothing is held in memory but the form's small text fields. The file part is written to
-a temporary file as it arrives, through md5, sha256 and blake2b-256 at once, and the
-size limits are enforced per chunk: an oversized upload is refused as soon as it crosses
+Nothing is held in memory but the form's small text fields and a small file. The file
+part goes through md5, sha256 and blake2b-256 as it arrives; it stays in memory up to
+:data:`SPOOL_BYTES` and is written to a temporary file beyond that (a small upload then
+costs no file to create, write and remove, which on a busy disk took longer than the rest
+of receiving it). The size limits are enforced per chunk: an oversized upload is refused as soon as it crosses
 a limit, whatever Content-Length claimed (or without one, for a chunked body).
 
 Which limits apply is asked for when the file part starts, with the fields that came
@@ -19,12 +21,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import io
 import os
 import re
 import sys
 import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from python_multipart import MultipartParser
 from werkzeug.http import parse_options_header
@@ -33,6 +37,7 @@ from cheeseshop.errors import APIError
 
 __all__ = [
     "MAX_FORM_BYTES",
+    "SPOOL_BYTES",
     "FileLimit",
     "LimitFor",
     "ReceivedFile",
@@ -48,6 +53,9 @@ MAX_PARTS = 1000
 MAX_FRAMING_BYTES = 512 * 1024
 #: Everything in a body that is not file data: no honest body exceeds the file limit by more.
 MAX_FORM_BYTES = MAX_FIELDS_BYTES + MAX_FRAMING_BYTES
+#: A file part up to this size is kept in memory; a larger one goes to a temporary file.
+#: With many uploads arriving at once, this bounds the memory each one takes.
+SPOOL_BYTES = 256 * 1024
 
 
 def mib(size: int) -> str:
@@ -78,14 +86,44 @@ LimitFor = Callable[[Mapping[str, Sequence[str]]], Awaitable[Sequence[FileLimit]
 
 @dataclasses.dataclass
 class ReceivedFile:
-    """The uploaded file on disk, with its digests."""
+    """The uploaded file, with its digests: in memory (``data``) or in a file (``path``).
+
+    A file of at most :data:`SPOOL_BYTES` arrives in memory; :meth:`spill` writes it to a
+    temporary file for code that needs a path. Whoever holds the :class:`UploadForm`
+    removes that file (:meth:`UploadForm.cleanup`).
+    """
 
     filename: str
-    path: Path
     size: int
     md5: str
     sha256: str
     blake2_256: str
+    #: Where a temporary file goes (the upload directory).
+    directory: Path
+    data: bytes | None = None
+    path: Path | None = None
+
+    def open(self) -> BinaryIO:
+        """The file's bytes, from the start, as a seekable binary file (close it after)."""
+        if self.data is not None:
+            return io.BytesIO(self.data)
+        assert self.path is not None
+        return self.path.open("rb")
+
+    def spill(self) -> Path:
+        """A temporary file holding the bytes: the one they arrived in, or a new one."""
+        if self.path is None:
+            assert self.data is not None
+            fd, name = tempfile.mkstemp(dir=self.directory, prefix="upload-")
+            self.path = Path(name)
+            with os.fdopen(fd, "wb") as out:
+                out.write(self.data)
+        return self.path
+
+    def remove(self) -> None:
+        """Remove the temporary file, if there is one."""
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
 
 
 @dataclasses.dataclass
@@ -98,17 +136,20 @@ class UploadForm:
     def cleanup(self) -> None:
         """Remove the temporary file."""
         if self.file is not None:
-            self.file.path.unlink(missing_ok=True)
+            self.file.remove()
 
 
 class _FileSink:
+    """The file part as it arrives: hashed, held against its limits, spooled to disk."""
+
     def __init__(self, directory: Path, filename: str, limits: Sequence[FileLimit]) -> None:
         self.limits = tuple(limits)
         self.size = 0
-        self._check()  # before creating anything: a project over its total refuses at once
-        fd, name = tempfile.mkstemp(dir=directory, prefix="upload-")
-        self.handle = os.fdopen(fd, "wb")
-        self.path = Path(name)
+        self._check()  # before anything is kept: a project over its total refuses at once
+        self.directory = directory
+        self.memory: bytearray | None = bytearray()
+        self.handle: BinaryIO | None = None
+        self.path: Path | None = None
         self.filename = filename
         self.md5 = hashlib.md5(usedforsecurity=False)
         self.sha256 = hashlib.sha256()
@@ -125,25 +166,42 @@ class _FileSink:
     def write(self, data: bytes | memoryview) -> None:
         self.size += len(data)
         self._check()
-        self.handle.write(data)
+        if self.memory is not None and self.size > SPOOL_BYTES:
+            fd, name = tempfile.mkstemp(dir=self.directory, prefix="upload-")
+            self.path = Path(name)
+            self.handle = os.fdopen(fd, "wb")
+            self.handle.write(self.memory)
+            self.memory = None
+        if self.memory is not None:
+            self.memory += data
+        else:
+            assert self.handle is not None
+            self.handle.write(data)
         self.md5.update(data)
         self.sha256.update(data)
         self.blake2.update(data)
 
     def finish(self) -> ReceivedFile:
-        self.handle.close()
+        if self.handle is not None:
+            self.handle.close()
         return ReceivedFile(
             filename=self.filename,
-            path=self.path,
             size=self.size,
             md5=self.md5.hexdigest(),
             sha256=self.sha256.hexdigest(),
             blake2_256=self.blake2.hexdigest(),
+            directory=self.directory,
+            data=bytes(self.memory) if self.memory is not None else None,
+            path=self.path,
         )
 
     def abort(self) -> None:
+        self.memory = None
+        if self.path is None:
+            return
         try:
-            self.handle.close()  # flushing may fail again (ENOSPC); the file goes regardless
+            if self.handle is not None:
+                self.handle.close()  # flushing may fail again (ENOSPC); the file goes regardless
         finally:
             self.path.unlink(missing_ok=True)
 
@@ -171,7 +229,8 @@ async def receive_upload(
     limit_for: LimitFor | None = None,
     timeout: float | None = None,
 ) -> UploadForm:
-    """Parse a multipart body; the ``content`` part streams to a file in ``directory``.
+    """Parse a multipart body; the ``content`` part is kept in memory up to
+    :data:`SPOOL_BYTES`, beyond that it streams to a file in ``directory``.
 
     ``max_file_size`` limits the file unless ``limit_for`` is given: then ``limit_for`` is
     awaited when the file part starts, with the fields received so far, and the limits it
@@ -358,7 +417,7 @@ class _PartStream:
 
 
 class _FormBuilder:
-    """Handles a body's events: collects the fields, streams the file part to disk."""
+    """Handles a body's events: collects the fields, receives the file part (_FileSink)."""
 
     def __init__(
         self, directory: Path, limit_for: LimitFor | None, default_limits: Sequence[FileLimit]
@@ -397,7 +456,7 @@ class _FormBuilder:
         if self._sink is not None:
             self._sink.abort()
         if self.received is not None:
-            self.received.path.unlink(missing_ok=True)
+            self.received.remove()
 
     async def _start(self, headers: list[tuple[bytes, bytes]]) -> None:
         self._parts += 1

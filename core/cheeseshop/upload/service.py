@@ -16,6 +16,8 @@ import dataclasses
 import functools
 import hashlib
 import logging
+import os
+import tempfile
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -46,7 +48,6 @@ from cheeseshop.journal import Change, record_changes
 from cheeseshop.notify import build as notifications
 from cheeseshop.outbox import record
 from cheeseshop.packaging.archives import (
-    METADATA_FILE_SUFFIX,
     InvalidArchive,
     read_sdist_pkg_info,
     read_wheel_metadata,
@@ -56,7 +57,7 @@ from cheeseshop.packaging.filenames import InvalidFilename, ParsedFilename, pars
 from cheeseshop.config import Settings
 from cheeseshop.packaging.names import confusable_fold, normalize, prohibited_reason
 from cheeseshop.services import Services
-from cheeseshop.storage import StoredFileInfo, metadata_path, storage_path
+from cheeseshop.storage import BytesPuts, FileStorage, StoredFileInfo, metadata_path, storage_path
 from cheeseshop.packaging.description import InvalidDescription
 from cheeseshop.upload.candidate import DescribedRelease, UploadCandidate, UploadRejected
 from cheeseshop.upload.describe import is_large, render_large, render_small
@@ -214,11 +215,12 @@ class _Steps:
         these very bytes first."""
         services = self.services
         description_html = rendered[0] if rendered is not None else _describe(services, checked)
-        candidate = _candidate(self.principal, checked, new_project=new_project)
-        try:
-            services.hooks.validate_upload(candidate, services.settings)
-        except UploadRejected as rejection:
-            raise APIError(rejection.status, rejection.message) from None
+        if services.hooks.validates_uploads:
+            candidate = _candidate(self.principal, checked, new_project=new_project)
+            try:
+                services.hooks.validate_upload(candidate, services.settings)
+            except UploadRejected as rejection:
+                raise APIError(rejection.status, rejection.message) from None
         try:
             paths = self.store(checked)
         except OSError:
@@ -412,7 +414,8 @@ def _validate(form: UploadForm) -> _Checked:
     wheel = parsed.packagetype == "bdist_wheel"
     reader = read_wheel_metadata if wheel else read_sdist_pkg_info
     try:
-        archived = reader(file.path, filename=file.filename, license_files=license_files)
+        with file.open() as source:
+            archived = reader(source, filename=file.filename, license_files=license_files)
     except InvalidArchive as error:
         raise APIError(400, str(error)) from None
     try:
@@ -474,7 +477,7 @@ def _candidate(principal: Principal, checked: _Checked, *, new_project: bool) ->
         version=checked.request.version_string,
         filename=checked.file.filename,
         packagetype=checked.parsed.packagetype,
-        path=checked.file.path,
+        path=checked.file.spill(),  # a path for the plugins, even for a file in memory
         size=checked.file.size,
         md5=checked.file.md5,
         sha256=checked.file.sha256,
@@ -596,6 +599,7 @@ def _put_both(services: Services, checked: _Checked, paths: _Paths) -> None:
     behind the 503.
     """
     file = checked.file
+    storage = services.storage
     info = StoredFileInfo(
         project=checked.request.normalized_name,
         version=checked.request.version_string,
@@ -603,26 +607,43 @@ def _put_both(services: Services, checked: _Checked, paths: _Paths) -> None:
         sha256=file.sha256,
     )
     if checked.core_metadata is None or paths.metadata is None or paths.metadata_sha256 is None:
-        services.storage.put(paths.file, file.path, info=info)
+        _put_received(storage, paths.file, file, info)
         return
-    scratch = file.path.with_name(f"{file.path.name}{METADATA_FILE_SUFFIX}")
     metadata_info = dataclasses.replace(info, sha256=paths.metadata_sha256)
-    side = _SIDE_PUTS.submit(_put_bytes, services, paths.metadata, checked.core_metadata, scratch, metadata_info)
+    side = _SIDE_PUTS.submit(
+        _put_bytes, storage, paths.metadata, checked.core_metadata, file.directory, metadata_info
+    )
     try:
-        services.storage.put(paths.file, file.path, info=info)
+        _put_received(storage, paths.file, file, info)
     finally:
         side_failure = side.exception()
     if side_failure is not None:
         raise side_failure
 
 
+def _put_received(storage: FileStorage, path: str, file: ReceivedFile, info: StoredFileInfo) -> None:
+    """Store the uploaded file, from memory or from its temporary file."""
+    if file.data is not None:
+        _put_bytes(storage, path, file.data, file.directory, info)
+    else:
+        assert file.path is not None
+        storage.put(path, file.path, info=info)
+
+
 def _put_bytes(
-    services: Services, path: str, data: bytes, scratch: Path, info: StoredFileInfo
+    storage: FileStorage, path: str, data: bytes, scratch_directory: Path, info: StoredFileInfo
 ) -> None:
-    """Store ``data`` at ``path`` by way of the scratch file (storage puts take a file)."""
+    """Store ``data`` at ``path``: directly if the storage takes bytes (``BytesPuts``), else
+    by way of a scratch file in ``scratch_directory``."""
+    if isinstance(storage, BytesPuts):
+        storage.put_bytes(path, data, info=info)
+        return
+    fd, name = tempfile.mkstemp(dir=scratch_directory, prefix="upload-")
+    scratch = Path(name)
     try:
-        scratch.write_bytes(data)
-        services.storage.put(path, scratch, info=info)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        storage.put(path, scratch, info=info)
     finally:
         scratch.unlink(missing_ok=True)
 

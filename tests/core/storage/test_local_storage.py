@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cheeseshop.config import load_settings
-from cheeseshop.storage import storage_path
+from cheeseshop.storage import BytesPuts, storage_path
 from cheeseshop.storage.local import LocalFileStorage, cheeseshop_file_storage
 from cheeseshop.testing.contracts import FileStorageContract
 
@@ -63,6 +63,29 @@ def test_put_leaves_no_temporary_file(
     storage.put(PATH, source)
     assert _leftovers(tmp_path / "files") == []
     assert os.listdir((tmp_path / "files" / PATH).parent) == ["pkg-1.0-py3-none-any.whl"]
+
+
+def test_put_bytes_stores_as_put_does(storage: LocalFileStorage, tmp_path: Path) -> None:
+    assert isinstance(storage, BytesPuts)
+    storage.put_bytes(PATH, CONTENT)
+    storage.put_bytes(PATH, CONTENT)
+    stored = tmp_path / "files" / PATH
+    assert stored.read_bytes() == CONTENT
+    assert stored.stat().st_mode & 0o777 == 0o644
+    assert os.listdir(stored.parent) == ["pkg-1.0-py3-none-any.whl"]
+
+
+def test_failing_put_bytes_leaves_no_partial_target(
+    storage: LocalFileStorage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_space(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(OSError, match="No space"):
+        storage.put_bytes(PATH, CONTENT)
+    assert not storage.exists(PATH)
+    assert _leftovers(tmp_path / "files") == []
 
 
 def test_failing_copy_leaves_no_partial_target(storage: LocalFileStorage, tmp_path: Path) -> None:

@@ -25,9 +25,11 @@ from cheeseshop.db.models import File, Project
 from cheeseshop.errors import APIError
 from cheeseshop.testing.dists import Dist, build_wheel
 from cheeseshop.testing.upload import encode_multipart, upload_fields
-from cheeseshop.upload.multipart import MAX_FORM_BYTES, FileLimit, mib, receive_upload
+from cheeseshop.upload.multipart import MAX_FORM_BYTES, SPOOL_BYTES, FileLimit, mib, receive_upload
 from cheeseshop.upload.views import file_limits
 from cheeseshop.web.reason import REASON_HEADER
+
+pytestmark = pytest.mark.usefixtures("spool")  # every test in memory and on disk
 
 BOUNDARY = "b0undary"
 CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
@@ -346,7 +348,7 @@ async def test_cancelled_while_receiving_leaves_no_temp_file(tmp_path: Path) -> 
 
     async def stalls() -> AsyncIterator[bytes]:
         yield file_part_head()
-        yield b"x" * 1000
+        yield b"x" * (SPOOL_BYTES + 1000)  # on disk by now
         started.set()
         await asyncio.sleep(3600)
         yield b""  # pragma: no cover

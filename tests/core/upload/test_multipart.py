@@ -13,7 +13,10 @@ from werkzeug.http import parse_options_header
 from cheeseshop.errors import APIError
 from cheeseshop.testing.dists import build_wheel
 from cheeseshop.testing.upload import encode_multipart, upload_fields
-from cheeseshop.upload.multipart import UploadForm, boundary_of, receive_upload
+from cheeseshop.upload import multipart
+from cheeseshop.upload.multipart import ReceivedFile, UploadForm, boundary_of, receive_upload
+
+pytestmark = pytest.mark.usefixtures("spool")  # every test in memory and on disk
 
 BOUNDARY = "f00dcafe"
 CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
@@ -42,6 +45,11 @@ def body_for(
     return body
 
 
+def read_back(file: ReceivedFile) -> bytes:
+    with file.open() as handle:
+        return handle.read()
+
+
 async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
     for part in parts:
         yield part
@@ -61,14 +69,14 @@ def snapshot(form: UploadForm) -> tuple[object, ...]:
         form.fields,
         form.file.filename,
         form.file.size,
-        form.file.path.read_bytes(),
+        read_back(form.file),
         form.file.md5,
         form.file.sha256,
         form.file.blake2_256,
     )
 
 
-async def test_fields_and_file(tmp_path: Path) -> None:
+async def test_fields_and_file(tmp_path: Path, spool: str) -> None:
     form = await receive(tmp_path, body_for())
     assert form.fields == {
         ":action": ["file_upload"],
@@ -79,9 +87,39 @@ async def test_fields_and_file(tmp_path: Path) -> None:
     }
     assert form.file is not None
     assert form.file.filename == "hello_world-1.0-py3-none-any.whl"
-    assert form.file.path.parent == tmp_path
-    assert form.file.path.read_bytes() == FILE_BYTES
+    if spool == "disk":
+        assert form.file.path is not None and form.file.path.parent == tmp_path
+        assert form.file.data is None
+    else:
+        assert form.file.path is None and list(tmp_path.iterdir()) == []
+        assert form.file.data == FILE_BYTES
+    assert read_back(form.file) == FILE_BYTES
     assert form.file.size == len(FILE_BYTES)
+    form.cleanup()
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_file_goes_to_disk_once_it_outgrows_the_spool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(multipart, "SPOOL_BYTES", 100)
+    content = random.Random(2).randbytes(250)
+    body = body_for(content=content)
+    # A byte at a time: the file crosses the spool size in the middle of the data.
+    form = await receive(tmp_path, *(body[i : i + 1] for i in range(len(body))))
+    assert form.file is not None and form.file.data is None
+    assert form.file.path is not None and form.file.path.read_bytes() == content
+    assert form.file.sha256 == hashlib.sha256(content).hexdigest()
+    form.cleanup()
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_spill_writes_a_file_in_memory_to_the_upload_directory(tmp_path: Path) -> None:
+    form = await receive(tmp_path, body_for())
+    assert form.file is not None
+    path = form.file.spill()
+    assert path.parent == tmp_path and path.read_bytes() == FILE_BYTES
+    assert form.file.spill() == path  # once
     form.cleanup()
     assert list(tmp_path.iterdir()) == []
 
@@ -128,7 +166,7 @@ async def test_file_part_without_content_type(tmp_path: Path) -> None:
     # uv sends the file part with no Content-Type header.
     form = await receive(tmp_path, body_for(file_content_type=None))
     assert form.file is not None
-    assert form.file.path.read_bytes() == FILE_BYTES
+    assert read_back(form.file) == FILE_BYTES
     assert "content" not in form.fields
 
 
@@ -276,7 +314,7 @@ def assert_is_twine_upload(form: UploadForm, fields: dict[str, list[str]], conte
     assert form.fields == fields
     assert form.file is not None
     assert form.file.filename == "hello_world-1.0-py3-none-any.whl"
-    assert form.file.path.read_bytes() == content
+    assert read_back(form.file) == content
     assert form.file.size == len(content)
     assert form.file.md5 == hashlib.md5(content).hexdigest()
     assert form.file.sha256 == hashlib.sha256(content).hexdigest()
@@ -362,7 +400,7 @@ async def test_names_and_filenames_read_as_werkzeug_reads_them(
     if name == "content" and filename is not None:
         assert form.fields == {}
         assert form.file is not None and form.file.filename == filename
-        assert form.file.path.read_bytes() == b"v"
+        assert read_back(form.file) == b"v"
         form.cleanup()
     elif name is None:
         assert form.fields == {} and form.file is None  # a part without a name is dropped

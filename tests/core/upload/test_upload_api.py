@@ -21,6 +21,8 @@ from cheeseshop.testing.records import stored_counts
 from cheeseshop.testing.upload import encode_multipart, upload_fields
 from cheeseshop.web.reason import REASON_HEADER
 
+pytestmark = pytest.mark.usefixtures("spool")  # every upload in memory and on disk
+
 JSON = "application/vnd.pypi.simple.v1+json"
 
 
@@ -661,10 +663,12 @@ async def test_several_form_problems_reported_at_once(upload):
 class _Refuser:
     def __init__(self) -> None:
         self.seen: list[cheeseshop.UploadCandidate] = []
+        self.contents: list[bytes] = []
 
     @cheeseshop.hookimpl
     def cheeseshop_validate_upload(self, candidate, settings):
         self.seen.append(candidate)
+        self.contents.append(candidate.path.read_bytes())
         raise cheeseshop.UploadRejected("nope")
 
 
@@ -674,10 +678,12 @@ _REFUSER = _Refuser()
 @pytest.mark.parametrize("cheeseshop_plugins", [[("refuser", _REFUSER)]], ids=["refuser"])
 async def test_validate_upload_hook_refuses(upload, cheeseshop_services, cheeseshop_plugins):
     _REFUSER.seen.clear()
+    _REFUSER.contents.clear()
     dist = wheel()
     message = await refused(await upload(dist), 400, explains=False)
     assert message == "nope"
     assert [c.filename for c in _REFUSER.seen] == [dist.filename]
+    assert _REFUSER.contents == [dist.content]  # a file in memory is written out for the hook
     candidate = _REFUSER.seen[0]
     assert candidate.sha256 == dist.sha256
     assert candidate.new_project is True

@@ -73,10 +73,11 @@ async def test_a_client_gone_after_publishing_began_still_gets_its_events_dispat
     cheeseshop_services: Any,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
+    spool: str,
 ) -> None:
     # The client hangs up while the files are being stored: Quart cancels the request's
     # task. A thread cannot be stopped, so the commit still happens; the purge and the
-    # events that follow it must happen too.
+    # events that follow it must happen too. (With the file in memory and on disk.)
     token = await make_token("alice")
     storing, release = threading.Event(), threading.Event()
     real_put_both = service._put_both
