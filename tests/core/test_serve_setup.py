@@ -1,7 +1,8 @@
-"""``cheeseshop serve`` makes its log records skip the caller, thread and process lookups.
+"""What ``cheeseshop serve`` sets up in its process before serving.
 
-Those lookups were a good part of the access line that every cache hit writes; the web
-process's format shows none of them (see ``cheeseshop.web.access.lean_log_records``).
+Log records skip the caller, thread and process lookups, which were a good part of the
+access line that every cache hit writes, and which the web process's format never shows
+(``cheeseshop.web.access.lean_log_records``); and the event loop is uvloop's.
 """
 
 from __future__ import annotations
@@ -91,3 +92,28 @@ def test_lean_log_records_are_what_serve_runs_with(
     assert result.exit_code == 0, result.output
     assert served == [False]
     assert _record_of("served").threadName is None
+
+
+def test_serve_runs_on_uvloop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    import uvloop
+
+    for name in list(os.environ):
+        if name.startswith("CHEESESHOP_"):
+            monkeypatch.delenv(name)
+    loops: list[Any] = []
+
+    async def serve_once(app: Any, config: Any) -> None:
+        loops.append(asyncio.get_running_loop())
+
+    monkeypatch.setattr(cli, "_serve_until_signalled", serve_once)
+    result = CliRunner().invoke(
+        cli.main,
+        ["serve", "--port", "8999"],
+        env={"CHEESESHOP_DATA_DIR": str(tmp_path / "data"), "CHEESESHOP_OUTBOX_DELIVERY": "inline"},
+    )
+
+    assert result.exit_code == 0, result.output
+    [loop] = loops
+    assert isinstance(loop, uvloop.Loop)
