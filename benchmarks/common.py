@@ -7,6 +7,7 @@ on ``sys.path``). Nothing here measures anything.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import hashlib
 import os
 import shutil
@@ -235,7 +236,7 @@ def cheeseshop_revision() -> str:
 
 # The end of the scripts of the benchmarks' bare ceilings (run with ``python -c``): serve
 # their ``app`` on ``port`` with hypercorn, as `cheeseshop serve` does (one process, no
-# hypercorn access log), until SIGTERM or SIGINT.
+# hypercorn access log, on uvloop where it is installed), until SIGTERM or SIGINT.
 ON_HYPERCORN = """
 config = Config()
 config.bind = [f"127.0.0.1:{port}"]
@@ -248,5 +249,18 @@ async def main():
         asyncio.get_running_loop().add_signal_handler(signum, stop.set)
     await serve(app, config, shutdown_trigger=stop.wait)
 
-asyncio.run(main())
+try:
+    import uvloop
+except ImportError:
+    asyncio.run(main())
+else:
+    uvloop.run(main())
 """
+
+
+def event_loop() -> str:
+    """The event loop the bare ceilings and ``cheeseshop serve`` run on, for the tables."""
+    try:
+        return f"uvloop {importlib.metadata.version('uvloop')}"
+    except importlib.metadata.PackageNotFoundError:
+        return "asyncio's loop"

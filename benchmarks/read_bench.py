@@ -78,6 +78,7 @@ from common import (
     cheeseshop_revision,
     cheeseshop_token,
     ensure_venv,
+    event_loop,
     free_port,
     postgres_database,
     run,
@@ -789,7 +790,7 @@ def cheeseshop_server(ctx: Context, name: str, database_url: str | None) -> Iter
     ctx.versions[name] = (
         f"cheeseshop {importlib.metadata.version('cheeseshop')} ({cheeseshop_revision()}), "
         f"hypercorn {importlib.metadata.version('hypercorn')}, "
-        f"quart {importlib.metadata.version('quart')}, 1 worker"
+        f"quart {importlib.metadata.version('quart')}, {event_loop()}, 1 worker"
     )
     with server_process(command, port=port, log=workdir / "server.log", env=env) as process:
         wait_http(base + "/")
@@ -1269,8 +1270,8 @@ def python_ceiling(ctx: Context, name: str, directory: str, script: str, *args: 
 def asgi_server(ctx: Context) -> Iterator[Bench]:
     name = "asgi-bare (ceiling)"
     ctx.versions[name] = (
-        f"hypercorn {importlib.metadata.version('hypercorn')}, a plain ASGI callable, no "
-        "framework, 1 worker, bytes from memory, 2 response headers, no access log"
+        f"hypercorn {importlib.metadata.version('hypercorn')}, {event_loop()}, a plain ASGI "
+        "callable, no framework, 1 worker, bytes from memory, 2 response headers, no access log"
     )
     with python_ceiling(ctx, name, "asgi", _BARE_ASGI) as bench:
         yield bench
@@ -1281,7 +1282,8 @@ def quart_server(ctx: Context, *, access_log: bool) -> Iterator[Bench]:
     name = "quart-bare, access log" if access_log else "quart-bare (ceiling)"
     ctx.versions[name] = (
         f"quart {importlib.metadata.version('quart')}, hypercorn "
-        f"{importlib.metadata.version('hypercorn')}, 1 worker, bytes from memory, access log "
+        f"{importlib.metadata.version('hypercorn')}, {event_loop()}, 1 worker, bytes from "
+        "memory, access log "
         f"{'written from an after_request hook' if access_log else 'off'}"
     )
     directory = "quart-logged" if access_log else "quart"

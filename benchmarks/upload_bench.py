@@ -67,6 +67,7 @@ from common import (
     cheeseshop_revision,
     cheeseshop_token,
     ensure_venv,
+    event_loop,
     free_port,
     postgres_database,
     log_errors,
@@ -387,11 +388,14 @@ def describe(name: str) -> str:
     import importlib.metadata
 
     if name.startswith("cheeseshop"):
-        return f"cheeseshop {importlib.metadata.version('cheeseshop')} ({cheeseshop_revision()})"
+        return (
+            f"cheeseshop {importlib.metadata.version('cheeseshop')} ({cheeseshop_revision()}), "
+            f"{event_loop()}"
+        )
     if name == "quart-bare":
         return (
             f"quart {importlib.metadata.version('quart')}, hypercorn "
-            f"{importlib.metadata.version('hypercorn')}: form parsed, file written and fsynced, "
+            f"{importlib.metadata.version('hypercorn')}, {event_loop()}: form parsed, file written and fsynced, "
             "nothing checked (the floor)"
         )
     venv = CACHE / "venvs" / ("pypiserver" if name == "pypiserver" else "devpi")
@@ -652,6 +656,7 @@ for module, name in stages:
     timed({"views": views, "service": service}[module], name)
 reason.install()
 access.lean_log_records()
+access.buffer_lines()
 app = create_app(load_settings())
 """ + ON_HYPERCORN + """
 with open(out, "w") as file:

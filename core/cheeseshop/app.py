@@ -120,13 +120,12 @@ def create_app_from_env() -> Quart:
     """Application factory for ``hypercorn 'cheeseshop.app:create_app_from_env()'``.
 
     Used by each worker process of ``cheeseshop serve --workers N``, so it also does in
-    that process what ``cheeseshop serve`` does: logging set up as the CLI's, hypercorn
-    sending our reason phrases, lean log records and batched access lines.
+    that process what ``cheeseshop serve`` does: hypercorn sending our reason phrases,
+    lean log records and batched access lines. The rest of the logging is left to
+    whoever runs the factory (hypercorn's own ``--log-config``, say).
     """
-    from cheeseshop import logs
     from cheeseshop.web import reason
 
-    logs.configure()
     reason.install()
     access.lean_log_records()
     access.buffer_lines()

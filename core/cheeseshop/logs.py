@@ -10,6 +10,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def configure() -> None:
-    """Log INFO and above to stderr in :data:`LOG_FORMAT` (a no-op if logging is set up)."""
+    """Log INFO and above to stderr in :data:`LOG_FORMAT` (unless the root logger has a
+    handler already), and only warnings of alembic's."""
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     logging.getLogger("alembic").setLevel(logging.WARNING)

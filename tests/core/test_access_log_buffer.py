@@ -110,17 +110,48 @@ def test_whole_line_chunks_keep_an_overlong_line_alone() -> None:
     assert _whole_line_chunks([], 6) == []
 
 
-def test_buffer_lines_is_installed_once_with_the_usual_format(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_write_never_reaches_the_caller(
+    pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, write_end = pipe
+    reported: list[logging.LogRecord] = []
+    handler = BufferedLines(write_end, interval=3600, buffer_bytes=1)
+    monkeypatch.setattr(handler, "handleError", reported.append)
+
+    def broken_pipe(fd: int, data: bytes | memoryview) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(access.os, "write", broken_pipe)
+    record = _record("lost")
+    handler.handle(record)  # no exception: the request that logged it is not failed
+    assert reported == [record]
+    handler.close()
+
+
+def test_buffer_lines_is_installed_once_at_info_with_the_usual_format(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(access.log, "handlers", [])
     monkeypatch.setattr(access.log, "propagate", True)
+    level = access.log.level
+    access.log.setLevel(logging.WARNING)  # as in a worker whose logging nobody set up
     try:
         access.buffer_lines()
         access.buffer_lines()
         [handler] = access.log.handlers
         assert isinstance(handler, BufferedLines)
         assert access.log.propagate is False  # written once, not also by the root handler
+        assert access.log.isEnabledFor(logging.INFO)
         line = handler.format(_record('127.0.0.1 "GET /simple/ 1.1" 200 5 "-"'))
         assert line.endswith(' INFO cheeseshop.access: 127.0.0.1 "GET /simple/ 1.1" 200 5 "-"')
     finally:
         for handler in access.log.handlers:
             handler.close()
+        access.log.setLevel(level)
+
+
+def test_buffer_lines_leaves_an_operators_handler_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    own = logging.NullHandler()
+    monkeypatch.setattr(access.log, "handlers", [own])
+    access.buffer_lines()
+    assert access.log.handlers == [own]

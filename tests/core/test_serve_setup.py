@@ -30,10 +30,11 @@ def restored_switches(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     # serve also batches the access lines (access.buffer_lines): undone the same way.
     monkeypatch.setattr(access.log, "handlers", list(access.log.handlers))
     monkeypatch.setattr(access.log, "propagate", access.log.propagate)
-    before = set(access.log.handlers)
+    before, level = set(access.log.handlers), access.log.level
     yield
     for handler in set(access.log.handlers) - before:
         handler.close()
+    access.log.setLevel(level)
 
 
 class Collect(logging.Handler):

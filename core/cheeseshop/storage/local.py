@@ -45,7 +45,11 @@ class LocalFileStorage:
             self._write(path, lambda out: shutil.copyfileobj(src, out, 1024 * 1024))
 
     def put_bytes(self, path: str, data: bytes, *, info: StoredFileInfo | None = None) -> None:
-        """Write ``data`` to ``path`` as :meth:`put` copies a file (``BytesPuts``)."""
+        """Write ``data`` to ``path`` as :meth:`put` copies a file (``BytesPuts``).
+
+        A subclass that changes how :meth:`put` stores must change this too: the upload
+        stores small files and every core metadata file through it.
+        """
         self._write(path, lambda out: out.write(data))
 
     def _write(self, path: str, fill: Callable[[BinaryIO], object]) -> None:

@@ -1,11 +1,12 @@
-"""Receive a multipart upload body, streaming the file part to disk while hashing it.
+"""Receive a multipart upload body, hashing the file part as it arrives.
 
 Nothing is held in memory but the form's small text fields and a small file. The file
 part goes through md5, sha256 and blake2b-256 as it arrives; it stays in memory up to
-:data:`SPOOL_BYTES` and is written to a temporary file beyond that (a small upload then
-costs no file to create, write and remove, which on a busy disk took longer than the rest
-of receiving it). The size limits are enforced per chunk: an oversized upload is refused as soon as it crosses
-a limit, whatever Content-Length claimed (or without one, for a chunked body).
+:data:`SPOOL_BYTES` and streams to a temporary file beyond that (a small upload then
+costs no file to create, write and remove, which on a busy disk took longer than the
+rest of receiving it). The size limits are enforced per chunk: an oversized upload is
+refused as soon as it crosses a limit, whatever Content-Length claimed (or without one,
+for a chunked body).
 
 Which limits apply is asked for when the file part starts, with the fields that came
 before it: twine and uv send the metadata (``name`` included) first, so the caller can
@@ -44,6 +45,7 @@ __all__ = [
     "UploadForm",
     "mib",
     "receive_upload",
+    "write_temporary",
 ]
 
 FILE_FIELD = "content"
@@ -114,16 +116,25 @@ class ReceivedFile:
         """A temporary file holding the bytes: the one they arrived in, or a new one."""
         if self.path is None:
             assert self.data is not None
-            fd, name = tempfile.mkstemp(dir=self.directory, prefix="upload-")
-            self.path = Path(name)
-            with os.fdopen(fd, "wb") as out:
-                out.write(self.data)
+            self.path = write_temporary(self.directory, self.data)
         return self.path
 
     def remove(self) -> None:
         """Remove the temporary file, if there is one."""
         if self.path is not None:
             self.path.unlink(missing_ok=True)
+
+
+def write_temporary(directory: Path, data: bytes) -> Path:
+    """A new temporary file in ``directory`` holding ``data`` (the caller removes it)."""
+    fd, name = tempfile.mkstemp(dir=directory, prefix="upload-")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    return Path(name)
 
 
 @dataclasses.dataclass

@@ -16,8 +16,6 @@ import dataclasses
 import functools
 import hashlib
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -63,7 +61,7 @@ from cheeseshop.upload.candidate import DescribedRelease, UploadCandidate, Uploa
 from cheeseshop.upload.describe import is_large, render_large, render_small
 from cheeseshop.upload.lookup import IndexState, LockedProject, index_state, lock_project
 from cheeseshop.upload.form import FormError, UploadRequest, read_form
-from cheeseshop.upload.multipart import ReceivedFile, UploadForm
+from cheeseshop.upload.multipart import ReceivedFile, UploadForm, write_temporary
 
 __all__ = ["handle_upload"]
 
@@ -216,7 +214,11 @@ class _Steps:
         services = self.services
         description_html = rendered[0] if rendered is not None else _describe(services, checked)
         if services.hooks.validates_uploads:
-            candidate = _candidate(self.principal, checked, new_project=new_project)
+            try:
+                candidate = _candidate(self.principal, checked, new_project=new_project)
+            except OSError:  # writing a file held in memory out for the plugins: a full disk
+                log.exception("writing %s out for the upload plugins failed", checked.file.filename)
+                raise _not_stored() from None
             try:
                 services.hooks.validate_upload(candidate, services.settings)
             except UploadRejected as rejection:
@@ -227,12 +229,7 @@ class _Steps:
             # StorageUnavailable (an OSError) from a remote store, or a disk error: nothing
             # was recorded, and store() removed whatever it had stored.
             log.exception("storing %s failed", checked.file.filename)
-            raise APIError(
-                503,
-                "The file could not be stored: file storage is unavailable. Nothing was "
-                "recorded; try again later.",
-                headers={"Retry-After": "30"},
-            ) from None
+            raise _not_stored() from None
         try:
             return self.commit_settling_races(checked, paths, description_html)
         except APIError:
@@ -470,6 +467,16 @@ async def _describe_large(services: Services, checked: _Checked) -> tuple[str | 
     return (html,)
 
 
+def _not_stored() -> APIError:
+    """The 503 of an upload whose file could not be stored (nothing was recorded)."""
+    return APIError(
+        503,
+        "The file could not be stored: file storage is unavailable. Nothing was "
+        "recorded; try again later.",
+        headers={"Retry-After": "30"},
+    )
+
+
 def _candidate(principal: Principal, checked: _Checked, *, new_project: bool) -> UploadCandidate:
     return UploadCandidate(
         project=checked.request.name,
@@ -622,8 +629,9 @@ def _put_both(services: Services, checked: _Checked, paths: _Paths) -> None:
 
 
 def _put_received(storage: FileStorage, path: str, file: ReceivedFile, info: StoredFileInfo) -> None:
-    """Store the uploaded file, from memory or from its temporary file."""
-    if file.data is not None:
+    """Store the uploaded file: from memory when the storage takes bytes or the file has
+    no temporary file yet (a small one, not written out for the plugins), else from it."""
+    if file.data is not None and (file.path is None or isinstance(storage, BytesPuts)):
         _put_bytes(storage, path, file.data, file.directory, info)
     else:
         assert file.path is not None
@@ -638,11 +646,8 @@ def _put_bytes(
     if isinstance(storage, BytesPuts):
         storage.put_bytes(path, data, info=info)
         return
-    fd, name = tempfile.mkstemp(dir=scratch_directory, prefix="upload-")
-    scratch = Path(name)
+    scratch = write_temporary(scratch_directory, data)
     try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
         storage.put(path, scratch, info=info)
     finally:
         scratch.unlink(missing_ok=True)

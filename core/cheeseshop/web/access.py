@@ -121,7 +121,11 @@ class BufferedLines(logging.Handler):
         self._lines.append(line)
         self._size += len(line)
         if self._size >= self.buffer_bytes:
-            self._write()
+            try:
+                self._write()
+            except Exception:
+                # stderr gone or not writable: as StreamHandler does, never the request's error.
+                self.handleError(record)
 
     def flush(self) -> None:
         """Write every buffered line now."""
@@ -140,15 +144,19 @@ class BufferedLines(logging.Handler):
         while not self._closed.wait(interval):
             try:
                 self.flush()
-            except OSError:
+            except Exception:
                 pass  # stderr gone (closed pipe): the lines are dropped, as print's would be
 
     def _write(self) -> None:
         lines, self._lines, self._size = self._lines, [], 0
-        for chunk in _whole_line_chunks(lines, select.PIPE_BUF):
+        for chunk in _whole_line_chunks(lines, _ATOMIC_WRITE):
             view = memoryview(chunk)
             while view:
                 view = view[os.write(self.fd, view) :]
+
+
+#: Writes up to this size reach a pipe in one piece (POSIX's PIPE_BUF; 512 is its minimum).
+_ATOMIC_WRITE = getattr(select, "PIPE_BUF", 512)
 
 
 def _whole_line_chunks(lines: list[bytes], limit: int) -> list[bytes]:
@@ -168,16 +176,18 @@ def _whole_line_chunks(lines: list[bytes], limit: int) -> list[bytes]:
 
 
 def buffer_lines(fd: int = 2) -> None:
-    """Write the access log to ``fd`` (stderr) through :class:`BufferedLines`. Idempotent.
+    """Write the access log to ``fd`` (stderr) through :class:`BufferedLines`, at INFO.
 
-    Only the access lines are batched, in the usual format: warnings and
-    errors keep their own handler and appear at once, so an access line may follow a
-    later error line by up to :data:`FLUSH_SECONDS`. For ``cheeseshop serve``: a write
-    per line cost about 6% of the cached pages a process answers (``benchmarks/README.md``).
+    Only the access lines are batched, in the usual format: warnings and errors keep
+    their own handler and appear at once, so an access line may follow a later error
+    line by up to :data:`FLUSH_SECONDS`. For ``cheeseshop serve`` and its workers: a write
+    per line cost 3–5% of the cached pages a process answers (``benchmarks/README.md``).
+    A no-op when the access logger has a handler already (this one, or the operator's).
     """
-    if any(isinstance(handler, BufferedLines) for handler in log.handlers):
+    if log.handlers:
         return
     handler = BufferedLines(fd)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     log.addHandler(handler)
+    log.setLevel(logging.INFO)
     log.propagate = False
