@@ -7,6 +7,7 @@ access line that every cache hit writes, and which the web process's format neve
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import uvloop
 from click.testing import CliRunner
 
 from cheeseshop import cli
@@ -72,16 +74,16 @@ def test_lean_log_records_skip_caller_thread_and_process() -> None:
     assert (after.thread, after.threadName, after.process, after.processName) == (None, None, None, None)
 
 
-def test_lean_log_records_are_what_serve_runs_with(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _serve_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Run ``cheeseshop serve`` up to the point it would serve; what it had set up then."""
     for name in list(os.environ):
         if name.startswith("CHEESESHOP_"):
             monkeypatch.delenv(name)
-    served: list[Any] = []
+    seen: dict[str, Any] = {}
 
     async def serve_once(app: Any, config: Any) -> None:
-        served.append(logging.logThreads)
+        seen["logThreads"] = logging.logThreads
+        seen["loop"] = asyncio.get_running_loop()
 
     monkeypatch.setattr(cli, "_serve_until_signalled", serve_once)
     result = CliRunner().invoke(
@@ -89,32 +91,16 @@ def test_lean_log_records_are_what_serve_runs_with(
         ["serve", "--port", "8999"],
         env={"CHEESESHOP_DATA_DIR": str(tmp_path / "data"), "CHEESESHOP_OUTBOX_DELIVERY": "inline"},
     )
-
     assert result.exit_code == 0, result.output
-    assert served == [False]
+    return seen
+
+
+def test_lean_log_records_are_what_serve_runs_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert _serve_once(tmp_path, monkeypatch)["logThreads"] is False
     assert _record_of("served").threadName is None
 
 
 def test_serve_runs_on_uvloop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import asyncio
-
-    import uvloop
-
-    for name in list(os.environ):
-        if name.startswith("CHEESESHOP_"):
-            monkeypatch.delenv(name)
-    loops: list[Any] = []
-
-    async def serve_once(app: Any, config: Any) -> None:
-        loops.append(asyncio.get_running_loop())
-
-    monkeypatch.setattr(cli, "_serve_until_signalled", serve_once)
-    result = CliRunner().invoke(
-        cli.main,
-        ["serve", "--port", "8999"],
-        env={"CHEESESHOP_DATA_DIR": str(tmp_path / "data"), "CHEESESHOP_OUTBOX_DELIVERY": "inline"},
-    )
-
-    assert result.exit_code == 0, result.output
-    [loop] = loops
-    assert isinstance(loop, uvloop.Loop)
+    assert isinstance(_serve_once(tmp_path, monkeypatch)["loop"], uvloop.Loop)
