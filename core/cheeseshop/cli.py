@@ -108,7 +108,6 @@ def serve(ctx: click.Context, host: str, port: int, workers: int) -> None:
         from hypercorn.run import run
 
         config.worker_class = "uvloop" if _has_uvloop() else "asyncio"
-
         config.application_path = "cheeseshop.app:create_app_from_env()"
         # Each worker process imports the factory itself; hand it the same config file.
         if config_file:
@@ -121,11 +120,9 @@ def serve(ctx: click.Context, host: str, port: int, workers: int) -> None:
 
 def _has_uvloop() -> bool:
     """Whether uvloop is installed (it is a dependency, except on Windows)."""
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    import importlib.util
+
+    return importlib.util.find_spec("uvloop") is not None
 
 
 def _run_event_loop(main: Coroutine[Any, Any, None]) -> None:

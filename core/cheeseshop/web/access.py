@@ -6,7 +6,7 @@ of line (``client "METHOD /path?query HTTP-version" status bytes "user agent"``)
 ``cheeseshop.access`` logger at INFO, from the values at hand.
 
 In the web process the lines are written in batches (:func:`buffer_lines`): a write to
-stderr for every line was the costliest single step of answering a cached page.
+stderr for every line was the costliest step of our own in answering a cached page.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ log = logging.getLogger("cheeseshop.access")
 FLUSH_SECONDS = 0.5
 #: Lines held before they are written at once, whatever the time.
 BUFFER_BYTES = 64 * 1024
+#: Writes up to this size reach a pipe in one piece (POSIX's PIPE_BUF; 512 is its minimum).
+_ATOMIC_WRITE = getattr(select, "PIPE_BUF", 512)
 
 
 def install(app: Quart) -> None:
@@ -153,10 +155,6 @@ class BufferedLines(logging.Handler):
             view = memoryview(chunk)
             while view:
                 view = view[os.write(self.fd, view) :]
-
-
-#: Writes up to this size reach a pipe in one piece (POSIX's PIPE_BUF; 512 is its minimum).
-_ATOMIC_WRITE = getattr(select, "PIPE_BUF", 512)
 
 
 def _whole_line_chunks(lines: list[bytes], limit: int) -> list[bytes]:
