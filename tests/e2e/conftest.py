@@ -20,7 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from email.message import Message
 from pathlib import Path
 from typing import Any
@@ -145,6 +145,10 @@ class Server:
         except FileNotFoundError:
             return "\n(no server log)"
 
+    def stop(self) -> None:
+        """SIGTERM the server and assert that it exits cleanly (see :func:`_stop`)."""
+        _stop(self)
+
     def cli(self, *args: str, env: Mapping[str, str] | None = None) -> Result:
         """Run ``cheeseshop ARGS`` with the server's environment (plus ``env``)."""
         return run([CHEESESHOP, *args], env={**self.env, **(env or {})})
@@ -235,14 +239,15 @@ def _wait_until_ready(server: Server) -> None:
         raise _PortTaken(server.port)
 
 
-def _start(database: str, root: Path, env: dict[str, str]) -> Server:
-    """Start the server on a free port, trying another port if that one is taken first."""
+def _start(database: str, root: Path, env: dict[str, str], *options: str) -> Server:
+    """Start the server (with ``options`` for ``cheeseshop serve``) on a free port, trying
+    another port if that one is taken first."""
     for attempt in range(3):
         port = _free_port()
         log = root / f"server-{attempt}.log"
         with log.open("wb") as sink:
             process = subprocess.Popen(
-                [str(CHEESESHOP), "serve", "--host", "127.0.0.1", "--port", str(port)],
+                [str(CHEESESHOP), "serve", "--host", "127.0.0.1", "--port", str(port), *options],
                 env=env,
                 cwd=root,
                 stdin=subprocess.DEVNULL,
@@ -293,6 +298,22 @@ def _stop(server: Server, *, check: bool = True) -> None:
         assert process.returncode == 0, (
             f"cheeseshop serve exited with status {process.returncode} on SIGTERM" + server.output()
         )
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Start a ``cheeseshop serve`` on SQLite with extra options (once per test); whatever
+    is still running at the end is stopped, and must exit cleanly."""
+    started: list[Server] = []
+
+    def start(*options: str) -> Server:
+        server = _start("sqlite", tmp_path, _server_env(tmp_path, None), *options)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        _stop(server)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
