@@ -121,7 +121,8 @@ def create_app_from_env() -> Quart:
 
     Used by each worker process of ``cheeseshop serve --workers N``, so it also does in
     that process what ``cheeseshop serve`` does: hypercorn sending our reason phrases,
-    lean log records and batched access lines. The rest of the logging is left to
+    lean log records and batched access lines (written out before the worker dies of
+    a SIGTERM from its parent). The rest of the logging is left to
     whoever runs the factory (hypercorn's own ``--log-config``, say).
     """
     from cheeseshop.web import reason
@@ -129,6 +130,7 @@ def create_app_from_env() -> Quart:
     reason.install()
     access.lean_log_records()
     access.buffer_lines()
+    access.write_before_terminating()
     return create_app(load_settings())
 
 

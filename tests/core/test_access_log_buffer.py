@@ -6,6 +6,10 @@ import fcntl
 import logging
 import os
 import select
+import signal
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Iterator
 
@@ -155,3 +159,23 @@ def test_buffer_lines_leaves_an_operators_handler_alone(monkeypatch: pytest.Monk
     monkeypatch.setattr(access.log, "handlers", [own])
     access.buffer_lines()
     assert access.log.handlers == [own]
+
+
+def test_a_worker_killed_by_sigterm_writes_its_buffered_lines_first() -> None:
+    # A worker of `serve --workers N`, which hypercorn's parent may SIGTERM mid-shutdown.
+    script = textwrap.dedent(
+        """
+        import logging, os, signal
+        from cheeseshop.web import access
+        handler = access.BufferedLines(1, interval=3600)
+        access.log.addHandler(handler)
+        access.log.setLevel(logging.INFO)
+        access.write_before_terminating()
+        access.log.info("held in memory")
+        os.kill(os.getpid(), signal.SIGTERM)
+        print("still alive", flush=True)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert result.returncode == -signal.SIGTERM, result.stderr.decode()
+    assert result.stdout == b"held in memory\n"

@@ -14,13 +14,21 @@ from __future__ import annotations
 import logging
 import os
 import select
+import signal
 import threading
 
 from quart import Quart, Response, request
 
 from cheeseshop.logs import LOG_FORMAT
 
-__all__ = ["BufferedLines", "buffer_lines", "install", "lean_log_records", "log_response"]
+__all__ = [
+    "BufferedLines",
+    "buffer_lines",
+    "install",
+    "lean_log_records",
+    "log_response",
+    "write_before_terminating",
+]
 
 log = logging.getLogger("cheeseshop.access")
 
@@ -34,7 +42,15 @@ _ATOMIC_WRITE = getattr(select, "PIPE_BUF", 512)
 
 
 def install(app: Quart) -> None:
-    """Log every response of ``app`` (when ``cheeseshop.access`` is enabled for INFO)."""
+    """Log every response of ``app`` (when ``cheeseshop.access`` is enabled for INFO), and
+    write out buffered lines when it stops serving."""
+
+    @app.after_serving
+    async def write_buffered_lines() -> None:
+        # A worker of `serve --workers N` ends in os._exit (it is a multiprocessing child),
+        # so logging.shutdown never flushes its handlers: what they still hold goes now.
+        for handler in log.handlers:
+            handler.flush()
 
     @app.after_request
     async def access_line(response: Response) -> Response:
@@ -171,6 +187,26 @@ def _whole_line_chunks(lines: list[bytes], limit: int) -> list[bytes]:
     if current:
         chunks.append(b"".join(current))
     return chunks
+
+
+def write_before_terminating() -> None:
+    """On SIGTERM, write the buffered lines, then die of the signal as before.
+
+    For the workers of ``serve --workers N``: hypercorn's parent sends SIGTERM to the
+    workers still running once the first has shut down, and a worker dies of it at once,
+    with its last lines still in memory. Call it in the worker's main thread.
+    """
+
+    def terminated(signum: int, frame: object) -> None:
+        for handler in log.handlers:
+            try:
+                handler.flush()
+            except Exception:
+                pass  # the process is ending either way
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    signal.signal(signal.SIGTERM, terminated)
 
 
 def buffer_lines(fd: int = 2) -> None:
