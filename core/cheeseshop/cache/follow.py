@@ -31,6 +31,8 @@ _CHANGES = (
     .order_by(JournalEntry.id)
     .limit(bindparam("limit"))
 )
+
+
 def changes_since(session: Session, after: int) -> tuple[int, set[str]]:
     """The serial read up to, and the cache keys changed by entries after ``after``."""
     rows = session.execute(_CHANGES, {"after": after, "limit": BATCH}).all()

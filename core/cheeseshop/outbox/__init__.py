@@ -288,8 +288,6 @@ def _settle(
 
 
 _INSERT_DELIVERY = insert(_deliveries)
-
-
 _UPDATE_DELIVERY = (
     update(_deliveries)
     .where(_deliveries.c.event_id == bindparam("p_event_id"), _deliveries.c.plugin == bindparam("p_plugin"))

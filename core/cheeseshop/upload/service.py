@@ -55,7 +55,14 @@ from cheeseshop.packaging.filenames import InvalidFilename, ParsedFilename, pars
 from cheeseshop.config import Settings
 from cheeseshop.packaging.names import confusable_fold, normalize, prohibited_reason
 from cheeseshop.services import Services
-from cheeseshop.storage import BytesPuts, FileStorage, StoredFileInfo, metadata_path, storage_path
+from cheeseshop.storage import (
+    BytesPuts,
+    FileStorage,
+    StoredFileInfo,
+    metadata_path,
+    storage_path,
+    stored_paths,
+)
 from cheeseshop.packaging.description import InvalidDescription
 from cheeseshop.upload.candidate import DescribedRelease, UploadCandidate, UploadRejected
 from cheeseshop.upload.describe import is_large, render_large, render_small
@@ -88,10 +95,11 @@ async def handle_upload(services: Services, principal: Principal, form: UploadFo
     The work runs in two trips to an upload thread (:data:`_UPLOAD_THREADS`), around
     the steps that are awaited (the new-project rate limit, and a large description's
     rendering in a child process): checking (the form, the archive, the index), then
-    publishing (the description, the ``validate_upload`` hooks, storing and the commit). Each step is blocking code; on SQLite its database
-    work runs right in that thread, on PostgreSQL it is handed to the event loop
-    (:meth:`Database.call_blocking`). One trip per phase instead of one per step: each
-    trip costs a thread hand-over both ways, and an upload used to make eight of them.
+    publishing (the description, the ``validate_upload`` hooks, storing and the commit).
+    Each step is blocking code; on SQLite its database work runs right in that thread,
+    on PostgreSQL it is handed to the event loop (:meth:`Database.call_blocking`). One
+    trip per phase instead of one per step: each trip costs a thread hand-over both
+    ways, and an upload used to make eight of them.
     """
     steps = _Steps(services, principal, asyncio.get_running_loop())
     publishing: asyncio.Future[None] | None = None
@@ -293,9 +301,7 @@ class _Steps:
         """
         if self.read(lambda session: session.scalar(_FILE_AT_PATH, {"path": paths.file})) is not None:
             return
-        for path in (paths.file, paths.metadata):
-            if path is None:
-                continue
+        for path in stored_paths(paths.file, has_metadata=paths.metadata is not None):
             try:
                 self.services.storage.delete(path)
             except OSError:
@@ -317,6 +323,7 @@ class _Steps:
                 description_html=description_html,
             )
         )
+
 
 def _new_project_limits(
     services: Services, principal: Principal, address: str
