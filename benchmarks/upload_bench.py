@@ -503,7 +503,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from cheeseshop.app import create_app
 from cheeseshop.config import load_settings
-from cheeseshop.web import reason
+from cheeseshop.web import http11
 
 port, out = int(sys.argv[1]), sys.argv[2]
 profilers = []
@@ -513,7 +513,7 @@ def start_thread_profiler(frame, event, arg):
     profilers.append(profiler)
     profiler.enable()
 threading.setprofile(start_thread_profiler)
-reason.install()
+http11.install()
 app = create_app(load_settings())
 statements = collections.defaultdict(list)
 # Every engine: on SQLite the upload's transactions run on a second, synchronous engine.
@@ -622,7 +622,7 @@ from hypercorn.config import Config
 from cheeseshop.app import create_app
 from cheeseshop.config import load_settings
 from cheeseshop.upload import service, views
-from cheeseshop.web import access, reason
+from cheeseshop.web import access, http11
 
 port, out, stages = int(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
 times = collections.defaultdict(list)
@@ -654,7 +654,7 @@ def timed(module, name):
 
 for module, name in stages:
     timed({"views": views, "service": service}[module], name)
-reason.install()
+http11.install()
 access.lean_log_records()
 access.buffer_lines()
 app = create_app(load_settings())

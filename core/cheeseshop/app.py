@@ -125,9 +125,9 @@ def create_app_from_env() -> Quart:
     a SIGTERM from its parent). The rest of the logging is left to
     whoever runs the factory (hypercorn's own ``--log-config``, say).
     """
-    from cheeseshop.web import reason
+    from cheeseshop.web import http11
 
-    reason.install()
+    http11.install()
     access.lean_log_records()
     access.buffer_lines()
     access.write_before_terminating()

@@ -72,7 +72,7 @@ def serve(ctx: click.Context, host: str, port: int, workers: int) -> None:
     from cheeseshop.outbox.embedded import DeliveredElsewhere
     from cheeseshop.outbox.process import DeliveryProcess
     from cheeseshop.services import EXTENSION_KEY
-    from cheeseshop.web import access, reason
+    from cheeseshop.web import access, http11
 
     settings = _settings(ctx)
     try:
@@ -82,7 +82,7 @@ def serve(ctx: click.Context, host: str, port: int, workers: int) -> None:
         raise click.ClickException(str(error)) from None
     if settings.auto_migrate:
         upgrade(settings.resolved_database_url)
-    reason.install()
+    http11.install()
     access.lean_log_records()
     access.buffer_lines()
     config = Config()

@@ -56,6 +56,15 @@ def test_lines_wait_for_the_flush_and_close_writes_the_rest(pipe: tuple[int, int
     assert _drain(read_end) == b"first\nsecond\n"
 
 
+def test_closing_twice_is_harmless(pipe: tuple[int, int]) -> None:
+    # The test's close, then logging.shutdown's at exit: the second must not raise.
+    handler = BufferedLines(pipe[1], interval=3600)
+    handler.handle(_record("once"))
+    handler.close()
+    handler.close()
+    assert _drain(pipe[0]) == b"once\n"
+
+
 def test_the_timer_writes_buffered_lines(pipe: tuple[int, int]) -> None:
     read_end, write_end = pipe
     handler = BufferedLines(write_end, interval=0.05)
@@ -159,6 +168,62 @@ def test_buffer_lines_leaves_an_operators_handler_alone(monkeypatch: pytest.Monk
     monkeypatch.setattr(access.log, "handlers", [own])
     access.buffer_lines()
     assert access.log.handlers == [own]
+
+
+@pytest.fixture
+def batched(monkeypatch: pytest.MonkeyPatch, pipe: tuple[int, int]) -> Iterator[BufferedLines]:
+    """The access logger as ``buffer_lines`` leaves it, writing to ``pipe``."""
+    monkeypatch.setattr(access.log, "handlers", [])
+    monkeypatch.setattr(access.log, "filters", [])
+    monkeypatch.setattr(access.log, "propagate", True)
+    monkeypatch.setattr(access, "_batched", None)
+    level = access.log.level
+    access.buffer_lines(pipe[1])
+    [handler] = access.log.handlers
+    assert isinstance(handler, BufferedLines)
+    yield handler
+    handler.close()
+    access.log.setLevel(level)
+
+
+RESPONSE = (("10.0.0.1", 0), "GET", "/simple/caf\u00e9/", "1.1", 200, 11818, "pip/24.0 {\"ci\":null}")
+
+
+@pytest.mark.parametrize("instant", [1764392761.0, 1764392761.0007, 1764392761.9999, 1780000000.123456])
+def test_an_access_line_written_directly_is_the_line_logging_would_write(
+    batched: BufferedLines, pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch, instant: float
+) -> None:
+    monkeypatch.setattr(time, "time", lambda: instant)
+    monkeypatch.setattr(time, "time_ns", lambda: int(instant * 1e9))
+    access.log_response(*RESPONSE)  # straight into the buffer: no record
+    monkeypatch.setattr(access.log, "filters", [lambda record: True])  # now through logging
+    access.log_response(*RESPONSE)
+    batched.flush()
+    direct, logged, rest = _drain(pipe[0]).split(b"\n")
+    assert rest == b""
+    assert direct == logged
+    assert direct.endswith(' INFO cheeseshop.access: 10.0.0.1 "GET /simple/café/ 1.1" 200 11818 "pip/24.0 {\"ci\":null}"'.encode())
+
+
+def test_access_lines_reach_an_operators_handler_added_later(
+    batched: BufferedLines, pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.core.test_serve_setup import Collect
+
+    collect = Collect()
+    monkeypatch.setattr(access.log, "handlers", [batched, collect])
+    access.log_response(None, "HEAD", "/packages/a/b/c.whl", "1.1", 304, None, None)
+    batched.flush()
+    [record] = collect.records
+    assert record.getMessage() == '- "HEAD /packages/a/b/c.whl 1.1" 304 - "-"'
+    assert _drain(pipe[0]).endswith(b' INFO cheeseshop.access: - "HEAD /packages/a/b/c.whl 1.1" 304 - "-"\n')
+
+
+def test_no_access_line_when_info_is_off(batched: BufferedLines, pipe: tuple[int, int]) -> None:
+    access.log.setLevel(logging.WARNING)
+    access.log_response(None, "GET", "/simple/", "1.1", 200, 5, None)
+    batched.flush()
+    assert _drain(pipe[0]) == b""
 
 
 def test_a_worker_killed_by_sigterm_writes_its_buffered_lines_first() -> None:

@@ -1,0 +1,155 @@
+"""hypercorn's HTTP/1.1 responses as ``cheeseshop serve`` builds them (cheeseshop.web.http11).
+
+Reason phrases from the private header, and h11's header checks done once per (name,
+value) pair: whatever is remembered, a response is refused exactly when h11 refuses it
+and otherwise carries exactly the headers h11 would give it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import h11
+import pytest
+from hypercorn.protocol import h11 as hypercorn_h11
+
+from cheeseshop.web import http11
+from cheeseshop.web.reason import REASON_HEADER
+
+PAGE_HEADERS = [
+    (b"etag", b'"4667ef1148ad204f4bcdbf7ea8354a76"'),
+    (b"cache-control", b"max-age=600, public"),
+    (b"vary", b"Accept, Accept-Encoding"),
+    (b"content-type", b"application/vnd.pypi.simple.v1+json"),
+    (b"content-length", b"11818"),
+    (b"date", b"Sun, 29 Nov 2026 05:06:01 GMT"),
+]
+
+
+@pytest.fixture(autouse=True)
+def forgotten(monkeypatch: pytest.MonkeyPatch) -> Iterator[set[tuple[bytes, bytes]]]:
+    """Each test starts with nothing remembered and leaves hypercorn's h11 as it found it."""
+    checked: set[tuple[bytes, bytes]] = set()
+    monkeypatch.setattr(http11, "_checked", checked)
+    monkeypatch.setattr(hypercorn_h11, "h11", hypercorn_h11.h11)
+    yield checked
+
+
+def _wire(response: h11.Response) -> bytes:
+    """The bytes an h11 server connection writes for ``response`` to a GET."""
+    connection = h11.Connection(h11.SERVER)
+    connection.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert isinstance(connection.next_event(), h11.Request)
+    return connection.send(response) or b""
+
+
+@pytest.mark.parametrize("rounds", [1, 2, 3])
+def test_a_response_is_what_h11_would_build_however_often_it_is_sent(rounds: int) -> None:
+    plain = h11.Response(headers=PAGE_HEADERS, status_code=200)
+    for _ in range(rounds):
+        built = http11.response(headers=list(PAGE_HEADERS), status_code=200)
+        assert built.headers.raw_items() == plain.headers.raw_items()
+        assert (built.status_code, built.reason, built.http_version) == (200, b"", b"1.1")
+        assert _wire(built) == _wire(plain)
+
+
+def test_checked_pairs_are_remembered_and_only_new_ones_are_checked(
+    forgotten: set[tuple[bytes, bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    http11.response(headers=PAGE_HEADERS, status_code=200)
+    assert forgotten == set(PAGE_HEADERS)
+
+    seen: list[list[tuple[bytes, bytes]]] = []
+    real = h11.Response
+
+    def spy(**kwargs: object) -> h11.Response:
+        if not kwargs.get("_parsed"):
+            seen.append(list(kwargs["headers"]))  # type: ignore[call-overload]
+        return real(**kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(h11, "Response", spy)
+    new = (b"x-pypi-last-serial", b"43")
+    http11.response(headers=[*PAGE_HEADERS, new], status_code=200)
+    assert seen == [[new]]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        (b"x-injected", b"one\r\nset-cookie: evil=1"),
+        (b"x-newline", b"a\nb"),
+        (b"bad name", b"value"),
+        (b"", b"empty name"),
+        (b"content-length", b"-1"),
+    ],
+)
+def test_a_header_h11_refuses_is_refused_every_time(bad: tuple[bytes, bytes]) -> None:
+    for _ in range(3):
+        with pytest.raises(h11.LocalProtocolError):
+            http11.response(headers=[*PAGE_HEADERS, bad], status_code=200)
+    # Refused pairs are never remembered; the good ones are.
+    assert bad not in http11._checked
+    with pytest.raises(h11.LocalProtocolError):
+        h11.Response(headers=[bad], status_code=200)
+
+
+def test_rules_across_headers_still_apply_to_remembered_pairs() -> None:
+    http11.response(headers=[(b"content-length", b"1")], status_code=200)
+    http11.response(headers=[(b"content-length", b"2")], status_code=200)
+    with pytest.raises(h11.LocalProtocolError, match="conflicting Content-Length"):
+        http11.response(headers=[(b"content-length", b"1"), (b"content-length", b"2")], status_code=200)
+    http11.response(headers=[(b"transfer-encoding", b"chunked")], status_code=200)
+    with pytest.raises(h11.LocalProtocolError, match="multiple Transfer-Encoding"):
+        http11.response(
+            headers=[(b"transfer-encoding", b"chunked"), (b"transfer-encoding", b"chunked")],
+            status_code=200,
+        )
+
+
+def test_the_reason_header_becomes_the_reason_phrase() -> None:
+    reason = (REASON_HEADER.lower().encode(), b"File already exists.")
+    built = http11.response(headers=[*PAGE_HEADERS[:2], reason, *PAGE_HEADERS[2:]], status_code=400)
+    assert built.reason == b"File already exists."
+    assert built.headers.raw_items() == h11.Response(headers=PAGE_HEADERS, status_code=400).headers.raw_items()
+    assert _wire(built).startswith(b"HTTP/1.1 400 File already exists.\r\n")
+    # Sent as the app spelled it, too.
+    mixed = (REASON_HEADER.encode(), b"Forbidden.")
+    assert http11.response(headers=[mixed], status_code=403).reason == b"Forbidden."
+
+
+def test_an_int_enum_status_is_sent_as_its_number() -> None:
+    from http import HTTPStatus
+
+    built = http11.response(headers=PAGE_HEADERS, status_code=HTTPStatus.NOT_FOUND)
+    assert type(built.status_code) is int
+    assert _wire(built).startswith(b"HTTP/1.1 404 \r\n")
+
+
+def test_headers_other_than_bytes_are_converted_by_h11_and_not_remembered(
+    forgotten: set[tuple[bytes, bytes]],
+) -> None:
+    built = http11.response(headers=[("content-type", "text/plain"), (bytearray(b"x-a"), b"1")], status_code=200)
+    assert built.headers.raw_items() == [(b"content-type", b"text/plain"), (b"x-a", b"1")]
+    assert forgotten == set()
+
+
+def test_what_is_remembered_is_bounded(
+    forgotten: set[tuple[bytes, bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(http11, "CHECKED_PAIRS_MAX", 8)
+    for serial in range(20):
+        http11.response(headers=[*PAGE_HEADERS[:2], (b"x-pypi-last-serial", str(serial).encode())], status_code=200)
+        assert len(forgotten) <= 8
+    assert (b"x-pypi-last-serial", b"19") in forgotten
+
+
+def test_install_gives_hypercorn_h11_with_our_response_once() -> None:
+    http11.install()
+    installed = hypercorn_h11.h11
+    assert installed.Response is http11.response
+    assert installed is not h11
+    # Every other name is h11's own, read without a proxy in between.
+    for name in ("Connection", "Request", "Data", "EndOfMessage", "NEED_DATA", "PAUSED", "LocalProtocolError"):
+        assert getattr(installed, name) is getattr(h11, name)
+    http11.install()
+    assert hypercorn_h11.h11 is installed
