@@ -9,7 +9,7 @@ headers: no database, no rendering, no hashing.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
 from quart import Response, request
@@ -111,7 +111,7 @@ def page_headers(
     *,
     cache_control: str,
     vary: str | None = None,
-    headers: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
     plugin_headers: Sequence[tuple[str, str]] = (),
     sent: Representation | None = None,
 ) -> dict[str, str]:
@@ -137,7 +137,7 @@ def page_headers(
         vary = f"{vary}, Accept-Encoding" if vary else "Accept-Encoding"
     if vary:
         out["Vary"] = vary
-    out.update(headers or {})
+    out.update(headers)
     out.update(plugin_headers)
     return out
 
@@ -148,7 +148,7 @@ def page_response(
     *,
     cache_control: str,
     vary: str | None = None,
-    headers: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] = {},  # noqa: B006  # read, never changed
 ) -> Response:
     """The response for a cached page (gzipped when accepted): 304 when the client's ETag
     matches."""

@@ -40,7 +40,7 @@ from cheeseshop.simple import files, negotiate
 from cheeseshop.storage import SmallFileReads
 from cheeseshop.simple import views as simple_views
 from cheeseshop.web import COMMON_HEADERS, access
-from cheeseshop.web.cached import not_modified, page_headers, representation, variant_for
+from cheeseshop.web.cached import Representation, not_modified, page_headers, representation, variant_for
 
 __all__ = ["CachedPageFastPath", "PageRoute", "route"]
 
@@ -58,7 +58,7 @@ class PageRoute(NamedTuple):
     variant: str
     cache_control: str
     vary: str | None
-    headers: dict[str, str] | None
+    headers: tuple[tuple[str, str], ...]
 
 
 def route(path: str, accept: str | None, *, base_url: str | None, origin: str) -> PageRoute | None:
@@ -76,7 +76,7 @@ def route(path: str, accept: str | None, *, base_url: str | None, origin: str) -
             return None
         variant = simple_views.VARIANTS[content_type]
         if not name:
-            return PageRoute(ALL_PROJECTS, variant, simple_views.CACHE_CONTROL, "Accept", None)
+            return PageRoute(ALL_PROJECTS, variant, simple_views.CACHE_CONTROL, "Accept", ())
         if name.count("/") != 1 or not name.endswith("/"):
             return None
         return PageRoute(
@@ -84,7 +84,7 @@ def route(path: str, accept: str | None, *, base_url: str | None, origin: str) -
             variant_for(variant, base_url=base_url, origin=origin),
             simple_views.CACHE_CONTROL,
             "Accept",
-            None,
+            (),
         )
     if path.startswith("/pypi/") and path.endswith("/json"):
         parts = path[6:-5].split("/")
@@ -99,9 +99,16 @@ def route(path: str, accept: str | None, *, base_url: str | None, origin: str) -
             variant_for(variant, base_url=base_url, origin=origin),
             jsonapi_views.CACHE_CONTROL,
             None,
-            jsonapi_views.CORS_HEADERS,
+            _JSON_API_HEADERS,
         )
     return None
+
+
+_JSON_API_HEADERS = tuple(jsonapi_views.CORS_HEADERS.items())
+#: Encoded header lists kept for cached pages, at most (forgotten all at once beyond it).
+HEADER_LISTS_KEPT = 4096
+
+RawHeaders = tuple[tuple[bytes, bytes], ...]
 
 
 class CachedPageFastPath:
@@ -110,6 +117,7 @@ class CachedPageFastPath:
     def __init__(self, app: ASGIApp, services: Services) -> None:
         self.app = app
         self.services = services
+        self._headers: dict[tuple[PageRoute, str, int, str | None, int], RawHeaders] = {}
 
     async def __call__(self, scope: Scope, receive: Callable[..., Awaitable[Any]], send: Callable[..., Awaitable[None]]) -> None:
         """Answer a cache hit here; call the wrapped app for everything else."""
@@ -153,24 +161,41 @@ class CachedPageFastPath:
         headers: dict[bytes, str],
     ) -> None:
         sent = representation(page, headers.get(b"accept-encoding"))
-        out = page_headers(
-            page,
-            cache_control=found.cache_control,
-            vary=found.vary,
-            headers=found.headers,
-            plugin_headers=self.services.hooks.response_headers((found.key,), self.services.settings),
-            sent=sent,
-        )
         if_none_match = headers.get(b"if-none-match")
-        if if_none_match is not None and not_modified(page, parse_etags(if_none_match)):
-            status, body = 304, b""
-        else:
-            status, body = 200, sent.body
-            out["Content-Type"] = page.content_type
-            out["Content-Length"] = str(len(body))
-        await _start(send, status, out)
-        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
-        _log(scope, status, len(body) if status == 200 else None, headers)
+        status = 304 if if_none_match is not None and not_modified(page, parse_etags(if_none_match)) else 200
+        # A copy: an ASGI middleware around this one may add to the list it is given.
+        raw = list(self._page_headers(page, found, sent, status))
+        await send({"type": "http.response.start", "status": status, "headers": raw})
+        body = sent.body if status == 200 and scope["method"] != "HEAD" else b""
+        await send({"type": "http.response.body", "body": body})
+        _log(scope, status, len(sent.body) if status == 200 else None, headers)
+
+    def _page_headers(self, page: CachedPage, found: PageRoute, sent: Representation, status: int) -> RawHeaders:
+        """The encoded headers of a response with ``page``: built once, then reused.
+
+        They depend on nothing else than the route, the page (its ETag stands for its
+        body and type), the representation sent and the status; the plugins' part too,
+        which depends on the keys alone (``cheeseshop_response_headers``).
+        """
+        kept = (found, page.etag, page.serial, sent.encoding, status)
+        raw = self._headers.get(kept)
+        if raw is None:
+            out = page_headers(
+                page,
+                cache_control=found.cache_control,
+                vary=found.vary,
+                headers=found.headers,
+                plugin_headers=self.services.hooks.response_headers((found.key,), self.services.settings),
+                sent=sent,
+            )
+            if status == 200:
+                out["Content-Type"] = page.content_type
+                out["Content-Length"] = str(len(sent.body))
+            raw = _encoded(out)
+            if len(self._headers) >= HEADER_LISTS_KEPT:
+                self._headers.clear()
+            self._headers[kept] = raw
+        return raw
 
     async def _answer_download(self, scope: Scope, send: Send, path: str) -> bool:
         """Serve a download whose lookup is cached with 200 or 304; False to let the view answer."""
@@ -242,10 +267,14 @@ class CachedPageFastPath:
 
 async def _start(send: Send, status: int, headers: dict[str, str]) -> None:
     """Send the status line and ``headers``, with the common headers the app adds to all."""
+    await send({"type": "http.response.start", "status": status, "headers": list(_encoded(headers))})
+
+
+def _encoded(headers: dict[str, str]) -> RawHeaders:
+    """``headers`` and the common headers the app adds to all, as ASGI's byte pairs."""
     for name, value in COMMON_HEADERS.items():
         headers.setdefault(name, value)
-    raw = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw})
+    return tuple((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items())
 
 
 def _log(scope: Scope, status: int, length: int | None, headers: dict[bytes, str]) -> None:

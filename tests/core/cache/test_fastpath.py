@@ -93,6 +93,11 @@ async def test_a_purge_sends_the_next_request_to_quart_which_shows_the_change(
     assert quart_requests.paths.count("/simple/fast-two/") == 2
     assert (await after.get_json())["versions"] == ["1.0", "2.0"]
     assert after.headers["ETag"] != first.headers["ETag"]
+    # The next hit, from the fast path again, carries the new page's headers, not the old.
+    hit = await get(cheeseshop_client, "/simple/fast-two/", Accept=JSON)
+    assert quart_requests.paths.count("/simple/fast-two/") == 2
+    assert headers_of(hit) == headers_of(after)
+    assert int(hit.headers["X-PyPI-Last-Serial"]) > int(first.headers["X-PyPI-Last-Serial"])
 
 
 async def test_what_the_fast_path_does_not_serve_goes_to_quart(upload, cheeseshop_client, quart_requests):
@@ -146,9 +151,9 @@ class TestWithAPluginsHeaders:
 @pytest.mark.parametrize(
     ("path", "accept", "expected"),
     [
-        ("/simple/numpy/", JSON, PageRoute("project/numpy", "json https://h", "max-age=600, public", "Accept", None)),
-        ("/simple/numpy/", None, PageRoute("project/numpy", "html https://h", "max-age=600, public", "Accept", None)),
-        ("/simple/", JSON, PageRoute(ALL_PROJECTS, "json", "max-age=600, public", "Accept", None)),
+        ("/simple/numpy/", JSON, PageRoute("project/numpy", "json https://h", "max-age=600, public", "Accept", ())),
+        ("/simple/numpy/", None, PageRoute("project/numpy", "html https://h", "max-age=600, public", "Accept", ())),
+        ("/simple/", JSON, PageRoute(ALL_PROJECTS, "json", "max-age=600, public", "Accept", ())),
         ("/simple/numpy/", "image/png", None),
         ("/simple/numpy", JSON, None),
         ("/simple/a/b/", JSON, None),
@@ -167,7 +172,7 @@ def test_route_for_the_json_api_and_with_a_base_url():
     assert project is not None and release is not None
     assert (project.key, project.variant, project.vary) == ("project/numpy", "pypi-json", None)
     assert (release.key, release.variant) == ("project/numpy", "pypi-json 2.0 http://h")
-    assert release.headers and release.headers["Access-Control-Allow-Origin"] == "*"
+    assert dict(release.headers)["Access-Control-Allow-Origin"] == "*"
 
 
 class TestWithTheRedisCache:
