@@ -12,7 +12,8 @@ same (key, variant) the views store pages under, and a view stores a page only f
 canonical request it would answer with that page (a non-normalized name is redirected, a
 bad version refused, and neither is ever cached). A query string, an unacceptable
 ``Accept`` or any miss goes to Quart, which renders, stores, and answers. The headers
-come from the same :func:`~cheeseshop.web.cached.page_headers` the views use.
+come from the same :func:`~cheeseshop.web.cached.page_headers` the views use, encoded once
+per page, route, representation and status, and reused for every hit after that.
 
 Downloads (``/packages/<path>``) are served here the same way: the download view keeps the
 lookup of a visible file (its sha256) in the page cache under its project's key (see
