@@ -189,20 +189,98 @@ def batched(monkeypatch: pytest.MonkeyPatch, pipe: tuple[int, int]) -> Iterator[
 RESPONSE = (("10.0.0.1", 0), "GET", "/simple/caf\u00e9/", "1.1", 200, 11818, "pip/24.0 {\"ci\":null}")
 
 
-@pytest.mark.parametrize("instant", [1764392761.0, 1764392761.0007, 1764392761.9999, 1780000000.123456])
-def test_an_access_line_written_directly_is_the_line_logging_would_write(
-    batched: BufferedLines, pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch, instant: float
-) -> None:
+def _only_ours(monkeypatch: pytest.MonkeyPatch) -> list[logging.Handler]:
+    """The access logger's handlers without pytest's: since pytest 8 it adds its capturing
+    handlers to loggers that do not propagate, as ``buffer_lines`` makes this one."""
+    ours = [handler for handler in access.log.handlers if isinstance(handler, BufferedLines)]
+    monkeypatch.setattr(access.log, "handlers", ours)
+    return ours
+
+
+def _records_made(monkeypatch: pytest.MonkeyPatch) -> list[logging.LogRecord]:
+    """Every log record made from now on (the direct path makes none)."""
+    made: list[logging.LogRecord] = []
+    factory = logging.getLogRecordFactory()
+
+    def recording(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        made.append(record)
+        return record
+
+    monkeypatch.setattr(logging, "_logRecordFactory", recording)
+    return made
+
+
+@pytest.fixture
+def far_from_utc() -> Iterator[None]:
+    """Local time five hours behind UTC, so local and UTC stamps differ."""
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = "America/New_York"
+    time.tzset()
+    yield
+    if before is None:
+        del os.environ["TZ"]
+    else:
+        os.environ["TZ"] = before
+    time.tzset()
+
+
+def _direct_then_logged(pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch, instant: float) -> tuple[bytes, bytes]:
+    """The access line for RESPONSE at ``instant``: written directly, then through logging."""
     monkeypatch.setattr(time, "time", lambda: instant)
     monkeypatch.setattr(time, "time_ns", lambda: int(instant * 1e9))
+    [handler] = _only_ours(monkeypatch)
+    records = _records_made(monkeypatch)
     access.log_response(*RESPONSE)  # straight into the buffer: no record
-    monkeypatch.setattr(access.log, "filters", [lambda record: True])  # now through logging
-    access.log_response(*RESPONSE)
-    batched.flush()
+    assert records == []
+    with monkeypatch.context() as patched:
+        patched.setattr(access.log, "filters", [lambda record: True])  # now through logging
+        access.log_response(*RESPONSE)
+    assert len(records) == 1
+    handler.flush()
     direct, logged, rest = _drain(pipe[0]).split(b"\n")
     assert rest == b""
-    assert direct == logged
-    assert direct.endswith(' INFO cheeseshop.access: 10.0.0.1 "GET /simple/café/ 1.1" 200 11818 "pip/24.0 {\"ci\":null}"'.encode())
+    return direct, logged
+
+
+@pytest.mark.usefixtures("far_from_utc")
+@pytest.mark.parametrize("converter", ["localtime", "gmtime"])
+def test_an_access_line_written_directly_is_the_line_logging_would_write(
+    batched: BufferedLines, pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch, converter: str
+) -> None:
+    # logging.Formatter.converter = time.gmtime is how an operator logs in UTC.
+    monkeypatch.setattr(access._FORMATTER, "converter", getattr(time, converter))
+    # One handler across second boundaries: its once-a-second stamp must follow.
+    for instant in (1764392761.0, 1764392761.0007, 1764392761.9999, 1764392762.0004, 1780000000.123456):
+        direct, logged = _direct_then_logged(pipe, monkeypatch, instant)
+        assert direct == logged
+        assert direct.endswith(' INFO cheeseshop.access: 10.0.0.1 "GET /simple/café/ 1.1" 200 11818 "pip/24.0 {\"ci\":null}"'.encode())
+    expected = time.strftime("%Y-%m-%d %H:%M:%S", getattr(time, converter)(1780000000))
+    assert direct.startswith(f"{expected},123 ".encode())
+
+
+@pytest.mark.parametrize("change", ["handler filter", "handler level", "another formatter"])
+def test_a_changed_handler_gets_log_records_again(
+    batched: BufferedLines, pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    _only_ours(monkeypatch)
+    if change == "handler filter":
+        monkeypatch.setattr(batched, "filters", [lambda record: "skip" not in record.getMessage()])
+    elif change == "handler level":
+        monkeypatch.setattr(batched, "level", logging.WARNING)
+    else:
+        monkeypatch.setattr(batched, "formatter", logging.Formatter("%(levelname)s %(message)s"))
+    access.log_response(None, "GET", "/skip/me/", "1.1", 200, 5, None)
+    access.log_response(None, "GET", "/simple/", "1.1", 200, 5, None)
+    batched.flush()
+    written = _drain(pipe[0])
+    if change == "another formatter":
+        assert written == b'INFO - "GET /skip/me/ 1.1" 200 5 "-"\nINFO - "GET /simple/ 1.1" 200 5 "-"\n'
+    elif change == "handler filter":
+        assert written.endswith(b' INFO cheeseshop.access: - "GET /simple/ 1.1" 200 5 "-"\n')
+        assert b"skip" not in written
+    else:
+        assert written == b""
 
 
 def test_access_lines_reach_an_operators_handler_added_later(

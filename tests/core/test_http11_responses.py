@@ -117,6 +117,35 @@ def test_the_reason_header_becomes_the_reason_phrase() -> None:
     assert http11.response(headers=[mixed], status_code=403).reason == b"Forbidden."
 
 
+def test_every_reason_header_is_removed_and_the_first_one_is_the_phrase() -> None:
+    name = REASON_HEADER.lower().encode()
+    built = http11.response(
+        headers=[(name, b"First."), *PAGE_HEADERS, (memoryview(REASON_HEADER.encode()), b"Second.")],  # type: ignore[list-item]
+        status_code=400,
+    )
+    assert built.reason == b"First."
+    assert built.headers.raw_items() == h11.Response(headers=PAGE_HEADERS, status_code=400).headers.raw_items()
+
+
+@pytest.mark.parametrize("phrase", [b"Bad\r\nSet-Cookie: evil=1", b"nul\x00byte", b"bell\x07"])
+def test_a_reason_that_is_not_a_valid_phrase_is_not_sent(phrase: bytes) -> None:
+    built = http11.response(headers=[(REASON_HEADER.encode(), phrase), *PAGE_HEADERS], status_code=400)
+    assert built.reason == b""
+    wire = _wire(built)
+    assert wire.startswith(b"HTTP/1.1 400 \r\n")
+    assert b"evil" not in wire and REASON_HEADER.lower().encode() not in wire.lower()
+
+
+def test_long_pairs_are_checked_every_time_and_never_remembered(
+    forgotten: set[tuple[bytes, bytes]],
+) -> None:
+    location = (b"location", b"/simple/" + b"a" * 1000 + b"/")
+    for _ in range(2):
+        http11.response(headers=[*PAGE_HEADERS, location], status_code=301)
+    assert location not in forgotten
+    assert set(PAGE_HEADERS) <= forgotten
+
+
 def test_an_int_enum_status_is_sent_as_its_number() -> None:
     from http import HTTPStatus
 

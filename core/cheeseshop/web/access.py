@@ -41,8 +41,10 @@ BUFFER_BYTES = 64 * 1024
 #: The date and time of :data:`~cheeseshop.logs.LOG_FORMAT` (``logging.Formatter``'s
 #: default), to which the milliseconds are added.
 _DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
-#: The handler :func:`buffer_lines` installed, which :func:`log_response` writes to directly.
+#: The handler :func:`buffer_lines` installed, which :func:`log_response` writes to
+#: directly while it formats with :data:`_FORMATTER`.
 _batched: BufferedLines | None = None
+_FORMATTER = logging.Formatter(LOG_FORMAT)
 #: Writes up to this size reach a pipe in one piece (POSIX's PIPE_BUF; 512 is its minimum).
 _ATOMIC_WRITE = getattr(select, "PIPE_BUF", 512)
 
@@ -90,6 +92,9 @@ def lean_log_records() -> None:
     logging.logMultiprocessing = False
 
 
+_ACCESS_LINE = '%s "%s %s %s" %d %s "%s"'
+
+
 def log_response(
     client: tuple[str, int] | None,
     method: str,
@@ -118,13 +123,17 @@ def log_response(
         user_agent or "-",
     )
     handler = _batched
-    if handler is not None and log.handlers == [handler] and not log.filters:
+    if (
+        handler is not None
+        and log.handlers == [handler]
+        and not log.filters
+        and not handler.filters
+        and handler.formatter is _FORMATTER
+        and handler.level <= logging.INFO
+    ):
         handler.write_info(log.name, _ACCESS_LINE % args)
     else:
         log.info(_ACCESS_LINE, *args)
-
-
-_ACCESS_LINE = '%s "%s %s %s" %d %s "%s"'
 
 
 class BufferedLines(logging.Handler):
@@ -143,7 +152,7 @@ class BufferedLines(logging.Handler):
         self.buffer_bytes = buffer_bytes
         self._lines: list[bytes] = []
         self._size = 0
-        self._second, self._stamp = -1, ""
+        self._stamp = (-1, "")
         self._stopping = threading.Event()
         self._flusher = threading.Thread(
             target=self._flush_every, args=(interval,), name="cheeseshop-access-log", daemon=True
@@ -178,9 +187,12 @@ class BufferedLines(logging.Handler):
         """
         now = time.time()
         second = int(now)
-        if second != self._second:  # the date and time change once a second, not per line
-            self._second, self._stamp = second, time.strftime(_DATE_FORMAT, time.localtime(second))
-        line = f"{self._stamp},{int((now - second) * 1000):03d} INFO {name}: {message}\n"
+        stamped, stamp = self._stamp
+        if second != stamped:  # the date and time change once a second, not per line
+            converter = self.formatter.converter if self.formatter else time.localtime
+            stamp = time.strftime(_DATE_FORMAT, converter(second))
+            self._stamp = (second, stamp)
+        line = f"{stamp},{int((now - second) * 1000):03d} INFO {name}: {message}\n"
         with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__
             self._add(line.encode("utf-8", "backslashreplace"), None)
 
@@ -261,7 +273,7 @@ def buffer_lines(fd: int = 2) -> None:
     if log.handlers:
         return
     handler = BufferedLines(fd)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setFormatter(_FORMATTER)
     log.addHandler(handler)
     _batched = handler
     log.setLevel(logging.INFO)

@@ -148,7 +148,7 @@ def page_response(
     *,
     cache_control: str,
     vary: str | None = None,
-    headers: Mapping[str, str] = {},  # noqa: B006  # read, never changed
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
 ) -> Response:
     """The response for a cached page (gzipped when accepted): 304 when the client's ETag
     matches."""

@@ -118,7 +118,7 @@ class CachedPageFastPath:
     def __init__(self, app: ASGIApp, services: Services) -> None:
         self.app = app
         self.services = services
-        self._headers: dict[tuple[PageRoute, str, int, str | None, int], RawHeaders] = {}
+        self._headers: dict[tuple[object, ...], RawHeaders] = {}
 
     async def __call__(self, scope: Scope, receive: Callable[..., Awaitable[Any]], send: Callable[..., Awaitable[None]]) -> None:
         """Answer a cache hit here; call the wrapped app for everything else."""
@@ -164,21 +164,30 @@ class CachedPageFastPath:
         sent = representation(page, headers.get(b"accept-encoding"))
         if_none_match = headers.get(b"if-none-match")
         status = 304 if if_none_match is not None and not_modified(page, parse_etags(if_none_match)) else 200
-        # A copy: an ASGI middleware around this one may add to the list it is given.
+        # A new list: an ASGI middleware around this one may add to the list it is given.
         raw = list(self._page_headers(page, found, sent, status))
+        if status == 200:
+            # Not kept with the rest: the gzipped body's length depends on the zlib that
+            # compressed it, which may not be this process's (a shared Redis cache).
+            raw.append((b"content-length", str(len(sent.body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": raw})
         body = sent.body if status == 200 and scope["method"] != "HEAD" else b""
         await send({"type": "http.response.body", "body": body})
         _log(scope, status, len(sent.body) if status == 200 else None, headers)
 
     def _page_headers(self, page: CachedPage, found: PageRoute, sent: Representation, status: int) -> RawHeaders:
-        """The encoded headers of a response with ``page``: built once, then reused.
+        """The encoded headers of a response with ``page``, bar Content-Length: built once,
+        then reused.
 
-        They depend on nothing else than the route, the page (its ETag stands for its
-        body and type), the representation sent and the status; the plugins' part too,
-        which depends on the keys alone (``cheeseshop_response_headers``).
+        They depend on the route's key and constants (not its variant, which holds the
+        client's Host), the page's ETag (which stands for its body and type) and serial,
+        whether it has a gzipped body (``Vary``), the representation sent and the status;
+        the plugins' part on the key alone (``cheeseshop_response_headers``).
         """
-        kept = (found, page.etag, page.serial, sent.encoding, status)
+        kept = (
+            found.key, found.cache_control, found.vary, found.headers,
+            page.etag, page.serial, page.gzipped is None, sent.encoding, status,
+        )  # fmt: skip
         raw = self._headers.get(kept)
         if raw is None:
             out = page_headers(
@@ -191,7 +200,6 @@ class CachedPageFastPath:
             )
             if status == 200:
                 out["Content-Type"] = page.content_type
-                out["Content-Length"] = str(len(sent.body))
             raw = _encoded(out)
             if len(self._headers) >= HEADER_LISTS_KEPT:
                 self._headers.clear()

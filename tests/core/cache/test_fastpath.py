@@ -175,6 +175,58 @@ def test_route_for_the_json_api_and_with_a_base_url():
     assert dict(release.headers)["Access-Control-Allow-Origin"] == "*"
 
 
+async def test_hits_alternating_identity_gzip_and_304_each_get_their_own_headers(
+    upload, cheeseshop_client, quart_requests
+):
+    for version in ("1.0", "1.1", "1.2", "2.0", "2.1"):  # a page large enough to be gzipped
+        await uploaded(upload, "fast-mixed", version)
+    path = "/simple/fast-mixed/"
+    await get(cheeseshop_client, path, Accept=JSON)  # the miss, built by the view
+    seen: dict[str, Any] = {}
+    app = cheeseshop_client.app
+    for encoding in ("identity", "gzip", "identity", "gzip"):
+        # Straight over ASGI: exactly the headers sent, none a test client adds.
+        hit = await asgi_request(app, path, Accept=JSON, Accept_Encoding=encoding)
+        assert hit.status == 200
+        assert int(hit.headers["content-length"]) == len(hit.body)
+        assert hit.headers.get("content-encoding") == (None if encoding == "identity" else "gzip")
+        seen.setdefault(encoding, hit.headers["etag"])
+        assert hit.headers["etag"] == seen[encoding]
+        not_modified = await asgi_request(app, path, Accept=JSON, Accept_Encoding=encoding, If_None_Match=seen[encoding])
+        assert not_modified.status == 304 and not_modified.body == b""
+        assert "content-length" not in not_modified.headers and "content-type" not in not_modified.headers
+        assert not_modified.headers["etag"] == seen[encoding]
+    assert seen["gzip"] != seen["identity"]
+    assert quart_requests.paths.count(path) == 1, "every hit came from the fast path"
+
+
+async def test_a_page_rebuilt_with_another_gzip_length_is_sent_with_that_length(
+    upload, cheeseshop_client, cheeseshop_services, quart_requests
+):
+    # Another web process (another zlib) may store the same page with a different gzipped
+    # body under the same ETag and serial: the length sent must be that body's.
+    import dataclasses
+    import gzip
+
+    for version in ("1.0", "1.1", "1.2", "2.0", "2.1"):
+        await uploaded(upload, "fast-zlib", version)
+    path = "/simple/fast-zlib/"
+    first = await get(cheeseshop_client, path, Accept=JSON, **{"Accept-Encoding": "gzip"})
+    first = await get(cheeseshop_client, path, Accept=JSON, **{"Accept-Encoding": "gzip"})
+    assert first.headers["Content-Encoding"] == "gzip"
+    [variant] = [v for (k, v) in cheeseshop_services.cache._pages if k == project_key("fast-zlib")]
+    generation, page = cheeseshop_services.cache._pages[(project_key("fast-zlib"), variant)]
+    other = dataclasses.replace(page, gzipped=gzip.compress(page.body, 1, mtime=0))
+    assert len(other.gzipped) != len(page.gzipped)
+    cheeseshop_services.cache._pages[(project_key("fast-zlib"), variant)] = (generation, other)
+
+    hit = await asgi_request(cheeseshop_client.app, path, Accept=JSON, Accept_Encoding="gzip")
+    assert quart_requests.paths.count(path) == 1
+    assert hit.headers["etag"] == first.headers["ETag"]
+    assert hit.body == other.gzipped
+    assert int(hit.headers["content-length"]) == len(other.gzipped)
+
+
 class TestWithTheRedisCache:
     @pytest.fixture
     def cheeseshop_settings_overrides(self, redis_url: str) -> dict[str, Any]:
