@@ -5,13 +5,13 @@ given a copy of the ``h11`` module whose ``Response`` does two things more:
 
 - The reason phrase: a response carrying :data:`~cheeseshop.web.reason.REASON_HEADER`
   is sent without it, with its value as the reason phrase (see :mod:`cheeseshop.web.reason`).
-- Header checks done once per header: h11 matches every header name and value against
-  HTTP's grammar, two regular expressions a header, for every response; a cached page is
-  answered thousands of times a second with the same dozen headers. A (name, value) pair
-  that passed h11's own check is remembered, and a response whose every pair passed is
-  built as h11 builds the responses it parsed itself, without checking again. A pair never
-  seen before is checked by h11 exactly as before: a header that h11 refuses (a newline in
-  a value, say) is still refused, every time.
+- Header lists checked once: h11 matches every header name and value against HTTP's
+  grammar (two regular expressions a header) and normalizes them, for every response,
+  which costs more than the rest of building it; a cached page is answered thousands of
+  times a second with the same dozen headers, Date included within one second. The headers
+  h11 made of a list that it accepted are remembered (for 200s and 304s), and the same list
+  sent again reuses them: nothing in h11 changes them once made. Any other list is checked
+  by h11 exactly as before, so a header that h11 refuses is still refused, every time.
 
 A copy of the module rather than a proxy: hypercorn reads a dozen ``h11`` names per
 request, and a proxy's ``__getattr__`` costs a Python call for each.
@@ -28,38 +28,49 @@ import h11
 
 from cheeseshop.web.reason import REASON_HEADER
 
-__all__ = ["CHECKED_PAIRS_MAX", "install", "response"]
+__all__ = ["HEADER_LISTS_MAX", "REMEMBERED_LIST_BYTES", "install", "response"]
 
 _REASON = REASON_HEADER.lower().encode()
 #: What RFC 9112 allows in a reason phrase; anything else (a CR or LF above all) is not sent.
 _REASON_PHRASE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
-#: Remembered header pairs, at most: forgotten all at once beyond it. Dates, ETags and
-#: lengths vary; the constant headers come back at once.
-CHECKED_PAIRS_MAX = 16384
-#: Longer pairs (a redirect's Location built from the request, say) are checked every
-#: time: remembering them would let clients fill the memory with their own strings.
-REMEMBERED_PAIR_BYTES = 256
-_checked: set[tuple[bytes, bytes]] = set()
+#: Header lists remembered, at most: forgotten all at once beyond it. A hot page adds one
+#: list a second (its Date changes), a page served once adds one that is never used again.
+HEADER_LISTS_MAX = 1024
+#: Longer lists are checked every time: remembering them would let clients fill the
+#: memory with strings of their own.
+REMEMBERED_LIST_BYTES = 4096
+_REMEMBERED_STATUSES = frozenset({200, 304})
+_built: dict[tuple[tuple[bytes, bytes], ...], tuple[bytes, Any]] = {}
 
 
 def response(*, headers: Sequence[tuple[bytes, bytes]], status_code: int, **kwargs: Any) -> h11.Response:
-    """An ``h11.Response`` as h11 builds it, with our reason phrase and remembered checks.
+    """An ``h11.Response`` as h11 builds it, with our reason phrase; the work h11 did for a
+    list of headers is reused when the same list comes again.
 
     Takes what hypercorn gives ``h11.Response``: ``headers`` as (bytes, bytes) pairs.
     Raises ``h11.LocalProtocolError`` for a header h11 refuses.
     """
+    whole: tuple[tuple[bytes, bytes], ...] | None = tuple(headers)
+    try:
+        known = _built.get(whole)  # type: ignore[arg-type]
+    except TypeError:  # unhashable, a bytearray say: not hypercorn's plain bytes
+        whole, known = None, None
+    if known is not None:
+        reason, normalized = known
+        # h11 took these very headers before; int(): h11 gh-72 (an IntEnum status).
+        return h11.Response(headers=normalized, status_code=int(status_code), reason=reason, _parsed=True, **kwargs)
     reason, pairs = _reason_and_rest(headers)
-    if not all(type(name) is bytes and type(value) is bytes for name, value in pairs):
-        # Not hypercorn's plain bytes: h11 converts and checks them itself, every time.
-        return h11.Response(headers=pairs, status_code=status_code, reason=reason, **kwargs)
-    unchecked = [pair for pair in pairs if pair not in _checked]
-    if unchecked:
-        # h11's own check (grammar, Content-Length), on the new pairs alone.
-        h11.Response(headers=unchecked, status_code=200)
-        _remember(unchecked)
-    # _parsed skips only the per-pair grammar check done above; Content-Length and
-    # Transfer-Encoding rules across the pairs still apply. int(): h11 gh-72 (IntEnum).
-    return h11.Response(headers=pairs, status_code=int(status_code), reason=reason, _parsed=True, **kwargs)
+    built = h11.Response(headers=pairs, status_code=status_code, reason=reason, **kwargs)
+    if (
+        whole is not None
+        and built.status_code in _REMEMBERED_STATUSES
+        and all(type(name) is bytes and type(value) is bytes for name, value in whole)
+        and sum(len(name) + len(value) for name, value in whole) <= REMEMBERED_LIST_BYTES
+    ):
+        if len(_built) >= HEADER_LISTS_MAX:
+            _built.clear()
+        _built[whole] = (reason, built.headers)
+    return built
 
 
 def _reason_and_rest(headers: Sequence[tuple[bytes, bytes]]) -> tuple[bytes, list[tuple[bytes, bytes]]]:
@@ -75,14 +86,6 @@ def _reason_and_rest(headers: Sequence[tuple[bytes, bytes]]) -> tuple[bytes, lis
     if reason is None or not _REASON_PHRASE.fullmatch(reason):
         return b"", pairs
     return reason, pairs
-
-
-def _remember(checked: list[tuple[bytes, bytes]]) -> None:
-    """Remember pairs h11 accepted (the short ones), forgetting all once there are too many."""
-    short = [pair for pair in checked if len(pair[0]) + len(pair[1]) <= REMEMBERED_PAIR_BYTES]
-    if len(_checked) + len(short) > CHECKED_PAIRS_MAX:
-        _checked.clear()
-    _checked.update(short)
 
 
 def install() -> None:
