@@ -619,10 +619,9 @@ _STAGED_SERVER = """
 import asyncio, collections, functools, inspect, json, logging, signal, sys, time
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
-from cheeseshop.app import create_app
+from cheeseshop.app import create_app, prepare_web_process
 from cheeseshop.config import load_settings
 from cheeseshop.upload import service, views
-from cheeseshop.web import access, http11
 
 port, out, stages = int(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
 times = collections.defaultdict(list)
@@ -654,9 +653,7 @@ def timed(module, name):
 
 for module, name in stages:
     timed({"views": views, "service": service}[module], name)
-http11.install()
-access.lean_log_records()
-access.buffer_lines()
+prepare_web_process()
 app = create_app(load_settings())
 """ + ON_HYPERCORN + """
 with open(out, "w") as file:

@@ -116,20 +116,28 @@ def settle_garbage_collector() -> None:
     gc.freeze()
 
 
-def create_app_from_env() -> Quart:
-    """Application factory for ``hypercorn 'cheeseshop.app:create_app_from_env()'``.
-
-    Used by each worker process of ``cheeseshop serve --workers N``, so it also does in
-    that process what ``cheeseshop serve`` does: hypercorn sending our reason phrases,
-    lean log records and batched access lines (written out before the worker dies of
-    a SIGTERM from its parent). The rest of the logging is left to
-    whoever runs the factory (hypercorn's own ``--log-config``, say).
-    """
+def prepare_web_process() -> None:
+    """What a process that serves the app on hypercorn sets up first, as ``cheeseshop
+    serve`` and each of its workers do: hypercorn sending our reason phrases and reusing
+    its header work (:mod:`cheeseshop.web.http11`), lean log records and batched access
+    lines (:mod:`cheeseshop.web.access`)."""
     from cheeseshop.web import http11
 
     http11.install()
     access.lean_log_records()
     access.buffer_lines()
+
+
+def create_app_from_env() -> Quart:
+    """Application factory for ``hypercorn 'cheeseshop.app:create_app_from_env()'``.
+
+    Used by each worker process of ``cheeseshop serve --workers N``, so it also does in
+    that process what ``cheeseshop serve`` does (:func:`prepare_web_process`), and writes
+    out its buffered access lines before the worker dies of a SIGTERM from its parent.
+    The rest of the logging is left to whoever runs the factory (hypercorn's own
+    ``--log-config``, say).
+    """
+    prepare_web_process()
     access.write_before_terminating()
     return create_app(load_settings())
 

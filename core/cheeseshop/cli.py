@@ -67,12 +67,11 @@ def serve(ctx: click.Context, host: str, port: int, workers: int) -> None:
     """Serve the index with hypercorn (migrating the database first when auto_migrate)."""
     from hypercorn.config import Config
 
-    from cheeseshop.app import create_app
+    from cheeseshop.app import create_app, prepare_web_process
     from cheeseshop.db import upgrade
     from cheeseshop.outbox.embedded import DeliveredElsewhere
     from cheeseshop.outbox.process import DeliveryProcess
     from cheeseshop.services import EXTENSION_KEY
-    from cheeseshop.web import access, http11
 
     settings = _settings(ctx)
     try:
@@ -82,9 +81,7 @@ def serve(ctx: click.Context, host: str, port: int, workers: int) -> None:
         raise click.ClickException(str(error)) from None
     if settings.auto_migrate:
         upgrade(settings.resolved_database_url)
-    http11.install()
-    access.lean_log_records()
-    access.buffer_lines()
+    prepare_web_process()
     config = Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.workers = workers
