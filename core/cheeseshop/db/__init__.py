@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -13,6 +14,7 @@ from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.util import await_only
 
 __all__ = ["Database", "DatabaseUnavailable", "upgrade"]
 
@@ -154,6 +156,23 @@ class Database:
             return self._write_here(work) if write else self._read_here(work)
         run = self.run_write if write else self.run_read
         return asyncio.run_coroutine_threadsafe(run(work), loop).result(timeout)
+
+    def wait_inside_transaction(self, futures: Collection[concurrent.futures.Future[Any]]) -> None:
+        """Block until every one of ``futures`` is done, from inside ``work`` run by
+        :meth:`run_read`, :meth:`run_write` or :meth:`call_blocking`; their results are
+        left to the caller.
+
+        On SQLite such work runs in a worker thread, which simply waits; on PostgreSQL it
+        runs on the event loop (through SQLAlchemy's greenlet bridge), where it awaits
+        them, so the loop goes on serving meanwhile. The transaction stays open: this is
+        how a commit waits for work done beside it (the upload's stored files).
+        """
+        if not futures:
+            return
+        if self._sync_engine is not None:
+            concurrent.futures.wait(futures)
+            return
+        await_only(asyncio.wait([asyncio.wrap_future(future) for future in futures]))
 
     def _read_here(self, work: Callable[[Session], T]) -> T:
         with self._sync_reader() as session:

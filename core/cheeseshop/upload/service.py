@@ -1,8 +1,10 @@
-"""The upload pipeline: validate -> check against the index -> store -> record -> commit -> emit.
+"""The upload pipeline: validate -> check against the index -> store and record -> commit -> emit.
 
 Each step is a small function. Order matters for R1/R2: the bytes are stored before the
 transaction that makes them visible commits, so a 200 means both exist; a crash in
-between leaves at most an unreferenced stored file, never a row without its bytes.
+between leaves at most an unreferenced stored file, never a row without its bytes. The
+files are stored while that transaction runs its statements, and it waits for them
+before it commits: the two fsyncs and the SQL take the time of the longer, not the sum.
 Uniqueness races are settled by database constraints, then re-examined to give the
 answer a lone request would have had.
 """
@@ -231,29 +233,27 @@ class _Steps:
                 services.hooks.validate_upload(candidate, services.settings)
             except UploadRejected as rejection:
                 raise APIError(rejection.status, rejection.message) from None
+        paths = _paths_for(checked)
+        puts = _start_puts(services, checked, paths)
         try:
-            paths = self.store(checked)
-        except OSError:
-            # StorageUnavailable (an OSError) from a remote store, or a disk error: nothing
-            # was recorded, and store() removed whatever it had stored.
-            log.exception("storing %s failed", checked.file.filename)
+            return self.commit_settling_races(checked, paths, description_html, puts)
+        except _PutFailed as failure:
+            # StorageUnavailable (an OSError) from a remote store, or a disk error: the
+            # transaction waiting for the put was rolled back, so nothing was recorded.
+            log.error("storing %s failed", failure.path, exc_info=failure.__cause__)
+            self.discard_quietly(paths)
             raise _not_stored() from None
-        try:
-            return self.commit_settling_races(checked, paths, description_html)
         except APIError:
             # Refused inside the transaction, which was therefore rolled back; or lost a
             # race. Not after any other failure: a retry of this very upload may be
             # committing these very paths, and between discard()'s check for a row and its
             # delete that row could commit. What a failed commit left, the orphan
             # collector removes once its grace period has passed.
-            try:
-                self.discard(paths)
-            except Exception:
-                log.warning("could not clean up after %s; the collector will", paths.file, exc_info=True)
+            self.discard_quietly(paths)
             raise
 
     def commit_settling_races(
-        self, checked: _Checked, paths: _Paths, description_html: str | None
+        self, checked: _Checked, paths: _Paths, description_html: str | None, puts: _Puts
     ) -> list[int] | None:
         """Commit; when a uniqueness constraint says another upload committed first, look again.
 
@@ -261,10 +261,11 @@ class _Steps:
         same filename with other bytes (APIError 400, as if this request had come second).
         Or it created the project or the release this file belongs to — two files of a new
         release uploaded at once — and then the commit is simply tried again, now seeing them.
+        However it ends, ``puts`` have ended too.
         """
-        for _ in range(COMMIT_ATTEMPTS):
+        for attempt in range(COMMIT_ATTEMPTS):
             try:
-                return self.commit(checked, paths, description_html)
+                return self.commit(checked, paths, description_html, puts, verify=attempt > 0)
             except IntegrityError:
                 if self.existing(checked) == "identical":
                     return None
@@ -276,23 +277,12 @@ class _Steps:
                 raise APIError(503, "The file could not be stored; try again later.") from None
         raise APIError(400, f"{ALREADY_EXISTS}. (A concurrent upload of {checked.file.filename}.)")
 
-    def store(self, checked: _Checked) -> _Paths:
-        """Store the file and its core metadata (:func:`_put_both`).
-
-        When a put fails, whatever the other one stored is removed again (unless a
-        committed row uses it) before the error propagates, so a refused upload leaves
-        nothing behind.
-        """
-        paths = _paths_for(checked)
+    def discard_quietly(self, paths: _Paths) -> None:
+        """:meth:`discard`, logging instead of raising: the collector removes what is left."""
         try:
-            _put_both(self.services, checked, paths)
-        except BaseException:
-            try:
-                self.discard(paths)
-            except Exception:
-                log.warning("could not clean up after a failed store of %s; the collector will", paths.file)
-            raise
-        return paths
+            self.discard(paths)
+        except Exception:
+            log.warning("could not clean up after %s; the collector will", paths.file, exc_info=True)
 
     def discard(self, paths: _Paths) -> None:
         """Remove what a refused upload stored, unless a committed row uses that path (R3).
@@ -307,22 +297,32 @@ class _Steps:
             except OSError:
                 log.warning("could not remove %s after a refused upload; the collector will", path)
 
-    def commit(self, checked: _Checked, paths: _Paths, description_html: str | None) -> list[int]:
+    def commit(
+        self, checked: _Checked, paths: _Paths, description_html: str | None, puts: _Puts, *, verify: bool
+    ) -> list[int]:
         """Record the upload in one write transaction; returns the outbox ids of its events.
 
-        The stored file is checked first (R1): it must be there, whole, when its row commits.
+        The transaction's statements run while ``puts`` store the files; it commits only
+        once they have, and the file is there whole (R1). ``verify``: check that again
+        first (a retry, after a racer's commit). When this returns or raises, ``puts``
+        have ended: no write goes on behind the answer.
         """
-        _verify_stored(self.services, paths, checked.file.size)
-        return self.write(
-            functools.partial(
-                _record_upload,
-                services=self.services,
-                principal=self.principal,
-                checked=checked,
-                paths=paths,
-                description_html=description_html,
+        try:
+            if verify:
+                _verify_stored(self.services.storage, paths.file, checked.file.size)
+            return self.write(
+                functools.partial(
+                    _record_upload,
+                    services=self.services,
+                    principal=self.principal,
+                    checked=checked,
+                    paths=paths,
+                    description_html=description_html,
+                    stored=functools.partial(_wait_for_puts, self.services, puts),
+                )
             )
-        )
+        finally:
+            concurrent.futures.wait(puts)
 
 
 def _new_project_limits(
@@ -587,9 +587,14 @@ class _Paths:
     metadata_blake2_256: str | None
 
 
-#: Stores an upload's core metadata while its worker thread stores the file itself, so
-#: that a remote store's two round trips overlap. Threads are started as needed.
-_SIDE_PUTS = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="cheeseshop-put")
+#: Store an upload's file and its core metadata, side by side, while the upload's thread
+#: runs the statements of its commit: two fsyncs (or a remote store's round trips) and the
+#: SQL overlap. Two per upload thread; threads are started as needed.
+_PUT_THREADS = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="cheeseshop-put")
+
+#: The puts of one upload: the file's first (it also confirms the file is there whole),
+#: then its core metadata's, if it has one.
+_Puts = tuple["concurrent.futures.Future[None]", ...]
 
 
 def _paths_for(checked: _Checked) -> _Paths:
@@ -606,11 +611,12 @@ def _paths_for(checked: _Checked) -> _Paths:
     )
 
 
-def _put_both(services: Services, checked: _Checked, paths: _Paths) -> None:
-    """Store the file and its core metadata side by side: two puts, two fsyncs, at once.
+def _start_puts(services: Services, checked: _Checked, paths: _Paths) -> _Puts:
+    """Start storing the file and its core metadata (each in one of :data:`_PUT_THREADS`).
 
-    Raises the first failure once both puts have ended, so no write is left running
-    behind the 503.
+    Each put raises :class:`_PutFailed` when the storage fails; the file's put then checks
+    that the file is there whole (:class:`_Vanished` if not). Wait for them with
+    :func:`_wait_for_puts`, inside the commit's transaction.
     """
     file = checked.file
     storage = services.storage
@@ -620,19 +626,52 @@ def _put_both(services: Services, checked: _Checked, paths: _Paths) -> None:
         packagetype=checked.parsed.packagetype,
         sha256=file.sha256,
     )
-    if checked.core_metadata is None or paths.metadata is None or paths.metadata_sha256 is None:
-        _put_received(storage, paths.file, file, info)
-        return
-    metadata_info = dataclasses.replace(info, sha256=paths.metadata_sha256)
-    side = _SIDE_PUTS.submit(
-        _put_bytes, storage, paths.metadata, checked.core_metadata, file.directory, metadata_info
-    )
+    puts = [_PUT_THREADS.submit(_put_file, storage, paths.file, file, info)]
+    if checked.core_metadata is not None and paths.metadata is not None and paths.metadata_sha256 is not None:
+        metadata_info = dataclasses.replace(info, sha256=paths.metadata_sha256)
+        puts.append(
+            _PUT_THREADS.submit(
+                _put_metadata, storage, paths.metadata, checked.core_metadata, file.directory, metadata_info
+            )
+        )
+    return tuple(puts)
+
+
+def _wait_for_puts(services: Services, puts: _Puts) -> None:
+    """Block, inside the commit's transaction, until ``puts`` have ended; raise the first
+    one's failure, which rolls the transaction back."""
+    services.db.wait_inside_transaction(puts)
+    for put in puts:
+        failure = put.exception()
+        if failure is not None:
+            raise failure
+
+
+class _PutFailed(Exception):
+    """Storing ``path`` failed (the OSError is the cause): nothing may be recorded."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.path = path
+
+
+def _put_file(storage: FileStorage, path: str, file: ReceivedFile, info: StoredFileInfo) -> None:
+    """Store the uploaded file and check that it is there whole."""
     try:
-        _put_received(storage, paths.file, file, info)
-    finally:
-        side_failure = side.exception()
-    if side_failure is not None:
-        raise side_failure
+        _put_received(storage, path, file, info)
+    except OSError as error:
+        raise _PutFailed(path) from error
+    _verify_stored(storage, path, file.size)
+
+
+def _put_metadata(
+    storage: FileStorage, path: str, data: bytes, scratch_directory: Path, info: StoredFileInfo
+) -> None:
+    """Store the wheel's core metadata."""
+    try:
+        _put_bytes(storage, path, data, scratch_directory, info)
+    except OSError as error:
+        raise _PutFailed(path) from error
 
 
 def _put_received(storage: FileStorage, path: str, file: ReceivedFile, info: StoredFileInfo) -> None:
@@ -663,23 +702,23 @@ def _put_bytes(
 _FILE_AT_PATH = select(File.id).where(File.path == bindparam("path"))
 
 
-def _verify_stored(services: Services, paths: _Paths, size: int) -> None:
-    """Check, just before commit, that the stored file is there whole (R1).
+def _verify_stored(storage: FileStorage, path: str, size: int) -> None:
+    """Check, before commit, that the stored file is there whole (R1).
 
     A size check, not a re-hash: the bytes were hashed as they arrived and written by an
     atomic put; what can still go wrong is the file vanishing (a racing refusal's
     clean-up, the orphan collector, an operator) between storing and committing.
     """
     try:
-        stored = services.storage.size(paths.file)
+        stored = storage.size(path)
     except FileNotFoundError:
         stored = -1
     except OSError:
         # StorageUnavailable: a remote store that took the file cannot confirm it now.
-        log.warning("could not confirm %s is stored before commit", paths.file, exc_info=True)
+        log.warning("could not confirm %s is stored before commit", path, exc_info=True)
         stored = -1
     if stored != size:
-        raise _Vanished(paths.file)
+        raise _Vanished(path)
 
 
 class _Vanished(Exception):
@@ -705,11 +744,14 @@ def _record_upload(
     checked: _Checked,
     paths: _Paths,
     description_html: str | None,
+    stored: Callable[[], None],
 ) -> list[int]:
     """The commit's database work (synchronous, run by ``Database.run_write``).
 
     Core statements, not the ORM's unit of work: a new project's upload is about ten
     statements, and this transaction holds SQLite's one write lock while they run.
+    ``stored`` is called last, before the commit: it returns once the files are stored
+    and raises (rolling back) if they could not be.
     """
     request, file = checked.request, checked.file
     user = principal.user
@@ -825,7 +867,9 @@ def _record_upload(
             if notification is not None:
                 events.append(notification)
     events.append(CachePurge(keys=change_keys(request.normalized_name), serial=serials[-1]))
-    return record(session, services.events_to_record(events))
+    event_ids = record(session, services.events_to_record(events))
+    stored()
+    return event_ids
 
 
 def _text(value: object) -> str | None:

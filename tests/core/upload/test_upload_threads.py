@@ -80,12 +80,12 @@ async def test_a_client_gone_after_publishing_began_still_gets_its_events_dispat
     # events that follow it must happen too. (With the file in memory and on disk.)
     token = await make_token("alice")
     storing, release = threading.Event(), threading.Event()
-    real_put_both = service._put_both
+    real_put_received = service._put_received
 
     def held_store(*args: Any) -> Any:
         storing.set()
         assert release.wait(10)
-        return real_put_both(*args)
+        return real_put_received(*args)
 
     dispatched: list[list[int]] = []
     real_dispatch = cheeseshop_services.outbox.dispatch
@@ -94,7 +94,7 @@ async def test_a_client_gone_after_publishing_began_still_gets_its_events_dispat
         dispatched.append(list(event_ids))
         await real_dispatch(event_ids)
 
-    monkeypatch.setattr(service, "_put_both", held_store)
+    monkeypatch.setattr(service, "_put_received", held_store)
     monkeypatch.setattr(cheeseshop_services.outbox, "dispatch", recording_dispatch)
     caplog.set_level(logging.INFO, logger=service.__name__)
     dist = build_wheel("client-gone", "1.0")
