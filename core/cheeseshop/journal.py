@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from sqlalchemy import bindparam, func, insert, select, text, update
-from sqlalchemy.orm import Session
+from cheeseshop.db import Executor, dialect_name
 
 from cheeseshop.db.models import JournalEntry, Project, utcnow
 
@@ -39,13 +39,13 @@ class Change:
     submitted_by: str | None = None
 
 
-def last_serial(session: Session) -> int:
+def last_serial(session: Executor) -> int:
     """The newest journal serial (0 for an empty journal)."""
     return session.scalar(_LAST) or 0
 
 
 def record_changes(
-    session: Session,
+    session: Executor,
     project_id: int,
     project_name: str,
     changes: Sequence[Change],
@@ -77,7 +77,7 @@ def record_changes(
         }
         for change in changes
     ]
-    if session.get_bind().dialect.name == "postgresql":
+    if dialect_name(session) == "postgresql":
         session.execute(_LOCK, {"key": _JOURNAL_LOCK})
         # Numbered here, under the lock, rather than by the column's sequence: a sequence
         # value is spent even when its transaction rolls back, and a mirror that sees a

@@ -18,6 +18,7 @@ from sqlalchemy.util import await_only
 
 import cheeseshop.upload.service
 
+from cheeseshop.db import dialect_name
 from cheeseshop.db.models import JournalEntry, Project
 from cheeseshop.errors import APIError
 from cheeseshop.projects import service as projects
@@ -42,10 +43,10 @@ def slow_commits(monkeypatch: pytest.MonkeyPatch) -> None:
     def delayed(session: Any, *args: Any, **kwargs: Any) -> list[int]:
         serials = original(session, *args, **kwargs)
         delay = next(delays)
-        if session.get_bind().dialect.name == "postgresql":
+        if dialect_name(session) == "postgresql":
             await_only(asyncio.sleep(delay))  # on the event loop, through the greenlet bridge
         else:
-            time.sleep(delay)  # in Database.run_write's worker thread
+            time.sleep(delay)  # in the upload's worker thread
         return serials
 
     monkeypatch.setattr(cheeseshop.upload.service, "record_changes", delayed)

@@ -10,18 +10,30 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, exc
+from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.util import await_only
 
-__all__ = ["Database", "DatabaseUnavailable", "upgrade"]
+__all__ = ["Database", "DatabaseUnavailable", "Executor", "dialect_name", "upgrade"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 T = TypeVar("T")
+
+#: Where synchronous database work runs its statements: an ORM ``Session``, or a Core
+#: ``Connection`` (:meth:`Database.run_core`). Work made only of Core statements takes
+#: either; ``execute``, ``scalar`` and ``scalars`` behave the same on both.
+Executor = Session | Connection
+
+
+def dialect_name(executor: Executor) -> str:
+    """``"sqlite"`` or ``"postgresql"``: the database ``executor`` talks to."""
+    if isinstance(executor, Connection):
+        return executor.dialect.name
+    return executor.get_bind().dialect.name
 
 
 class DatabaseUnavailable(Exception):
@@ -104,7 +116,10 @@ class Database:
     worker thread, in one hop, against a pysqlite engine on the same file; on PostgreSQL
     it runs on the async connection through SQLAlchemy's greenlet bridge. The hot paths
     (upload) use the second way; ``work`` must do nothing but database work, since on
-    PostgreSQL it runs on the event loop.
+    PostgreSQL it runs on the event loop. ``run_core(work)`` is the same on a Core
+    ``Connection``, for work made only of Core statements: a Session costs about three
+    times as much per transaction and twice as much per statement (measured: 530 µs
+    against 140 µs for reading a token and its user, 195 µs against 86 µs a ``SELECT``).
     """
 
     def __init__(self, url: str, **engine_kwargs: Any) -> None:
@@ -112,16 +127,15 @@ class Database:
         self.engine = make_engine(url, **engine_kwargs)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._reader = async_sessionmaker(self.engine, expire_on_commit=False)
-        writer_engine = self.engine.execution_options(cheeseshop_write=True)
-        self._writer = async_sessionmaker(writer_engine, expire_on_commit=False)
+        self._write_engine = self.engine.execution_options(cheeseshop_write=True)
+        self._writer = async_sessionmaker(self._write_engine, expire_on_commit=False)
         self._sync_engine: Engine | None = None
         self._write_lock = threading.Lock()
         if self.is_sqlite and make_url(url).database not in (None, "", ":memory:"):
             self._sync_engine = _sync_sqlite_engine(url)
             self._sync_reader = sessionmaker(self._sync_engine, expire_on_commit=False)
-            self._sync_writer = sessionmaker(
-                self._sync_engine.execution_options(cheeseshop_write=True), expire_on_commit=False
-            )
+            self._sync_write_engine = self._sync_engine.execution_options(cheeseshop_write=True)
+            self._sync_writer = sessionmaker(self._sync_write_engine, expire_on_commit=False)
 
     async def run_read(self, work: Callable[[Session], T]) -> T:
         """``work(session)`` in one read transaction (rolled back); returns its result."""
@@ -136,6 +150,31 @@ class Database:
             async with self.write() as session:
                 return await session.run_sync(work)
         return await asyncio.to_thread(self._write_here, work)
+
+    async def run_core(self, work: Callable[[Connection], T], *, write: bool = False) -> T:
+        """``work(connection)`` in one transaction on a Core ``Connection``, as
+        :meth:`run_read` (``write=False``: rolled back) or :meth:`run_write` (committed if
+        it returns) run it on a Session."""
+        if self._sync_engine is not None:
+            return await asyncio.to_thread(self._core_here, work, write)
+        if write:
+            async with self._write_engine.begin() as connection:
+                return await connection.run_sync(work)
+        async with self.engine.connect() as connection:
+            return await connection.run_sync(work)
+
+    def call_core_blocking(
+        self,
+        work: Callable[[Connection], T],
+        *,
+        write: bool,
+        loop: asyncio.AbstractEventLoop,
+        timeout: float | None,
+    ) -> T:
+        """:meth:`run_core` from a worker thread, blocking it, as :meth:`call_blocking`."""
+        if self._sync_engine is not None:
+            return self._core_here(work, write)
+        return asyncio.run_coroutine_threadsafe(self.run_core(work, write=write), loop).result(timeout)
 
     def call_blocking(
         self,
@@ -177,6 +216,15 @@ class Database:
     def _read_here(self, work: Callable[[Session], T]) -> T:
         with self._sync_reader() as session:
             return work(session)
+
+    def _core_here(self, work: Callable[[Connection], T], write: bool) -> T:
+        if not write:
+            assert self._sync_engine is not None
+            with self._sync_engine.connect() as connection:
+                return work(connection)
+        # The same one writer at a time as _write_here.
+        with self._write_lock, self._sync_write_engine.begin() as connection:
+            return work(connection)
 
     def _write_here(self, work: Callable[[Session], T]) -> T:
         # One writer at a time within the process: waiting here costs a lock hand-over,

@@ -13,7 +13,7 @@ from datetime import datetime
 from urllib.parse import quote
 
 from sqlalchemy import bindparam, select
-from sqlalchemy.orm import Session
+from cheeseshop.db import Executor
 
 from cheeseshop.db.models import Email, Role, RoleName, User
 from cheeseshop.events import Notification, Recipient
@@ -50,7 +50,7 @@ def new_notification_id(kind: str) -> str:
 
 
 def release_published(
-    session: Session,
+    session: Executor,
     *,
     project_id: int,
     project: str,

@@ -23,7 +23,7 @@ from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from cheeseshop.config import Settings
-from cheeseshop.db import Database
+from cheeseshop.db import Database, Executor
 from cheeseshop.db.models import OutboxDelivery, OutboxEvent, utcnow
 from cheeseshop.events import Event, event_from_json
 from cheeseshop.notify.mailer import Mailer
@@ -34,7 +34,7 @@ __all__ = ["Outbox", "record"]
 
 log = logging.getLogger(__name__)
 
-def record(session: Session, events: Sequence[Event]) -> list[int]:
+def record(session: Executor, events: Sequence[Event]) -> list[int]:
     """Add events to the outbox inside the caller's transaction; returns their ids.
 
     Synchronous, for work run by ``Database.run_write``; from an ``AsyncSession``, call

@@ -6,7 +6,7 @@ lock, in the commit. Each time every question goes into one ``SELECT`` of scalar
 subqueries: on this path a round trip costs far more than the indexed lookups inside it.
 The statements are built once, with bound parameters, so SQLAlchemy compiles each once
 and a request only binds values. They are synchronous: callers run them through
-:meth:`cheeseshop.db.Database.run_read` / ``run_write``.
+:meth:`cheeseshop.db.Database.run_core`, on a Core connection.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ import dataclasses
 from typing import Any
 
 from sqlalchemy import bindparam, exists, select
-from sqlalchemy.orm import Session
-
+from cheeseshop.db import Executor
 from cheeseshop.db.models import File, FilenameRegistry, Project, Release, Role
 
 __all__ = ["IndexState", "LockedProject", "ProjectLimits", "index_state", "lock_project", "project_limits"]
@@ -124,7 +123,7 @@ _RELEASE = select(Release.id, Release.version).where(
 )
 
 
-def project_limits(session: Session, normalized_name: str, user_id: int) -> ProjectLimits | None:
+def project_limits(session: Executor, normalized_name: str, user_id: int) -> ProjectLimits | None:
     """The project's limits and the user's role, or None for a project that does not exist."""
     params = {"normalized_name": normalized_name, "user_id": user_id}
     row = (session.execute(_PROJECT_LIMITS, params)).first()
@@ -132,7 +131,7 @@ def project_limits(session: Session, normalized_name: str, user_id: int) -> Proj
 
 
 def index_state(
-    session: Session,
+    session: Executor,
     *,
     filename: str,
     blake2_256: str,
@@ -155,7 +154,7 @@ def index_state(
 
 
 def lock_project(
-    session: Session, normalized_name: str, canonical_version: str, user_id: int
+    session: Executor, normalized_name: str, canonical_version: str, user_id: int
 ) -> LockedProject | None:
     """Lock the project's row (PostgreSQL; SQLite's write transaction is the lock) and read it.
 

@@ -25,9 +25,8 @@ from typing import TypeVar
 
 from packaging.utils import canonicalize_version
 from packaging.version import Version
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import Connection, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from cheeseshop.accounts.service import Principal
 from cheeseshop.db.models import (
@@ -99,7 +98,7 @@ async def handle_upload(services: Services, principal: Principal, form: UploadFo
     rendering in a child process): checking (the form, the archive, the index), then
     publishing (the description, the ``validate_upload`` hooks, storing and the commit).
     Each step is blocking code; on SQLite its database work runs right in that thread,
-    on PostgreSQL it is handed to the event loop (:meth:`Database.call_blocking`). One
+    on PostgreSQL it is handed to the event loop (:meth:`Database.call_core_blocking`). One
     trip per phase instead of one per step: each trip costs a thread hand-over both
     ways, and an upload used to make eight of them.
     """
@@ -186,13 +185,13 @@ class _Steps:
         self.principal = principal
         self.loop = loop
 
-    def read(self, work: Callable[[Session], T]) -> T:
-        """``work`` in a read transaction (see :meth:`Database.call_blocking`)."""
-        return self.services.db.call_blocking(work, write=False, loop=self.loop, timeout=None)
+    def read(self, work: Callable[[Connection], T]) -> T:
+        """``work`` in a read transaction (see :meth:`Database.call_core_blocking`)."""
+        return self.services.db.call_core_blocking(work, write=False, loop=self.loop, timeout=None)
 
-    def write(self, work: Callable[[Session], T]) -> T:
+    def write(self, work: Callable[[Connection], T]) -> T:
         """``work`` in a write transaction, committed if it returns."""
-        return self.services.db.call_blocking(work, write=True, loop=self.loop, timeout=None)
+        return self.services.db.call_core_blocking(work, write=True, loop=self.loop, timeout=None)
 
     def check(self, form: UploadForm) -> tuple[_Checked, str]:
         """The validated upload and what the index holds of it (see :func:`judge_existing`)."""
@@ -737,7 +736,7 @@ _INSERT_FILENAME = insert(FilenameRegistry.__table__)
 
 
 def _record_upload(
-    session: Session,
+    session: Connection,
     *,
     services: Services,
     principal: Principal,
@@ -746,7 +745,7 @@ def _record_upload(
     description_html: str | None,
     stored: Callable[[], None],
 ) -> list[int]:
-    """The commit's database work (synchronous, run by ``Database.run_write``).
+    """The commit's database work (synchronous, run by ``Database.call_core_blocking``).
 
     Core statements, not the ORM's unit of work: a new project's upload is about ten
     statements, and this transaction holds SQLite's one write lock while they run.

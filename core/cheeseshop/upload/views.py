@@ -15,8 +15,7 @@ import functools
 from collections.abc import Mapping, Sequence
 
 from quart import Blueprint, Response, request
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, func, select
 
 from cheeseshop.config import Settings
 
@@ -87,9 +86,9 @@ class InvalidToken(APIError):
     """The token was refused: counted against the address (``rate_auth_failures_per_ip``)."""
 
 
-def _authenticated(session: Session, token: str, prefix: str) -> Principal:
+def _authenticated(connection: Connection, token: str, prefix: str) -> Principal:
     try:
-        return authenticate(session, token, prefix=prefix)
+        return authenticate(connection, token, prefix=prefix)
     except AuthenticationFailed as error:
         raise InvalidToken(403, f"Invalid API Token: {error}") from None
 
@@ -118,8 +117,8 @@ class _Uploader:
         """The authenticated principal (reading the token's row if not done yet)."""
         if self._principal is None:
             prefix = self.services.settings.token_prefix
-            self._principal = await self.services.db.run_read(
-                lambda session: _authenticated(session, self.token, prefix)
+            self._principal = await self.services.db.run_core(
+                lambda connection: _authenticated(connection, self.token, prefix)
             )
         return self._principal
 
@@ -130,13 +129,13 @@ class _Uploader:
         name, normalized = _project_name(fields)
         prefix = self.services.settings.token_prefix
 
-        def read(session: Session) -> tuple[Principal, ProjectLimits | None]:
-            principal = _authenticated(session, self.token, prefix)
+        def read(connection: Connection) -> tuple[Principal, ProjectLimits | None]:
+            principal = _authenticated(connection, self.token, prefix)
             if not normalized or not principal.allows_project(normalized):
                 return principal, None
-            return principal, project_limits(session, normalized, principal.user.id)
+            return principal, project_limits(connection, normalized, principal.user.id)
 
-        self._principal, project = await self.services.db.run_read(read)
+        self._principal, project = await self.services.db.run_core(read)
         return limits_for(self.services.settings, self._principal, name, normalized, project)
 
 
@@ -155,7 +154,7 @@ async def file_limits(
     name, normalized = _project_name(fields)
     project = None
     if normalized and principal.allows_project(normalized):
-        project = await services.db.run_read(
+        project = await services.db.run_core(
             functools.partial(project_limits, normalized_name=normalized, user_id=principal.user.id)
         )
     return limits_for(services.settings, principal, name, normalized, project)

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from cheeseshop.db import dialect_name
 from cheeseshop.db.models import File, FilenameRegistry, Project, Release
 from cheeseshop.services import Services
 from cheeseshop.storage.gc import collect_orphans
@@ -214,7 +215,7 @@ async def test_files_of_one_new_release_racing_all_succeed(upload, make_token, c
 
     def slow_lock(session: Any, *args: Any) -> Any:
         locked = original(session, *args)
-        if session.get_bind().dialect.name == "postgresql":
+        if dialect_name(session) == "postgresql":
             await_only(asyncio.sleep(0.05))
         else:
             time.sleep(0.05)
