@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from cheeseshop.accounts.service import AccountError
-from cheeseshop.db import Database
+from cheeseshop.db import Database, Executor
 from cheeseshop.db.models import Email, User, utcnow
 
 __all__ = [
@@ -36,7 +36,7 @@ def _matching(address: str) -> object:
     return func.lower(Email.email) == address.strip().lower()
 
 
-def mark_undeliverable(session: Session, address: str, reason: str) -> bool:
+def mark_undeliverable(session: Executor, address: str, reason: str) -> bool:
     """Stop mailing ``address``: mark it undeliverable and unverified.
 
     Synchronous, for ``Database.run_write`` (or ``AsyncSession.run_sync``); from async

@@ -21,10 +21,10 @@ from collections.abc import Callable
 from email.message import EmailMessage
 from typing import TypeVar
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, bindparam, select
+from sqlalchemy.dialects import postgresql, sqlite
 
-from cheeseshop.db import Database
+from cheeseshop.db import Database, Executor, dialect_name
 from cheeseshop.db.models import NotificationEmail, utcnow
 from cheeseshop.notify.addresses import mark_undeliverable
 from cheeseshop.notify.senders import EmailSender, EmailSendError
@@ -68,9 +68,7 @@ class Mailer:
 
     def settled(self, notification_id: str) -> set[str]:
         """Addresses the notification's e-mail was already sent to, or refused for good."""
-        return self._call(
-            functools.partial(_settled, notification_id=notification_id), write=False
-        )
+        return self._call(functools.partial(_settled, notification_id=notification_id), write=False)
 
     def send(self, message: EmailMessage, *, notification_id: str, recipient: str) -> str:
         """Send ``message`` (one notification's e-mail to ``recipient``) and record it.
@@ -112,7 +110,7 @@ class Mailer:
 
     # -- reaching the database from a worker thread ---------------------------------------
 
-    def _call(self, work: Callable[[Session], T], *, write: bool) -> T:
+    def _call(self, work: Callable[[Connection], T], *, write: bool) -> T:
         if self._loop is None:
             raise RuntimeError("this Mailer is not bound to an event loop (see Mailer.bound)")
         try:
@@ -121,39 +119,43 @@ class Mailer:
             running = None
         if running is self._loop:
             raise RuntimeError("Mailer methods block: call them from a worker thread, not the event loop")
-        return self.db.call_blocking(work, write=write, loop=self._loop, timeout=DATABASE_TIMEOUT)
+        # Core statements on a Connection: every e-mail sent costs two of these visits.
+        return self.db.call_core_blocking(work, write=write, loop=self._loop, timeout=DATABASE_TIMEOUT)
 
 
-def _settled(session: Session, *, notification_id: str) -> set[str]:
-    return set(
-        session.scalars(
-            select(NotificationEmail.recipient).where(NotificationEmail.notification_id == notification_id)
-        )
-    )
+# Built once: SQLAlchemy compiles each once, and a delivery only binds values.
+_SETTLED = select(NotificationEmail.recipient).where(
+    NotificationEmail.notification_id == bindparam("notification_id")
+)
+# ON CONFLICT DO NOTHING: a row already there (a racing deliverer's) says the same.
+_ONE_PER_ADDRESS = ["notification_id", "recipient"]
+_RECORD = {
+    "postgresql": postgresql.insert(NotificationEmail.__table__).on_conflict_do_nothing(
+        index_elements=_ONE_PER_ADDRESS
+    ),
+    "sqlite": sqlite.insert(NotificationEmail.__table__).on_conflict_do_nothing(index_elements=_ONE_PER_ADDRESS),
+}
+
+
+def _settled(connection: Executor, *, notification_id: str) -> set[str]:
+    return set(connection.scalars(_SETTLED, {"notification_id": notification_id}))
 
 
 def _record(
-    session: Session,
+    connection: Executor,
     *,
     notification_id: str,
     recipient: str,
     message_id: str | None = None,
     error: str | None = None,
 ) -> None:
-    # ON CONFLICT DO NOTHING: a row already there (a racing deliverer's) says the same.
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    session.execute(
-        insert(NotificationEmail)
-        .values(
-            notification_id=notification_id,
-            recipient=recipient,
-            message_id=message_id,
-            error=error[:2000] if error else None,
-            created=utcnow(),
-        )
-        .on_conflict_do_nothing(index_elements=["notification_id", "recipient"])
+    connection.execute(
+        _RECORD[dialect_name(connection)],
+        {
+            "notification_id": notification_id,
+            "recipient": recipient,
+            "message_id": message_id,
+            "error": error[:2000] if error else None,
+            "created": utcnow(),
+        },
     )

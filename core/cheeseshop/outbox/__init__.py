@@ -20,7 +20,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, insert, or_, select, update
-from sqlalchemy.orm import Session
 
 from cheeseshop.config import Settings
 from cheeseshop.db import Database, Executor
@@ -37,7 +36,7 @@ log = logging.getLogger(__name__)
 def record(session: Executor, events: Sequence[Event]) -> list[int]:
     """Add events to the outbox inside the caller's transaction; returns their ids.
 
-    Synchronous, for work run by ``Database.run_write``; from an ``AsyncSession``, call
+    Synchronous, for work run by ``Database.run_core`` or ``run_write``; from an ``AsyncSession``, call
     ``await session.run_sync(record, events)``.
     """
     if not events:
@@ -91,7 +90,7 @@ class Outbox:
 
     async def due(self, *, limit: int = 100) -> tuple[list[int], datetime | None]:
         """Ids of undelivered events due now, and when the next one falls due."""
-        return await self.db.run_read(functools.partial(_due, now=utcnow(), limit=limit))
+        return await self.db.run_core(functools.partial(_due, now=utcnow(), limit=limit))
 
     async def deliver(self, event_id: int) -> bool:
         """Deliver one event to every plugin that has not taken it yet.
@@ -101,7 +100,7 @@ class Outbox:
         """
         # One write takes the lease and reads the event with what was delivered of it.
         leased = functools.partial(_lease_and_load, event_id=event_id, now=utcnow(), lease=self.lease)
-        loaded = await self.db.run_write(leased)
+        loaded = await self.db.run_core(leased, write=True)
         if loaded is None:
             return False
         try:
@@ -109,7 +108,7 @@ class Outbox:
             return await self._deliver_leased(event_id, loaded)
         except BaseException:
             try:
-                await self.db.run_write(functools.partial(_release, event_id=event_id))
+                await self.db.run_core(functools.partial(_release, event_id=event_id), write=True)
             except Exception:
                 log.warning("could not release the lease on event %s; it expires by itself", event_id)
             raise
@@ -150,14 +149,15 @@ class Outbox:
                 outcomes.append(_Outcome(plugin, attempts))
         # One transaction for every outcome and the event's own state. A crash before it
         # commits means the plugins that succeeded are called again: at least once.
-        await self.db.run_write(
+        await self.db.run_core(
             functools.partial(
                 _settle,
                 event_id=event_id,
                 outcomes=outcomes,
                 next_attempt=min(pending, default=None),
                 known=frozenset(deliveries),
-            )
+            ),
+            write=True,
         )
         return not pending
 
@@ -181,26 +181,27 @@ class _Outcome:
 _Loaded = tuple[str, str, dict[str, Any], dict[str, _Delivered]]
 
 
-# -- the database work, synchronous (run by Database.run_read/run_write) ----------------
+# -- the database work, synchronous, on a Core connection (run by Database.run_core) -------
 
 
-def _due(session: Session, *, now: datetime, limit: int) -> tuple[list[int], datetime | None]:
-    ids = list(
-        session.scalars(
-            select(OutboxEvent.id)
-            .where(OutboxEvent.completed.is_(None), OutboxEvent.next_attempt <= now)
-            .where(or_(OutboxEvent.lease_until.is_(None), OutboxEvent.lease_until < now))
-            .order_by(OutboxEvent.id)
-            .limit(limit)
-        )
-    )
-    upcoming = session.scalar(
-        select(OutboxEvent.next_attempt)
-        .where(OutboxEvent.completed.is_(None), OutboxEvent.next_attempt > now)
-        .order_by(OutboxEvent.next_attempt)
-        .limit(1)
-    )
-    return ids, upcoming
+_DUE = (
+    select(OutboxEvent.id)
+    .where(OutboxEvent.completed.is_(None), OutboxEvent.next_attempt <= bindparam("now"))
+    .where(or_(OutboxEvent.lease_until.is_(None), OutboxEvent.lease_until < bindparam("now")))
+    .order_by(OutboxEvent.id)
+    .limit(bindparam("limit"))
+)
+_UPCOMING = (
+    select(OutboxEvent.next_attempt)
+    .where(OutboxEvent.completed.is_(None), OutboxEvent.next_attempt > bindparam("now"))
+    .order_by(OutboxEvent.next_attempt)
+    .limit(1)
+)
+
+
+def _due(session: Executor, *, now: datetime, limit: int) -> tuple[list[int], datetime | None]:
+    ids = list(session.scalars(_DUE, {"now": now, "limit": limit}))
+    return ids, session.scalar(_UPCOMING, {"now": now})
 
 
 _events = OutboxEvent.__table__
@@ -216,7 +217,7 @@ _LEASE = (
 _RELEASE = update(_events).where(_events.c.id == bindparam("event_id")).values(lease_until=None)
 
 
-def _lease_and_load(session: Session, *, event_id: int, now: datetime, lease: timedelta) -> _Loaded | None:
+def _lease_and_load(session: Executor, *, event_id: int, now: datetime, lease: timedelta) -> _Loaded | None:
     """Take the lease on the event and read it, or None when it is done or leased already."""
     result = session.execute(_LEASE, {"event_id": event_id, "now": now, "until": now + lease})
     if result.rowcount != 1:  # type: ignore[attr-defined]
@@ -224,7 +225,7 @@ def _lease_and_load(session: Session, *, event_id: int, now: datetime, lease: ti
     return _load(session, event_id=event_id)
 
 
-def _release(session: Session, *, event_id: int) -> None:
+def _release(session: Executor, *, event_id: int) -> None:
     session.execute(_RELEASE, {"event_id": event_id})
 
 
@@ -236,7 +237,7 @@ _DELIVERIES = select(
 ).where(OutboxDelivery.event_id == bindparam("event_id"))
 
 
-def _load(session: Session, *, event_id: int) -> _Loaded | None:
+def _load(session: Executor, *, event_id: int) -> _Loaded | None:
     # Core statements, not ORM objects: this runs for every delivery.
     row = session.execute(_EVENT, {"event_id": event_id}).first()
     if row is None:
@@ -249,7 +250,7 @@ def _load(session: Session, *, event_id: int) -> _Loaded | None:
 
 
 def _settle(
-    session: Session,
+    session: Executor,
     *,
     event_id: int,
     outcomes: Sequence[_Outcome],
