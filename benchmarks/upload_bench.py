@@ -603,14 +603,18 @@ def profile_cheeseshop(dists: Sequence[Dist], cap: float, top: int) -> None:
 STAGES = (
     ("views", "_upload"),
     ("views", "receive_upload"),
+    ("views", "_Uploader.file_limits"),  # the token and the project's limits: one read
+    ("views", "_authenticated"),
     ("views", "handle_upload"),
     ("service", "_Steps.check"),
     ("service", "_validate"),
-    ("service", "_Steps.existing"),
+    ("service", "_Steps.existing"),  # duplicates, project, role, similar names: one read
     ("service", "_Steps.publish"),
     ("service", "_describe"),
-    ("service", "_Steps.store"),
     ("service", "_Steps.commit_settling_races"),
+    ("service", "_record_upload"),  # the write transaction, waiting for the two puts
+    ("service", "_put_file"),  # beside it, in a put thread
+    ("service", "_put_metadata"),  # beside both, in another
 )
 
 # Runs in the child: Cheeseshop on hypercorn, as `cheeseshop serve` runs it, with each of
