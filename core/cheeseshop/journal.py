@@ -6,8 +6,8 @@ import dataclasses
 from collections.abc import Sequence
 
 from sqlalchemy import bindparam, func, insert, select, text, update
-from cheeseshop.db import Executor, dialect_name
 
+from cheeseshop.db import Executor, dialect_name
 from cheeseshop.db.models import JournalEntry, Project, utcnow
 
 __all__ = ["Change", "last_serial", "record_changes"]

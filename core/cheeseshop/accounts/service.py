@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+
 from cheeseshop.accounts import tokens
 from cheeseshop.accounts.passwords import hash_password
 from cheeseshop.db import Executor

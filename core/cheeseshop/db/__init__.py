@@ -198,8 +198,8 @@ class Database:
 
     def wait_inside_transaction(self, futures: Collection[concurrent.futures.Future[Any]]) -> None:
         """Block until every one of ``futures`` is done, from inside ``work`` run by
-        :meth:`run_read`, :meth:`run_write` or :meth:`call_blocking`; their results are
-        left to the caller.
+        :meth:`run_core`, :meth:`run_read`, :meth:`run_write` or their blocking forms;
+        their results are left to the caller.
 
         On SQLite such work runs in a worker thread, which simply waits; on PostgreSQL it
         runs on the event loop (through SQLAlchemy's greenlet bridge), where it awaits

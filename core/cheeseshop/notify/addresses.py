@@ -39,7 +39,7 @@ def _matching(address: str) -> object:
 def mark_undeliverable(session: Executor, address: str, reason: str) -> bool:
     """Stop mailing ``address``: mark it undeliverable and unverified.
 
-    Synchronous, for ``Database.run_write`` (or ``AsyncSession.run_sync``); from async
+    Synchronous, for ``Database.run_core``/``run_write`` (or ``AsyncSession.run_sync``); from async
     code use :func:`mark_address_undeliverable`. Idempotent, as bounce reports may come
     more than once: the first reason and time are kept. Returns whether the address is
     one of a user's.

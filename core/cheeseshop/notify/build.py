@@ -13,8 +13,8 @@ from datetime import datetime
 from urllib.parse import quote
 
 from sqlalchemy import bindparam, select
-from cheeseshop.db import Executor
 
+from cheeseshop.db import Executor
 from cheeseshop.db.models import Email, Role, RoleName, User
 from cheeseshop.events import Notification, Recipient
 

@@ -36,8 +36,8 @@ log = logging.getLogger(__name__)
 def record(session: Executor, events: Sequence[Event]) -> list[int]:
     """Add events to the outbox inside the caller's transaction; returns their ids.
 
-    Synchronous, for work run by ``Database.run_core`` or ``run_write``; from an ``AsyncSession``, call
-    ``await session.run_sync(record, events)``.
+    Synchronous, for work run by ``Database.run_core`` or ``run_write``; from an
+    ``AsyncSession``, call ``await session.run_sync(record, events)``.
     """
     if not events:
         return []
