@@ -171,20 +171,7 @@ class Database:
         loop: asyncio.AbstractEventLoop,
         timeout: float | None,
     ) -> T:
-        """:meth:`run_core` from a worker thread, blocking it, as :meth:`call_blocking`."""
-        if self._sync_engine is not None:
-            return self._core_here(work, write)
-        return asyncio.run_coroutine_threadsafe(self.run_core(work, write=write), loop).result(timeout)
-
-    def call_blocking(
-        self,
-        work: Callable[[Session], T],
-        *,
-        write: bool,
-        loop: asyncio.AbstractEventLoop,
-        timeout: float | None,
-    ) -> T:
-        """:meth:`run_read`/:meth:`run_write` from a worker thread, blocking it.
+        """:meth:`run_core` from a worker thread, blocking it.
 
         On SQLite the transaction runs right here, in the calling thread; on PostgreSQL
         it is handed to ``loop`` (the async connections belong to it) and awaited from
@@ -192,9 +179,8 @@ class Database:
         loop would). Never call it on ``loop`` itself.
         """
         if self._sync_engine is not None:
-            return self._write_here(work) if write else self._read_here(work)
-        run = self.run_write if write else self.run_read
-        return asyncio.run_coroutine_threadsafe(run(work), loop).result(timeout)
+            return self._core_here(work, write)
+        return asyncio.run_coroutine_threadsafe(self.run_core(work, write=write), loop).result(timeout)
 
     def wait_inside_transaction(self, futures: Collection[concurrent.futures.Future[Any]]) -> None:
         """Block until every one of ``futures`` is done, from inside ``work`` run by
