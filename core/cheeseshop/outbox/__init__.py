@@ -98,54 +98,22 @@ class Outbox:
         Returns True when the event is now completely delivered. Safe to call
         concurrently and repeatedly: a lease admits one deliverer at a time.
         """
-        return await self.deliver_many([event_id])
-
-    async def deliver_many(self, event_ids: Sequence[int]) -> bool:
-        """Deliver several events, in id order, as :meth:`deliver` delivers one.
-
-        One write takes the lease on every one of them that is free and reads them, and
-        one more, after the last, records every plugin's outcome and releases the leases:
-        two transactions for a sweep's events instead of two for each (on SQLite each one
-        waits for the write lock the web processes' uploads need). Once half the lease has
-        gone, the events not yet begun are released instead, so that no lease held here runs
-        out under a delivery. Returns True when every one of them is now completely
-        delivered (False also when another deliverer holds one, or one was released).
-        """
-        if not event_ids:
-            return True
-        started = utcnow()
-        leased = functools.partial(_lease_and_load, event_ids=list(event_ids), now=started, lease=self.lease)
+        # One write takes the lease and reads the event with what was delivered of it.
+        leased = functools.partial(_lease_and_load, event_id=event_id, now=utcnow(), lease=self.lease)
         loaded = await self.db.run_core(leased, write=True)
-        if not loaded:
-            return False  # each one done, or held by another deliverer
-        settlements: list[_Settlement] = []
-
-        async def settle() -> None:
-            # What was delivered is recorded, the rest released for the next attempt. A
-            # crash before this commits means the plugins that succeeded are called
-            # again: at least once.
-            delivered = {settlement.event_id for settlement in settlements}
-            unfinished = [event_id for event_id in loaded if event_id not in delivered]
-            await self.db.run_core(
-                functools.partial(_settle, settlements=settlements, release=unfinished), write=True
-            )
-
+        if loaded is None:
+            return False
         try:
-            for event_id in sorted(loaded):
-                if utcnow() - started > self.lease / 2:
-                    break
-                settlements.append(await self._run_plugins(event_id, loaded[event_id]))
+            # Its one write records every outcome and releases the lease with them.
+            return await self._deliver_leased(event_id, loaded)
         except BaseException:
             try:
-                await settle()
+                await self.db.run_core(functools.partial(_release, event_id=event_id), write=True)
             except Exception:
-                log.warning("could not settle events %s; their leases expire by themselves", sorted(loaded))
+                log.warning("could not release the lease on event %s; it expires by itself", event_id)
             raise
-        await settle()
-        return len(settlements) == len(set(event_ids)) and all(s.next_attempt is None for s in settlements)
 
-    async def _run_plugins(self, event_id: int, loaded: _Loaded) -> _Settlement:
-        """Call each plugin that has not taken the leased event yet; what became of each."""
+    async def _deliver_leased(self, event_id: int, loaded: _Loaded) -> bool:
         hook, kind, payload, deliveries = loaded
         event = event_from_json(kind, payload)
         # The hooks run in worker threads; the mailer reaches the database through this loop.
@@ -179,7 +147,19 @@ class Outbox:
                 pending.append(retry_at)
             else:
                 outcomes.append(_Outcome(plugin, attempts))
-        return _Settlement(event_id, outcomes, min(pending, default=None), frozenset(deliveries))
+        # One transaction for every outcome and the event's own state. A crash before it
+        # commits means the plugins that succeeded are called again: at least once.
+        await self.db.run_core(
+            functools.partial(
+                _settle,
+                event_id=event_id,
+                outcomes=outcomes,
+                next_attempt=min(pending, default=None),
+                known=frozenset(deliveries),
+            ),
+            write=True,
+        )
+        return not pending
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,18 +175,6 @@ class _Outcome:
     attempts: int
     retry_at: datetime | None = None
     error: str | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class _Settlement:
-    """What one delivery of a leased event did: each plugin's outcome, and when the event
-    is next due (None: completely delivered). ``known``: the plugins with a delivery row
-    already, as loaded under the lease (no one else writes them while it is held)."""
-
-    event_id: int
-    outcomes: Sequence[_Outcome]
-    next_attempt: datetime | None
-    known: frozenset[str]
 
 
 #: An event as delivered: its hook, kind, payload, and what each plugin has had of it.
@@ -242,83 +210,82 @@ _deliveries = OutboxDelivery.__table__
 # Core statements built once (every delivery runs them): SQLAlchemy compiles each once.
 _LEASE = (
     update(_events)
-    .where(_events.c.id.in_(bindparam("event_ids", expanding=True)), _events.c.completed.is_(None))
+    .where(_events.c.id == bindparam("event_id"), _events.c.completed.is_(None))
     .where(or_(_events.c.lease_until.is_(None), _events.c.lease_until < bindparam("now")))
     .values(lease_until=bindparam("until"))
-    .returning(_events.c.id)
 )
 _RELEASE = update(_events).where(_events.c.id == bindparam("event_id")).values(lease_until=None)
 
 
-def _lease_and_load(
-    session: Executor, *, event_ids: Sequence[int], now: datetime, lease: timedelta
-) -> dict[int, _Loaded]:
-    """Take the lease on each of the events that is neither done nor leased already, and
-    read those: by id."""
-    leased = list(session.scalars(_LEASE, {"event_ids": event_ids, "now": now, "until": now + lease}))
-    return _load(session, event_ids=leased) if leased else {}
+def _lease_and_load(session: Executor, *, event_id: int, now: datetime, lease: timedelta) -> _Loaded | None:
+    """Take the lease on the event and read it, or None when it is done or leased already."""
+    result = session.execute(_LEASE, {"event_id": event_id, "now": now, "until": now + lease})
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    return _load(session, event_id=event_id)
 
 
-_EVENTS = select(OutboxEvent.id, OutboxEvent.hook, OutboxEvent.kind, OutboxEvent.payload).where(
-    OutboxEvent.id.in_(bindparam("event_ids", expanding=True))
+def _release(session: Executor, *, event_id: int) -> None:
+    session.execute(_RELEASE, {"event_id": event_id})
+
+
+_EVENT = select(OutboxEvent.hook, OutboxEvent.kind, OutboxEvent.payload).where(
+    OutboxEvent.id == bindparam("event_id")
 )
 _DELIVERIES = select(
-    OutboxDelivery.event_id,
-    OutboxDelivery.plugin,
-    OutboxDelivery.attempts,
-    OutboxDelivery.delivered,
-    OutboxDelivery.next_attempt,
-).where(OutboxDelivery.event_id.in_(bindparam("event_ids", expanding=True)))
+    OutboxDelivery.plugin, OutboxDelivery.attempts, OutboxDelivery.delivered, OutboxDelivery.next_attempt
+).where(OutboxDelivery.event_id == bindparam("event_id"))
 
 
-def _load(session: Executor, *, event_ids: Sequence[int]) -> dict[int, _Loaded]:
+def _load(session: Executor, *, event_id: int) -> _Loaded | None:
     # Core statements, not ORM objects: this runs for every delivery.
-    params = {"event_ids": list(event_ids)}
-    deliveries: dict[int, dict[str, _Delivered]] = {event_id: {} for event_id in event_ids}
-    for event_id, plugin, attempts, delivered, next_attempt in session.execute(_DELIVERIES, params):
-        deliveries[event_id][plugin] = _Delivered(attempts, delivered, next_attempt)
-    return {
-        row.id: (row.hook, row.kind, row.payload, deliveries[row.id])
-        for row in session.execute(_EVENTS, params)
+    row = session.execute(_EVENT, {"event_id": event_id}).first()
+    if row is None:
+        return None
+    deliveries = {
+        plugin: _Delivered(attempts, delivered, next_attempt)
+        for plugin, attempts, delivered, next_attempt in session.execute(_DELIVERIES, {"event_id": event_id})
     }
+    return row.hook, row.kind, row.payload, deliveries
 
 
-def _settle(session: Executor, *, settlements: Sequence[_Settlement], release: Sequence[int]) -> None:
-    """Record each plugin's outcome and release the leases (completing the events that are
-    done); release the leases of ``release`` untouched."""
+def _settle(
+    session: Executor,
+    *,
+    event_id: int,
+    outcomes: Sequence[_Outcome],
+    next_attempt: datetime | None,
+    known: frozenset[str],
+) -> None:
+    """Record each plugin's outcome and release the lease (completing the event when done).
+
+    ``known``: the plugins with a delivery row already, as loaded under this lease (no one
+    else writes them while it is held).
+    """
     now = utcnow()
     updates: list[dict[str, object]] = []
     inserts: list[dict[str, object]] = []
-    completed: list[dict[str, object]] = []
-    retries: list[dict[str, object]] = []
-    for settlement in settlements:
-        event_id = settlement.event_id
-        for outcome in settlement.outcomes:
-            values = {
-                "attempts": outcome.attempts,
-                "delivered": now if outcome.error is None else None,
-                "next_attempt": outcome.retry_at,
-                "last_error": outcome.error,
-            }
-            if outcome.plugin in settlement.known:
-                # Bound as p_*: a name of a column the statement sets cannot be bound in WHERE.
-                keyed = {f"p_{key}": value for key, value in values.items()}
-                updates.append(keyed | {"p_event_id": event_id, "p_plugin": outcome.plugin})
-            else:
-                inserts.append(values | {"event_id": event_id, "plugin": outcome.plugin})
-        if settlement.next_attempt is None:
-            completed.append({"event_id": event_id, "now": now})
+    for outcome in outcomes:
+        values = {
+            "attempts": outcome.attempts,
+            "delivered": now if outcome.error is None else None,
+            "next_attempt": outcome.retry_at,
+            "last_error": outcome.error,
+        }
+        if outcome.plugin in known:
+            # Bound as p_*: a name of a column the statement sets cannot be bound in WHERE.
+            keyed = {f"p_{key}": value for key, value in values.items()}
+            updates.append(keyed | {"p_event_id": event_id, "p_plugin": outcome.plugin})
         else:
-            retries.append({"event_id": event_id, "retry_at": settlement.next_attempt})
-    for statement, rows in (
-        (_UPDATE_DELIVERY, updates),
-        (_INSERT_DELIVERY, inserts),
-        (_COMPLETE, completed),
-        (_RETRY_AT, retries),
-        (_RELEASE, [{"event_id": event_id} for event_id in release]),
-    ):
-        if rows:
-            session.execute(statement, rows)
+            inserts.append(values | {"event_id": event_id, "plugin": outcome.plugin})
+    if updates:
+        session.execute(_UPDATE_DELIVERY, updates)
+    if inserts:
+        session.execute(_INSERT_DELIVERY, inserts)
+    if next_attempt is None:
+        session.execute(_COMPLETE, {"event_id": event_id, "now": now})
+    else:
+        session.execute(_RETRY_AT, {"event_id": event_id, "retry_at": next_attempt})
 
 
 _INSERT_DELIVERY = insert(_deliveries)

@@ -92,7 +92,11 @@ class EmbeddedDispatcher:
             if self._stopping.is_set():
                 return
             try:
-                complete = await outbox.deliver_many(list(dict.fromkeys(ids)))
+                complete = True
+                for event_id in dict.fromkeys(ids):
+                    if self._stopping.is_set():
+                        return
+                    complete = await outbox.deliver(event_id) and complete
                 if complete and time.monotonic() < next_sweep:
                     continue
                 next_sweep = time.monotonic() + await self._sweep(outbox)
@@ -105,8 +109,11 @@ class EmbeddedDispatcher:
     async def _sweep(self, outbox: Outbox) -> float:
         """Deliver whatever is due; returns the seconds until the next sweep."""
         due, upcoming = await outbox.due()
+        for event_id in due:
+            if self._stopping.is_set():
+                break
+            await outbox.deliver(event_id)
         if due:
-            await outbox.deliver_many(due)
             _, upcoming = await outbox.due(limit=0)
         return self._wait_seconds(upcoming)
 
