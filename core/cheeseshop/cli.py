@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
@@ -405,21 +404,12 @@ def project_status(ctx: click.Context, name: str, status: str, reason: str) -> N
     hidden=True,
     help="Stop when the process that started this one is gone (used by serve).",
 )
-@click.option(
-    "--nice",
-    type=click.IntRange(0, 19),
-    default=0,
-    show_default=True,
-    help="Run this much lower than other processes (serve starts its deliverer at 10).",
-)
 @click.pass_context
-def deliver(ctx: click.Context, exit_with_parent: bool, nice: int) -> None:
+def deliver(ctx: click.Context, exit_with_parent: bool) -> None:
     """Deliver outbox events without a broker (serve starts this; run it yourself beside
     an app served some other way)."""
     from cheeseshop.outbox.process import run_deliverer
 
-    if nice:
-        os.nice(nice)
     settings = _settings(ctx)
     if settings.broker_url is not None:
         raise click.ClickException(

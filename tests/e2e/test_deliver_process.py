@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 
-from cheeseshop.outbox.process import NICENESS
 from cheeseshop.testing.dists import Dist, build_wheel
 from cheeseshop.testing.services import create_postgres_database, drop_postgres_database
 from cheeseshop.testing.upload import encode_multipart, upload_fields
@@ -46,11 +45,6 @@ def _children(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             found.append(int(entry.name))
     return found
-
-
-def _niceness(pid: int) -> int:
-    """The process's nice value (from /proc: field 19 of its stat)."""
-    return int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[16])
 
 
 def _deliverers(server_pid: int) -> list[int]:
@@ -137,8 +131,6 @@ def test_events_are_delivered_by_the_deliverer_not_the_web_process(site: Site) -
     server = site.server
     deliverer = _wait_for(lambda: _deliverers(server.process.pid), "no deliverer started", server)
     assert len(deliverer) == 1, deliverer
-    # It runs below the web process, which keeps the niceness it was started with.
-    assert _niceness(deliverer[0]) == _niceness(server.process.pid) + NICENESS
     dist = build_wheel("far-away", "1.0")
     assert site.upload(dist) == 200
     events = _wait_for(lambda: site.delivered(dist.filename), "the upload was not delivered", server)

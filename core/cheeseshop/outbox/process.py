@@ -35,15 +35,6 @@ RESTART_DELAY = 1.0
 #: Seconds a stopping deliverer gets to finish the delivery in flight before it is killed.
 STOP_GRACE = 10.0
 
-#: How much lower the deliverer beside the web processes runs (``nice``): on a busy
-#: machine the kernel gives the CPU to requests first, and e-mail and purges use what is
-#: left (an e-mail costs some 15 ms of CPU on a slow 2-core VM: rendering, the ``email``
-#: package, the fsynced file and its record). Measured there with 300 uploads in a row,
-#: each e-mailing its release, in three interleaved pairs: a median upload 0.2-0.6 ms
-#: faster each time (22.0-23.9 ms against 22.2-24.5 ms); the deliverer mostly runs on the
-#: CPU the requests leave idle anyway.
-NICENESS = 10
-
 
 async def run_deliverer(settings: Settings, *, exit_with_parent: bool = False) -> None:
     """Deliver the outbox until SIGTERM or SIGINT (or, with ``exit_with_parent``, until
@@ -99,12 +90,11 @@ class DeliveryProcess:
 
     @classmethod
     def for_cli(cls, config_file: str | None) -> DeliveryProcess:
-        """The deliverer of this installation, with the same settings file as the server,
-        at :data:`NICENESS`."""
+        """The deliverer of this installation, with the same settings file as the server."""
         argv = [sys.executable, "-m", "cheeseshop"]
         if config_file:
             argv += ["--config", config_file]
-        return cls([*argv, "deliver", "--exit-with-parent", "--nice", str(NICENESS)])
+        return cls([*argv, "deliver", "--exit-with-parent"])
 
     @property
     def pid(self) -> int | None:
