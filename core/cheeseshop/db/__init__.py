@@ -182,22 +182,27 @@ class Database:
             return self._core_here(work, write)
         return asyncio.run_coroutine_threadsafe(self.run_core(work, write=write), loop).result(timeout)
 
-    def wait_inside_transaction(self, futures: Collection[concurrent.futures.Future[Any]]) -> None:
-        """Block until every one of ``futures`` is done, from inside ``work`` run by
-        :meth:`run_core`, :meth:`run_read`, :meth:`run_write` or their blocking forms;
-        their results are left to the caller.
+    def wait_inside_transaction(
+        self, futures: Collection[concurrent.futures.Future[Any]], *, timeout: float | None
+    ) -> bool:
+        """Wait until every one of ``futures`` is done, for at most ``timeout`` seconds,
+        from inside ``work`` run by :meth:`run_core`, :meth:`run_read`, :meth:`run_write`
+        or their blocking forms; whether they all are. Their results are left to the caller.
 
         On SQLite such work runs in a worker thread, which simply waits; on PostgreSQL it
         runs on the event loop (through SQLAlchemy's greenlet bridge), where it awaits
-        them, so the loop goes on serving meanwhile. The transaction stays open: this is
-        how a commit waits for work done beside it (the upload's stored files).
+        them, so the loop goes on serving meanwhile. The transaction stays open, with its
+        locks: this is how a commit waits for work done beside it (the upload's stored
+        files), and why it should not wait long.
         """
         if not futures:
-            return
+            return True
         if self._sync_engine is not None:
-            concurrent.futures.wait(futures)
-            return
-        await_only(asyncio.wait([asyncio.wrap_future(future) for future in futures]))
+            _, pending = concurrent.futures.wait(futures, timeout=timeout)
+            return not pending
+        waiting = [asyncio.wrap_future(future) for future in futures]
+        _, still = await_only(asyncio.wait(waiting, timeout=timeout))
+        return not still
 
     def _read_here(self, work: Callable[[Session], T]) -> T:
         with self._sync_reader() as session:

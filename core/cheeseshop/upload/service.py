@@ -302,24 +302,31 @@ class _Steps:
         """Record the upload in one write transaction; returns the outbox ids of its events.
 
         The transaction's statements run while ``puts`` store the files; it commits only
-        once they have, and the file is there whole (R1). ``verify``: check that again
-        first (a retry, after a racer's commit). When this returns or raises, ``puts``
-        have ended: no write goes on behind the answer.
+        once they have, and the file's put found it there whole (R1). It waits for them
+        at most :data:`PUTS_WAIT_IN_TRANSACTION`, holding its locks; slower puts are
+        waited for after a rollback, and the transaction runs again. ``verify``: check
+        the file again first (a retry, after a racer's commit). When this returns or
+        raises, ``puts`` have ended: no write goes on behind the answer.
         """
+        record = functools.partial(
+            _record_upload,
+            services=self.services,
+            principal=self.principal,
+            checked=checked,
+            paths=paths,
+            description_html=description_html,
+            stored=functools.partial(_wait_for_puts, self.services, puts),
+        )
         try:
             if verify:
                 _verify_stored(self.services.storage, paths.file, checked.file.size)
-            return self.write(
-                functools.partial(
-                    _record_upload,
-                    services=self.services,
-                    principal=self.principal,
-                    checked=checked,
-                    paths=paths,
-                    description_html=description_html,
-                    stored=functools.partial(_wait_for_puts, self.services, puts),
-                )
-            )
+            try:
+                return self.write(record)
+            except _PutsStillRunning:
+                # Slow puts (a large file, a slow remote store): wait for them without the
+                # transaction's locks, then run it again; they are done now.
+                concurrent.futures.wait(puts)
+                return self.write(record)
         finally:
             concurrent.futures.wait(puts)
 
@@ -636,14 +643,27 @@ def _start_puts(services: Services, checked: _Checked, paths: _Paths) -> _Puts:
     return tuple(puts)
 
 
+#: The longest the commit's transaction waits for the puts beside it. It holds its locks
+#: meanwhile: SQLite's write lock, or on PostgreSQL the project's row and the journal's
+#: lock, which every upload needs. Puts still running then (a large file, a slow remote
+#: store) are waited for after a rollback, and the transaction is run again.
+PUTS_WAIT_IN_TRANSACTION = 0.02
+
+
 def _wait_for_puts(services: Services, puts: _Puts) -> None:
-    """Block, inside the commit's transaction, until ``puts`` have ended; raise the first
-    one's failure, which rolls the transaction back."""
-    services.db.wait_inside_transaction(puts)
+    """Wait, inside the commit's transaction, until ``puts`` have ended, and raise the
+    first one's failure; either way out of time (:class:`_PutsStillRunning`) or a failure
+    rolls the transaction back."""
+    if not services.db.wait_inside_transaction(puts, timeout=PUTS_WAIT_IN_TRANSACTION):
+        raise _PutsStillRunning
     for put in puts:
         failure = put.exception()
         if failure is not None:
             raise failure
+
+
+class _PutsStillRunning(Exception):
+    """The puts took longer than :data:`PUTS_WAIT_IN_TRANSACTION`: wait without the locks."""
 
 
 class _PutFailed(Exception):

@@ -133,6 +133,24 @@ def test_symlink_out_of_the_root_is_not_followed(storage: LocalFileStorage, tmp_
     assert storage.exists("ab/link/secret.txt") is False
 
 
+def test_symlink_within_the_root_is_followed(storage: LocalFileStorage, tmp_path: Path) -> None:
+    # An operator's link from one shard directory to another place under the root.
+    moved = tmp_path / "files" / "moved" / "cd"
+    moved.mkdir(parents=True)
+    (moved / "p.whl").write_bytes(b"wheel")
+    (tmp_path / "files" / "ab").symlink_to(moved.parent)
+    assert storage.exists("ab/cd/p.whl") is True
+    assert storage.read_small("ab/cd/p.whl", limit=100) == b"wheel"
+
+
+def test_a_file_where_a_directory_should_be_means_not_stored(storage: LocalFileStorage) -> None:
+    storage.root.mkdir(parents=True, exist_ok=True)
+    (storage.root / "ab").write_bytes(b"in the way")
+    assert storage.exists("ab/cd/ef/p.whl") is False
+    with pytest.raises(OSError):
+        storage.put_bytes("ab/cd/ef/p.whl", b"wheel")
+
+
 def test_the_root_itself_is_not_a_file(storage: LocalFileStorage, source: Path) -> None:
     for path in ("", ".", "ab/.."):
         assert storage.exists(path) is False

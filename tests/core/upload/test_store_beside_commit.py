@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -94,3 +95,37 @@ async def test_the_commit_waits_for_a_slow_put_and_then_publishes(
 
 def _blake2(content: bytes) -> str:
     return hashlib.blake2b(content, digest_size=32).hexdigest()
+
+
+async def test_puts_slower_than_the_commit_waits_are_waited_for_outside_it(
+    upload: Any, make_token: Any, cheeseshop_services: Any, monkeypatch: pytest.MonkeyPatch, spool: str
+) -> None:
+    # A large file or a slow remote store: the transaction does not sit on its locks
+    # (SQLite's write lock, the journal's) until the puts end; it rolls back, waits
+    # outside, and runs again.
+    token = await make_token("alice")
+    monkeypatch.setattr(service, "PUTS_WAIT_IN_TRANSACTION", 0.05)
+    real_put, real_record = service._put_received, service._record_upload
+    transactions: list[bool] = []
+
+    def slow_put(*args: Any) -> None:
+        time.sleep(0.3)
+        real_put(*args)
+
+    def counted_record(*args: Any, **kwargs: Any) -> Any:
+        transactions.append(True)
+        return real_record(*args, **kwargs)
+
+    monkeypatch.setattr(service, "_put_received", slow_put)
+    monkeypatch.setattr(service, "_record_upload", counted_record)
+    dist = build_wheel("beside-commit", "1.0")
+
+    response = await asyncio.wait_for(upload(dist, token=token), WAIT * 2)
+
+    assert response.status_code == 200, await response.get_data(as_text=True)
+    assert len(transactions) == 2, "the transaction should have been run again after the puts"
+    projects, files, entries = await _visible(cheeseshop_services)
+    assert (projects, files) == (1, 1)
+    assert entries == 4  # create, add Owner, new release, add file: once each, not twice
+    path = storage_path(_blake2(dist.content), dist.filename)
+    assert cheeseshop_services.storage.size(path) == len(dist.content)
