@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-import secrets
+import shutil
 import stat
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -35,19 +36,16 @@ class LocalFileStorage:
         # a call against 30, and every put, size check and download calls this.
         if not _is_plain_relative(path):
             raise FileNotFoundError(path)
-        full = os.path.join(self.root, path)
-        part_end = len(str(self.root))
-        while part_end < len(full):
-            part_end = full.find("/", part_end + 1)
-            if part_end == -1:
-                part_end = len(full)
+        below = str(self.root)
+        for part in path.split("/"):
+            below = f"{below}/{part}"
             try:
-                mode = os.lstat(full[:part_end]).st_mode
+                mode = os.lstat(below).st_mode
             except (FileNotFoundError, NotADirectoryError):
                 break  # nothing further down exists (a put creates real directories)
             if stat.S_ISLNK(mode):
                 return self._resolved(path)
-        return Path(full)
+        return self.root / path
 
     def _resolved(self, path: str) -> Path:
         """``path`` with its links followed, if that stays below the root (else not found)."""
@@ -62,13 +60,8 @@ class LocalFileStorage:
         ``info`` is not kept: a file on disk has nowhere to put it, and its path already
         names its blake2b-256.
         """
-
-        def fill(fd: int) -> None:
-            with source.open("rb") as src:
-                while chunk := src.read(1024 * 1024):
-                    _write_all(fd, chunk)
-
-        self._write(path, fill)
+        with source.open("rb") as src:
+            self._write(path, lambda out: shutil.copyfileobj(src, out, 1024 * 1024))
 
     def put_bytes(self, path: str, data: bytes, *, info: StoredFileInfo | None = None) -> None:
         """Write ``data`` to ``path`` as :meth:`put` copies a file (``BytesPuts``).
@@ -76,32 +69,21 @@ class LocalFileStorage:
         A subclass that changes how :meth:`put` stores must change this too: the upload
         stores small files and every core metadata file through it.
         """
-        self._write(path, lambda fd: _write_all(fd, data))
+        self._write(path, lambda out: out.write(data))
 
-    def _write(self, path: str, fill: Callable[[int], object]) -> None:
-        """Fill a temporary file beside ``path``, fsync it, and rename it into place.
-
-        Plain ``os`` calls on a descriptor, not ``tempfile`` and a buffered file: each call
-        lets go of the interpreter and takes it back, and in a busy server each taking
-        back is a wait (an upload's puts run beside its commit's statements).
-        """
+    def _write(self, path: str, fill: Callable[[BinaryIO], object]) -> None:
+        """Fill a temporary file beside ``path``, fsync it, and rename it into place."""
         target = self._full(path)
-        temporary = os.path.join(os.path.dirname(target), f".incoming-{secrets.token_hex(8)}")
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        # os.makedirs stats the parents and creates only what is missing: one mkdir for a
+        # new file's directory, where Path.mkdir(parents=True) fails and retries (3 calls).
+        os.makedirs(target.parent, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
         try:
-            fd = os.open(temporary, flags, 0o644)
-        except FileNotFoundError:
-            # A new file's directory (content-addressed paths: almost every put's), made
-            # only when missing; os.makedirs creates just the levels that are.
-            os.makedirs(target.parent, exist_ok=True)
-            fd = os.open(temporary, flags, 0o644)
-        try:
-            try:
-                os.fchmod(fd, 0o644)  # whatever the umask: readable by the web server
-                fill(fd)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            with os.fdopen(fd, "wb") as out:
+                fill(out)
+                out.flush()
+                os.fsync(out.fileno())
+            os.chmod(temporary, 0o644)
             os.replace(temporary, target)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
@@ -175,13 +157,6 @@ class LocalFileStorage:
                 if not stat.S_ISREG(status.st_mode):
                     continue
                 yield full.relative_to(self.root).as_posix(), status.st_mtime
-
-
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    """Write all of ``data`` to ``fd`` (``os.write`` may write less than asked)."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _is_plain_relative(path: str) -> bool:
