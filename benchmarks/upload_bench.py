@@ -21,17 +21,21 @@ repository), re-used while their package list is unchanged. A peer that cannot b
 or started is reported and skipped.
 
     .venv/bin/python benchmarks/upload_bench.py [--files N] [--only NAME,...] [--time-cap S]
-    .venv/bin/python benchmarks/upload_bench.py --profile [--files N]
-    .venv/bin/python benchmarks/upload_bench.py --stages [--files N]
+    .venv/bin/python benchmarks/upload_bench.py --profile [--files N] [--backend postgres]
+    .venv/bin/python benchmarks/upload_bench.py --stages [--files N] [--backend postgres]
+    .venv/bin/python benchmarks/upload_bench.py --cpu [--files N] [--only NAME,...]
 
-``--profile`` instead runs Cheeseshop on SQLite in a child process (hypercorn in-process)
-under cProfile, every thread profiled (the event loop, the worker threads, aiosqlite's
-connection threads), with every SQL statement timed; it uploads N files with httpx and
-prints the statements and the functions that cost the most. ``--stages`` runs it without a
-profiler and times each step of the upload instead (receiving the body, validating,
-checking the index, storing, committing), printing each one's median and p90 beside the
-client's median for the whole request. ``--keep`` keeps the work directory (server logs,
-twine output) for a look afterwards.
+``--profile`` instead runs Cheeseshop on SQLite (or ``--backend postgres``) in a child
+process (hypercorn in-process) under cProfile, every thread profiled (the event loop, the
+worker threads, aiosqlite's connection threads), with every SQL statement timed; it
+uploads N files with httpx and prints the statements and the functions that cost the
+most. ``--stages`` runs it without a profiler and times each step of the upload instead
+(receiving the body, validating, checking the index, storing, committing), printing each
+one's median and p90 beside the client's median for the whole request. ``--cpu`` runs
+each server as the benchmark does and prints the CPU time each process spends per upload
+(httpx): for Cheeseshop the web process, its deliverer and PostgreSQL's processes, and
+the client, everywhere.
+``--keep`` keeps the work directory (server logs, twine output) for a look afterwards.
 """
 
 from __future__ import annotations
@@ -540,27 +544,34 @@ _IDLE = ("'get' of '_queue.SimpleQueue'", "'poll' of 'select.epoll'", "'acquire'
 
 
 @contextlib.contextmanager
-def instrumented_cheeseshop(workdir: Path, script: str, *args: str) -> Iterator[Target]:
-    """Cheeseshop on SQLite in ``workdir``, run by ``script`` (``python -c script PORT
-    *args``), with its user and token; yields the upload target, stops it on exit."""
-    env = cheeseshop_env(workdir, None)
-    token = cheeseshop_token(env)
-    port = free_port()
-    command = [PYTHON, "-c", script, str(port), *args]
-    with server_process(command, port=port, log=workdir / "server.log", env=env):
-        yield Target(f"http://127.0.0.1:{port}/legacy/", "__token__", token)
+def instrumented_cheeseshop(
+    workdir: Path, backend: str, script: str, *args: str
+) -> Iterator[Target]:
+    """Cheeseshop on ``backend`` ("sqlite" in ``workdir``, or "postgres" in a fresh
+    database) run by ``script`` (``python -c script PORT *args``), with its user and
+    token; yields the upload target, stops it on exit."""
+    with contextlib.ExitStack() as stack:
+        url = None
+        if backend == "postgres":
+            url = stack.enter_context(postgres_database(POSTGRES_DATABASE))
+        env = cheeseshop_env(workdir, url)
+        token = cheeseshop_token(env)
+        port = free_port()
+        command = [PYTHON, "-c", script, str(port), *args]
+        with server_process(command, port=port, log=workdir / "server.log", env=env):
+            yield Target(f"http://127.0.0.1:{port}/legacy/", "__token__", token)
 
 
-def profile_cheeseshop(dists: Sequence[Dist], cap: float, top: int) -> None:
-    """Upload ``dists`` to a profiled Cheeseshop on SQLite; print SQL and Python costs."""
+def profile_cheeseshop(dists: Sequence[Dist], cap: float, top: int, backend: str) -> None:
+    """Upload ``dists`` to a profiled Cheeseshop on ``backend``; print SQL and Python costs."""
     import json
     import pstats
 
     with tempfile.TemporaryDirectory(prefix="cheeseshop-profile-") as tmp:
         workdir = Path(tmp)
         stats_file = workdir / "upload.prof"
-        with instrumented_cheeseshop(workdir, _PROFILED_SERVER, str(stats_file)) as target:
-            result = upload_with_httpx("cheeseshop-sqlite (profiled)", target, dists, cap)
+        with instrumented_cheeseshop(workdir, backend, _PROFILED_SERVER, str(stats_file)) as target:
+            result = upload_with_httpx(f"cheeseshop-{backend} (profiled)", target, dists, cap)
         print(table([result]))
         if not stats_file.exists():
             log = (workdir / "server.log").read_text(errors="replace")
@@ -665,8 +676,8 @@ with open(out, "w") as file:
 """
 
 
-def time_stages(dists: Sequence[Dist], cap: float) -> None:
-    """Upload ``dists`` to Cheeseshop on SQLite with every step of STAGES timed; print the
+def time_stages(dists: Sequence[Dist], cap: float, backend: str) -> None:
+    """Upload ``dists`` to Cheeseshop on ``backend`` with every step of STAGES timed; print the
     median and p90 of each, beside the client's median for the whole request."""
     import json
 
@@ -674,9 +685,13 @@ def time_stages(dists: Sequence[Dist], cap: float) -> None:
     with tempfile.TemporaryDirectory(prefix="cheeseshop-stages-") as tmp:
         workdir = Path(tmp)
         out = workdir / "stages.json"
-        with instrumented_cheeseshop(workdir, _STAGED_SERVER, str(out), json.dumps(STAGES)) as target:
+        with instrumented_cheeseshop(
+            workdir, backend, _STAGED_SERVER, str(out), json.dumps(STAGES)
+        ) as target:
             upload_with_httpx("warm-up", target, dists[:warm_up], cap)
-            result = upload_with_httpx("cheeseshop-sqlite (stages timed)", target, dists[warm_up:], cap)
+            result = upload_with_httpx(
+                f"cheeseshop-{backend} (stages timed)", target, dists[warm_up:], cap
+            )
         print(table([result]))
         if not out.exists():
             print(f"no timings written; server log:\n{(workdir / 'server.log').read_text()[-2000:]}")
@@ -693,6 +708,88 @@ def time_stages(dists: Sequence[Dist], cap: float) -> None:
         print(f"{'(the client: the whole request)':32} {statistics.median(result.latencies_ms):7.2f}")
 
 
+# -- CPU per upload ----------------------------------------------------------------------
+
+#: Which part of a run a process is, by what its command line holds (first match wins).
+_CPU_ROLES = (
+    (" -m cheeseshop serve", "cheeseshop serve (web)"),
+    (" -m cheeseshop deliver", "cheeseshop deliver"),
+    ("bin/pypi-server", "pypiserver"),
+    ("bin/devpi-server", "devpi-server"),
+    ('Quart("bare")', "quart-bare"),
+)
+
+
+def _cpu_ticks() -> dict[int, tuple[str, int, int]]:
+    """The CPU ticks (user, system) of every process that takes part in a run, by pid.
+
+    PostgreSQL's processes count as one: a connection's backend is a process of its own.
+    """
+    processes = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            command = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # ended meanwhile
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        role = "postgres (every process)" if name == "postgres" else None
+        role = role or next((label for marker, label in _CPU_ROLES if marker in command), None)
+        if role is not None:
+            fields = stat[stat.rindex(")") + 2 :].split()
+            processes[int(entry)] = (role, int(fields[11]), int(fields[12]))
+    return processes
+
+
+def measure_cpu(name: str, dists: Sequence[Dist], cap: float) -> None:
+    """Upload ``dists`` with httpx to the server ``name`` (as the benchmark runs it: for
+    Cheeseshop, ``cheeseshop serve`` and its deliverer); print the CPU time each process
+    spent per upload, user and system.
+
+    On a machine with few cores a request's latency follows the CPU every process of the
+    run spends on it, the deliverer's and PostgreSQL's included, not the web process's
+    alone. From /proc (Linux only); after a warm-up of 20 uploads.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    warm_up = min(20, len(dists) // 5)
+    with tempfile.TemporaryDirectory(prefix="cheeseshop-cpu-") as tmp:
+        with SERVERS[name](Path(tmp)) as target:
+            upload_with_httpx("warm-up", target, dists[:warm_up], cap)
+            time.sleep(0.5)  # the deliverer's share of the warm-up
+            before, client_before = _cpu_ticks(), os.times()
+            result = upload_with_httpx(name, target, dists[warm_up:], cap)
+            time.sleep(1.0)  # Cheeseshop's deliverer polls: let it deliver the last events
+            after, client_after = _cpu_ticks(), os.times()
+    print(table([result]))
+    uploads = max(result.ok, 1)
+    spent: dict[str, list[float]] = {
+        "the client (httpx)": [
+            client_after.user - client_before.user,
+            client_after.system - client_before.system,
+        ]
+    }
+    for pid, (role, user, system) in after.items():
+        _, user_before, system_before = before.get(pid, (role, 0, 0))
+        totals = spent.setdefault(role, [0.0, 0.0])
+        totals[0] += (user - user_before) / tick
+        totals[1] += (system - system_before) / tick
+    print(f"\n== CPU per upload, ms, over {result.ok} uploads (after {warm_up} to warm up) ==")
+    print(f"{'process':28} {'user':>6} {'system':>7} {'total':>6}")
+    for role, (user, system) in sorted(spent.items(), key=lambda item: -sum(item[1])):
+        if user + system:
+            print(
+                f"{role:28} {user * 1000 / uploads:6.2f} {system * 1000 / uploads:7.2f} "
+                f"{(user + system) * 1000 / uploads:6.2f}"
+            )
+    total = sum(map(sum, spent.values())) * 1000 / uploads
+    print(
+        f"{'all of them':28} {'':6} {'':7} {total:6.2f}  (wall {result.wall * 1000 / uploads:.2f} "
+        f"ms per upload, {os.cpu_count()} cores)\n"
+    )
+
+
 # -- main --------------------------------------------------------------------------------
 
 
@@ -706,17 +803,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--time-cap", type=float, default=300.0, help="seconds per phase [300]")
     parser.add_argument(
-        "--profile", action="store_true", help="profile Cheeseshop (SQLite) under cProfile instead"
+        "--profile", action="store_true", help="profile Cheeseshop under cProfile instead"
     )
     parser.add_argument(
         "--stages",
         action="store_true",
-        help="time each step of Cheeseshop's upload (SQLite) instead",
+        help="time each step of Cheeseshop's upload instead",
     )
     parser.add_argument(
         "--keep",
         action="store_true",
         help="keep the work directory (server and twine logs) and print its path",
+    )
+    parser.add_argument(
+        "--cpu",
+        action="store_true",
+        help="print the CPU each process spends per upload (httpx), for each --only server, instead",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="the database of --profile and --stages [sqlite]",
     )
     parser.add_argument("--top", type=int, default=30, help="profile entries to print [30]")
     args = parser.parse_args(argv)
@@ -727,10 +835,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     dists = build_dists(args.files)
     if args.profile:
-        profile_cheeseshop(dists, args.time_cap, args.top)
+        profile_cheeseshop(dists, args.time_cap, args.top, args.backend)
         return 0
     if args.stages:
-        time_stages(dists, args.time_cap)
+        time_stages(dists, args.time_cap, args.backend)
+        return 0
+    if args.cpu:
+        for name in names:
+            measure_cpu(name, dists, args.time_cap)
         return 0
 
     size = statistics.mean(len(dist.content) for dist in dists)
