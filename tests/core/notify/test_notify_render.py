@@ -7,6 +7,8 @@ import json
 import logging
 from datetime import UTC, datetime
 from email.message import EmailMessage
+from email.parser import BytesParser
+from email.policy import SMTP, default
 
 import pytest
 
@@ -15,7 +17,7 @@ from cheeseshop.db import Database
 from cheeseshop.events import Notification, Recipient, event_from_json
 from cheeseshop.notify import Mailer
 from cheeseshop.notify.plugin import cheeseshop_notify
-from cheeseshop.notify.render import UnknownKind, build_message, message_id, render
+from cheeseshop.notify.render import UnknownKind, _text_part, build_message, message_id, render
 
 HOSTILE = '<script>alert("x")</script>'
 
@@ -135,3 +137,52 @@ def test_notify_mailer_refuses_to_block_the_event_loop(tmp_path) -> None:
     asyncio.run(on_the_loop())
     with pytest.raises(RuntimeError, match="not bound"):
         Mailer(db, CountingSender()).settled("x")
+
+
+def _as_sent(message: EmailMessage) -> EmailMessage:
+    """The message as a mail program reads it: written as for SMTP, parsed back."""
+    return BytesParser(policy=default).parsebytes(message.as_bytes(policy=SMTP))
+
+
+@pytest.mark.parametrize(
+    ("project", "mail_from", "email"),
+    [
+        # Every header short ASCII: stored as given, without the email package's parsing.
+        ("demo", "Index <noreply@pypi.example.com>", "alice@example.com"),
+        # A subject too long for one line, a sender's name beyond ASCII, a dot in the
+        # recipient's name: each of those headers goes the email package's way.
+        ("a-project-" + "with-a-very-long-name-" * 4, "Índice Ñ <noreply@pypi.example.com>", "al.ice@example.com"),
+    ],
+)
+def test_notify_message_reads_back_as_built(project: str, mail_from: str, email: str) -> None:
+    recipient = Recipient(username=email.split("@")[0], email=email, role="Owner")
+    built = notification(project=project)
+    rendered = render(built, recipient)
+    sent = _as_sent(build_message(built, recipient, mail_from=mail_from))
+
+    assert sent["Subject"] == rendered.subject
+    assert sent["From"].addresses[0].display_name == mail_from.split(" <")[0]
+    assert sent["To"].addresses[0].display_name == recipient.username
+    assert sent["To"].addresses[0].addr_spec == email
+    assert sent["Date"] == "Sat, 28 Nov 2026 12:30:00 +0000"
+    assert sent["Message-ID"] == message_id(built.notification_id, email, mail_from)
+    assert sent["Auto-Submitted"] == "auto-generated"
+    assert sent.get_content_type() == "multipart/alternative"
+    # Read back with the wire's CRLF line ends, as from any message written for SMTP.
+    assert sent.get_body(preferencelist=("plain",)).get_content().replace("\r\n", "\n") == rendered.text
+    assert sent.get_body(preferencelist=("html",)).get_content().replace("\r\n", "\n") == rendered.html
+    # Every line within SMTP's limit, and every line of the parts within 78 characters,
+    # whatever the text held (a Message-ID has no place to fold, so headers may be longer).
+    written = build_message(built, recipient, mail_from=mail_from).as_bytes(policy=SMTP)
+    assert max(map(len, written.split(b"\r\n"))) <= 998
+    assert max(map(len, written.partition(b"\r\n\r\n")[2].split(b"\r\n"))) <= 78
+
+
+def test_notify_short_ascii_text_goes_as_7bit_and_anything_else_quoted_printable() -> None:
+    plain = _text_part("Hello\nworld\n", "plain")
+    assert (plain.get_content_type(), plain["Content-Transfer-Encoding"]) == ("text/plain", "7bit")
+    assert plain.get_content() == "Hello\nworld\n"
+    for text in ("Grüße\n", "x" * 79 + "\n"):
+        part = _text_part(text, "html")
+        assert (part.get_content_type(), part["Content-Transfer-Encoding"]) == ("text/html", "quoted-printable")
+        assert part.get_content() == text
