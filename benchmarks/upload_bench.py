@@ -731,8 +731,8 @@ def _cpu_ticks() -> dict[int, tuple[str, int, int]]:
             continue
         try:
             stat = Path(f"/proc/{entry}/stat").read_text()
-            command = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
-            command = command.decode(errors="replace")
+            raw_command = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
+            command = raw_command.decode(errors="replace")
         except OSError:
             continue  # ended meanwhile
         name = stat[stat.index("(") + 1 : stat.rindex(")")]
