@@ -31,7 +31,8 @@ worker threads, aiosqlite's connection threads), with every SQL statement timed;
 uploads N files with httpx and prints the statements and the functions that cost the
 most. ``--stages`` runs it without a profiler and times each step of the upload instead
 (receiving the body, validating, checking the index, storing, committing), printing each
-one's median and p90 beside the client's median for the whole request. ``--cpu`` runs
+one's median and p90, and the CPU its thread spent meanwhile, beside the client's median
+for the whole request. ``--cpu`` runs
 each server as the benchmark does and prints the CPU time each process spends per upload
 (httpx): for Cheeseshop the web process, its deliverer and PostgreSQL's processes, and
 the client, everywhere.
@@ -647,22 +648,23 @@ def timed(module, name):
     owner = functools.reduce(getattr, owner_path, module)
     inner = getattr(owner, attribute)
 
+    # Each call: its wall time, and the CPU time of the thread it ran in meanwhile.
     if inspect.iscoroutinefunction(inner):
         @functools.wraps(inner)
         async def wrapper(*args, **kwargs):
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.thread_time()
             try:
                 return await inner(*args, **kwargs)
             finally:
-                times[name].append(time.perf_counter() - started)
+                times[name].append((time.perf_counter() - started, time.thread_time() - cpu))
     else:
         @functools.wraps(inner)
         def wrapper(*args, **kwargs):
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.thread_time()
             try:
                 return inner(*args, **kwargs)
             finally:
-                times[name].append(time.perf_counter() - started)
+                times[name].append((time.perf_counter() - started, time.thread_time() - cpu))
 
     setattr(owner, attribute, wrapper)
 
@@ -696,14 +698,21 @@ def time_stages(dists: Sequence[Dist], cap: float, backend: str) -> None:
         if not out.exists():
             print(f"no timings written; server log:\n{(workdir / 'server.log').read_text()[-2000:]}")
             return
-        times: dict[str, list[float]] = json.loads(out.read_text())
+        times: dict[str, list[tuple[float, float]]] = json.loads(out.read_text())
     print(f"\n== Each step: ms over {result.ok} uploads (after {warm_up} to warm up), in order ==")
-    print(f"{'step':32} {'median':>7} {'p90':>7}")
+    print("(cpu: the CPU time of the thread the step ran in, while it ran; for a step that")
+    print(" awaits, the event loop's only, not that of the threads it waits for)")
+    print(f"{'step':32} {'median':>7} {'p90':>7} {'cpu':>7}")
     for _, name in STAGES:
-        spent = sorted(times.get(name, [])[warm_up:])
-        if spent:
+        calls = times.get(name, [])[warm_up:]
+        if calls:
+            spent = sorted(wall for wall, _ in calls)
             p90 = spent[min(len(spent) - 1, int(len(spent) * 0.9))]
-            print(f"{name:32} {statistics.median(spent) * 1000:7.2f} {p90 * 1000:7.2f}")
+            cpu = statistics.median(cpu for _, cpu in calls)
+            print(
+                f"{name:32} {statistics.median(spent) * 1000:7.2f} {p90 * 1000:7.2f} "
+                f"{cpu * 1000:7.2f}"
+            )
     if result.latencies_ms:
         print(f"{'(the client: the whole request)':32} {statistics.median(result.latencies_ms):7.2f}")
 
