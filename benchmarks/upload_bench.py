@@ -24,6 +24,7 @@ or started is reported and skipped.
     .venv/bin/python benchmarks/upload_bench.py --profile [--files N] [--backend postgres]
     .venv/bin/python benchmarks/upload_bench.py --stages [--files N] [--backend postgres]
     .venv/bin/python benchmarks/upload_bench.py --cpu [--files N] [--only NAME,...]
+    .venv/bin/python benchmarks/upload_bench.py --deliver [--files N] [--backend postgres]
 
 ``--profile`` instead runs Cheeseshop on SQLite (or ``--backend postgres``) in a child
 process (hypercorn in-process) under cProfile, every thread profiled (the event loop, the
@@ -32,11 +33,12 @@ uploads N files with httpx and prints the statements and the functions that cost
 most. ``--stages`` runs it without a profiler and times each step of the upload instead
 (receiving the body, validating, checking the index, storing, committing), printing each
 one's median and p90, and the CPU its thread spent meanwhile, beside the client's median
-for the whole request. ``--cpu`` runs
-each server as the benchmark does and prints the CPU time each process spends per upload
-(httpx): for Cheeseshop the web process, its deliverer and PostgreSQL's processes, and
-the client, everywhere.
-``--keep`` keeps the work directory (server logs, twine output) for a look afterwards.
+for the whole request. ``--cpu`` runs each server as the benchmark does and prints the
+CPU time each process spends per upload (httpx): for Cheeseshop the web process, its
+deliverer and PostgreSQL's processes, and the client, everywhere. ``--deliver`` uploads N
+files with no deliverer running, then delivers the outbox events they left from the
+benchmark's own process and prints the CPU and wall time per event. ``--keep`` keeps the
+work directory (server logs, twine output) for a look afterwards.
 """
 
 from __future__ import annotations
@@ -547,10 +549,11 @@ _IDLE = ("'get' of '_queue.SimpleQueue'", "'poll' of 'select.epoll'", "'acquire'
 @contextlib.contextmanager
 def instrumented_cheeseshop(
     workdir: Path, backend: str, script: str, *args: str
-) -> Iterator[Target]:
+) -> Iterator[tuple[Target, dict[str, str]]]:
     """Cheeseshop on ``backend`` ("sqlite" in ``workdir``, or "postgres" in a fresh
     database) run by ``script`` (``python -c script PORT *args``), with its user and
-    token; yields the upload target, stops it on exit."""
+    token, and no deliverer; yields the upload target and the server's environment,
+    stops it on exit."""
     with contextlib.ExitStack() as stack:
         url = None
         if backend == "postgres":
@@ -560,7 +563,7 @@ def instrumented_cheeseshop(
         port = free_port()
         command = [PYTHON, "-c", script, str(port), *args]
         with server_process(command, port=port, log=workdir / "server.log", env=env):
-            yield Target(f"http://127.0.0.1:{port}/legacy/", "__token__", token)
+            yield Target(f"http://127.0.0.1:{port}/legacy/", "__token__", token), env
 
 
 def profile_cheeseshop(dists: Sequence[Dist], cap: float, top: int, backend: str) -> None:
@@ -571,7 +574,7 @@ def profile_cheeseshop(dists: Sequence[Dist], cap: float, top: int, backend: str
     with tempfile.TemporaryDirectory(prefix="cheeseshop-profile-") as tmp:
         workdir = Path(tmp)
         stats_file = workdir / "upload.prof"
-        with instrumented_cheeseshop(workdir, backend, _PROFILED_SERVER, str(stats_file)) as target:
+        with instrumented_cheeseshop(workdir, backend, _PROFILED_SERVER, str(stats_file)) as (target, _):
             result = upload_with_httpx(f"cheeseshop-{backend} (profiled)", target, dists, cap)
         print(table([result]))
         if not stats_file.exists():
@@ -689,7 +692,7 @@ def time_stages(dists: Sequence[Dist], cap: float, backend: str) -> None:
         out = workdir / "stages.json"
         with instrumented_cheeseshop(
             workdir, backend, _STAGED_SERVER, str(out), json.dumps(STAGES)
-        ) as target:
+        ) as (target, _):
             upload_with_httpx("warm-up", target, dists[:warm_up], cap)
             result = upload_with_httpx(
                 f"cheeseshop-{backend} (stages timed)", target, dists[warm_up:], cap
@@ -715,6 +718,56 @@ def time_stages(dists: Sequence[Dist], cap: float, backend: str) -> None:
             )
     if result.latencies_ms:
         print(f"{'(the client: the whole request)':32} {statistics.median(result.latencies_ms):7.2f}")
+
+
+# -- delivering the outbox ----------------------------------------------------------------
+
+
+def measure_delivery(dists: Sequence[Dist], cap: float, backend: str) -> None:
+    """Upload ``dists`` to Cheeseshop on ``backend`` with no deliverer running, then deliver
+    the events they left in the outbox from this process, one after another as ``cheeseshop
+    deliver`` does, and print the CPU and wall time per event.
+
+    With the default plugins each upload leaves one event, its new release's e-mail. This
+    process's CPU time is all the deliverer's while it delivers, so the figure does not
+    move with what else the machine runs, as latencies do on a small VM.
+    """
+    import asyncio
+    import json
+
+    from cheeseshop.app import build_services
+    from cheeseshop.config import load_settings
+
+    async def deliver_all(env: dict[str, str]) -> tuple[int, float, float]:
+        settings = load_settings(environ=env).model_copy(update={"outbox_delivery": "inline"})
+        services = build_services(settings)
+        try:
+            ids, _ = await services.outbox.due(limit=10 * len(dists))
+            warm_up, measured = ids[:20], ids[20:]
+            for event_id in warm_up:
+                await services.outbox.deliver(event_id)
+            cpu, wall = time.process_time(), time.perf_counter()
+            for event_id in measured:
+                await services.outbox.deliver(event_id)
+            return len(measured), time.process_time() - cpu, time.perf_counter() - wall
+        finally:
+            await services.cache.close()
+            await services.db.dispose()
+
+    with tempfile.TemporaryDirectory(prefix="cheeseshop-deliver-") as tmp:
+        workdir = Path(tmp)
+        out = workdir / "stages.json"  # no step is timed: the staged server, minus stages
+        with instrumented_cheeseshop(workdir, backend, _STAGED_SERVER, str(out), "[]") as (target, env):
+            result = upload_with_httpx(f"cheeseshop-{backend} (no deliverer)", target, dists, cap)
+            events, cpu, wall = asyncio.run(deliver_all(env))
+    print(table([result]))
+    if not events:
+        print("no events were left to deliver")
+        return
+    print(
+        f"\n== Delivering: {events} events (after 20 to warm up), one after another ==\n"
+        f"CPU {cpu * 1000 / events:.2f} ms per event, wall {wall * 1000 / events:.2f} ms per event"
+    )
 
 
 # -- CPU per upload ----------------------------------------------------------------------
@@ -826,6 +879,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="keep the work directory (server and twine logs) and print its path",
     )
     parser.add_argument(
+        "--deliver",
+        action="store_true",
+        help="time delivering the uploads' outbox events (CPU and wall per event) instead",
+    )
+    parser.add_argument(
         "--cpu",
         action="store_true",
         help="print the CPU each process spends per upload (httpx), for each --only server, instead",
@@ -834,7 +892,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--backend",
         choices=("sqlite", "postgres"),
         default="sqlite",
-        help="the database of --profile and --stages [sqlite]",
+        help="the database of --profile, --stages and --deliver [sqlite]",
     )
     parser.add_argument("--top", type=int, default=30, help="profile entries to print [30]")
     args = parser.parse_args(argv)
@@ -849,6 +907,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.stages:
         time_stages(dists, args.time_cap, args.backend)
+        return 0
+    if args.deliver:
+        measure_delivery(dists, args.time_cap, args.backend)
         return 0
     if args.cpu:
         for name in names:
