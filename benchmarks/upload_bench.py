@@ -574,7 +574,9 @@ def profile_cheeseshop(dists: Sequence[Dist], cap: float, top: int, backend: str
     with tempfile.TemporaryDirectory(prefix="cheeseshop-profile-") as tmp:
         workdir = Path(tmp)
         stats_file = workdir / "upload.prof"
-        with instrumented_cheeseshop(workdir, backend, _PROFILED_SERVER, str(stats_file)) as (target, _):
+        with instrumented_cheeseshop(
+            workdir, backend, _PROFILED_SERVER, str(stats_file)
+        ) as (target, _):
             result = upload_with_httpx(f"cheeseshop-{backend} (profiled)", target, dists, cap)
         print(table([result]))
         if not stats_file.exists():
@@ -757,7 +759,9 @@ def measure_delivery(dists: Sequence[Dist], cap: float, backend: str) -> None:
     with tempfile.TemporaryDirectory(prefix="cheeseshop-deliver-") as tmp:
         workdir = Path(tmp)
         out = workdir / "stages.json"  # no step is timed: the staged server, minus stages
-        with instrumented_cheeseshop(workdir, backend, _STAGED_SERVER, str(out), "[]") as (target, env):
+        with instrumented_cheeseshop(
+            workdir, backend, _STAGED_SERVER, str(out), "[]"
+        ) as (target, env):
             result = upload_with_httpx(f"cheeseshop-{backend} (no deliverer)", target, dists, cap)
             events, cpu, wall = asyncio.run(deliver_all(env))
     print(table([result]))
@@ -886,7 +890,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--cpu",
         action="store_true",
-        help="print the CPU each process spends per upload (httpx), for each --only server, instead",
+        help="print the CPU each process spends per upload, for each --only server, instead",
     )
     parser.add_argument(
         "--backend",
