@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import re
 from email import quoprimime
 from email.headerregistry import Address
 from email.message import EmailMessage, MIMEPart
@@ -25,6 +26,11 @@ __all__ = ["RenderedEmail", "UnknownKind", "build_message", "message_id", "rende
 
 #: The longest line a header or a 7bit body line may have here (RFC 5322's advice).
 _LINE = 78
+#: An address whose To header may be written as ``formataddr`` makes it: a dot-atom local
+#: part and a plain ASCII domain. Any other (quotes, commas, angle brackets, a domain
+#: beyond ASCII) goes through ``Address``, which checks and encodes it, or refuses it.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_DOT_ATOM = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
 
 
 class UnknownKind(LookupError):
@@ -99,10 +105,12 @@ def build_message(notification: Notification, recipient: Recipient, *, mail_from
     message = EmailMessage(policy=default_policy)
     _set_header(message, "Subject", rendered.subject)
     _set_header(message, "From", mail_from)
-    to = formataddr((recipient.username, recipient.email))
-    if _plain_header("To", to):
+    # formataddr neither quotes nor checks the address, and fails on one beyond ASCII.
+    plain = _DOT_ATOM.fullmatch(recipient.email) is not None
+    to = formataddr((recipient.username, recipient.email)) if plain else ""
+    if plain and _plain_header("To", to):
         message.set_raw("To", to)
-    else:  # an address beyond ASCII: the package encodes it
+    else:  # any other address: the package checks it, and encodes a domain beyond ASCII
         message["To"] = Address(display_name=recipient.username, addr_spec=recipient.email)
     # From the notification, not the clock: a resend is the very same message.
     _set_header(message, "Date", format_datetime(notification.created))
@@ -137,14 +145,16 @@ def _set_header(message: EmailMessage, name: str, value: str) -> None:
 def _text_part(text: str, subtype: str) -> MIMEPart:
     """A ``text/<subtype>`` part in UTF-8: 7bit when every line is short ASCII, else
     quoted-printable, which every mail server passes on unchanged."""
-    lines = text.splitlines()
-    body = "\n".join(lines) + "\n"
+    # Lines end at CR, LF or CRLF only, as in the bytes the package would have encoded
+    # (str.splitlines() would also break at form feeds, U+2028 and the like).
+    lines = text.encode("utf-8").splitlines()
+    body = b"\n".join(lines) + b"\n"
     part = MIMEPart(policy=default_policy)
     part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
     if body.isascii() and all(len(line) <= _LINE for line in lines):
         part.set_raw("Content-Transfer-Encoding", "7bit")
-        part.set_payload(body)
+        part.set_payload(body.decode("ascii"))
     else:
         part.set_raw("Content-Transfer-Encoding", "quoted-printable")
-        part.set_payload(quoprimime.body_encode(body.encode("utf-8").decode("latin-1")))
+        part.set_payload(quoprimime.body_encode(body.decode("latin-1")))
     return part

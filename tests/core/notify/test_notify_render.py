@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from datetime import UTC, datetime
+from email.headerregistry import Address
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import SMTP, default
@@ -144,6 +146,9 @@ def _as_sent(message: EmailMessage) -> EmailMessage:
     return BytesParser(policy=default).parsebytes(message.as_bytes(policy=SMTP))
 
 
+LONG_NAME = "a-project-" + "with-a-very-long-name-" * 4
+
+
 @pytest.mark.parametrize(
     ("project", "mail_from", "email"),
     [
@@ -151,7 +156,7 @@ def _as_sent(message: EmailMessage) -> EmailMessage:
         ("demo", "Index <noreply@pypi.example.com>", "alice@example.com"),
         # A subject too long for one line, a sender's name beyond ASCII, a dot in the
         # recipient's name: each of those headers goes the email package's way.
-        ("a-project-" + "with-a-very-long-name-" * 4, "Índice Ñ <noreply@pypi.example.com>", "al.ice@example.com"),
+        (LONG_NAME, "Índice Ñ <noreply@pypi.example.com>", "al.ice@example.com"),
     ],
 )
 def test_notify_message_reads_back_as_built(project: str, mail_from: str, email: str) -> None:
@@ -167,10 +172,12 @@ def test_notify_message_reads_back_as_built(project: str, mail_from: str, email:
     assert sent["Date"] == "Sat, 28 Nov 2026 12:30:00 +0000"
     assert sent["Message-ID"] == message_id(built.notification_id, email, mail_from)
     assert sent["Auto-Submitted"] == "auto-generated"
+    assert sent["MIME-Version"] == "1.0"
+    assert not sent["To"].defects and not sent["From"].defects
     assert sent.get_content_type() == "multipart/alternative"
     # Read back with the wire's CRLF line ends, as from any message written for SMTP.
-    assert sent.get_body(preferencelist=("plain",)).get_content().replace("\r\n", "\n") == rendered.text
-    assert sent.get_body(preferencelist=("html",)).get_content().replace("\r\n", "\n") == rendered.html
+    for subtype, text in (("plain", rendered.text), ("html", rendered.html)):
+        assert sent.get_body(preferencelist=(subtype,)).get_content().replace("\r\n", "\n") == text
     # Every line within SMTP's limit, and every line of the parts within 78 characters,
     # whatever the text held (a Message-ID has no place to fold, so headers may be longer).
     written = build_message(built, recipient, mail_from=mail_from).as_bytes(policy=SMTP)
@@ -182,7 +189,46 @@ def test_notify_short_ascii_text_goes_as_7bit_and_anything_else_quoted_printable
     plain = _text_part("Hello\nworld\n", "plain")
     assert (plain.get_content_type(), plain["Content-Transfer-Encoding"]) == ("text/plain", "7bit")
     assert plain.get_content() == "Hello\nworld\n"
-    for text in ("Grüße\n", "x" * 79 + "\n"):
+    # Beyond ASCII, a long line, and characters that str.splitlines() would break at.
+    for text in ("Grüße\n", "x" * 79 + "\n", "a\x0cb\u2028c\x85d\n"):
         part = _text_part(text, "html")
-        assert (part.get_content_type(), part["Content-Transfer-Encoding"]) == ("text/html", "quoted-printable")
+        assert part.get_content_type() == "text/html"
+        assert part["Content-Transfer-Encoding"] == "quoted-printable"
         assert part.get_content() == text
+
+
+@pytest.mark.parametrize(
+    "email",
+    [
+        "alice@example.com",
+        "al.ice@example.com",  # the name needs quotes: "al.ice"
+        "o'neil+tag@sub.example.com",
+        "bob@exämple.de",  # a domain beyond ASCII: encoded
+        "a" * 60 + "@example.com",  # a To header longer than a line
+        "root,alice@example.com",  # refused, never split into two recipients
+        "a>b@example.com",
+        'a"b@example.com',
+        "a..b@example.com",
+    ],
+)
+def test_notify_to_header_is_the_one_the_email_package_writes(email: str) -> None:
+    # Whatever the address, the To header is what the email package makes of it, or the
+    # message is refused as the package refuses the address.
+    username = "al.ice" if email.startswith("al.") else "alice"
+    recipient = Recipient(username=username, email=email, role="Owner")
+    reference = EmailMessage(policy=default)
+    try:
+        reference["To"] = Address(display_name=username, addr_spec=email)
+        expected = _to_line(reference)
+    except Exception as error:
+        with pytest.raises(type(error)):
+            build_message(notification(), recipient, mail_from="noreply@pypi.example.com")
+        return
+    built = build_message(notification(), recipient, mail_from="noreply@pypi.example.com")
+    assert _to_line(built) == expected
+
+
+def _to_line(message: EmailMessage) -> bytes:
+    """The To header as written for SMTP, folded lines included."""
+    written = message.as_bytes(policy=SMTP).partition(b"\r\n\r\n")[0]
+    return re.search(rb"^To: .*?(?=\r\n[^ \t])", written + b"\r\nX", re.M | re.S).group(0)
