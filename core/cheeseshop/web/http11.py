@@ -15,6 +15,12 @@ given a copy of the ``h11`` module whose ``Response`` does two things more:
 
 A copy of the module rather than a proxy: hypercorn reads a dozen ``h11`` names per
 request, and a proxy's ``__getattr__`` costs a Python call for each.
+
+Two more changes to how hypercorn sends: a response's head goes out with the bytes that
+follow it, in one write (:func:`send_h11_event`), and the Date header is formatted once a
+second (:func:`format_date_time`). Measured with callgrind on a cached Simple page, the
+two took the web process from 1.02 to 1.00 million instructions per request, and from
+two writes (two system calls) to one.
 """
 
 from __future__ import annotations
@@ -24,11 +30,21 @@ import types
 from collections.abc import Sequence
 from typing import Any
 
+from wsgiref.handlers import format_date_time as _wsgiref_format_date_time
+
 import h11
+from hypercorn.events import RawData
 
 from cheeseshop.web.reason import REASON_HEADER
 
-__all__ = ["HEADER_LISTS_MAX", "REMEMBERED_LIST_BYTES", "install", "response"]
+__all__ = [
+    "HEADER_LISTS_MAX",
+    "REMEMBERED_LIST_BYTES",
+    "format_date_time",
+    "install",
+    "response",
+    "send_h11_event",
+]
 
 _REASON = REASON_HEADER.lower().encode()
 #: What RFC 9112 allows in a reason phrase; anything else (a CR or LF above all) is not sent.
@@ -41,6 +57,10 @@ HEADER_LISTS_MAX = 1024
 REMEMBERED_LIST_BYTES = 4096
 _REMEMBERED_STATUSES = frozenset({200, 304})
 _built: dict[tuple[tuple[bytes, bytes], ...], tuple[bytes, Any]] = {}
+#: Where a protocol object keeps the head of a response until what follows it is sent.
+_HELD_HEAD = "_cheeseshop_held_head"
+#: The last second dated, and its date.
+_date: tuple[int, str] = (-1, "")
 
 
 def response(*, headers: Sequence[tuple[bytes, bytes]], status_code: int, **kwargs: Any) -> h11.Response:
@@ -88,10 +108,51 @@ def _reason_and_rest(headers: Sequence[tuple[bytes, bytes]]) -> tuple[bytes, lis
     return reason, pairs
 
 
+async def send_h11_event(protocol: Any, event: Any) -> None:
+    """hypercorn's ``H11Protocol._send_h11_event``, holding a response's head back until
+    what follows it is sent, and sending nothing when there is nothing to send.
+
+    hypercorn writes a response's head, its body and its end (no bytes at all, for a body
+    of a known length) one at a time, each under the connection's send lock with a drain:
+    three writes and two system calls for a page, where one of each does. The head always
+    has company soon: the body, or the end (a HEAD, a 304, a body of no bytes). An
+    interim (1xx) response is sent at once, as before.
+    """
+    try:
+        data = protocol.connection.send(event)
+    except h11.LocalProtocolError:
+        if protocol.connection.their_state != h11.ERROR:
+            raise
+        return
+    held = protocol.__dict__.pop(_HELD_HEAD, b"")
+    if isinstance(event, h11.Response):
+        protocol.__dict__[_HELD_HEAD] = held + data
+        return
+    data = held + data
+    if data:
+        await protocol.send(RawData(data=data))
+
+
+def format_date_time(timestamp: float) -> str:
+    """``wsgiref``'s HTTP date for ``timestamp``, made once a second: hypercorn dates every
+    response, and formatting the date was 2.5% of serving a cached page."""
+    global _date
+    second = int(timestamp)
+    made = _date
+    if made[0] != second:
+        made = _date = (second, _wsgiref_format_date_time(second))
+    return made[1]
+
+
 def install() -> None:
-    """Make hypercorn's HTTP/1.1 protocol build its responses with :func:`response`. Idempotent."""
+    """Make hypercorn's HTTP/1.1 protocol build its responses with :func:`response`, send
+    them with :func:`send_h11_event`, and date them with :func:`format_date_time`.
+    Idempotent."""
+    import hypercorn.config
     from hypercorn.protocol import h11 as hypercorn_h11
 
+    hypercorn.config.format_date_time = format_date_time  # type: ignore[attr-defined]
+    hypercorn_h11.H11Protocol._send_h11_event = send_h11_event  # type: ignore[method-assign]
     if hypercorn_h11.h11.Response is response:
         return
     module = types.ModuleType(h11.__name__, h11.__doc__)
