@@ -119,11 +119,13 @@ def settle_garbage_collector() -> None:
 def prepare_web_process() -> None:
     """What a process that serves the app on hypercorn sets up first, as ``cheeseshop
     serve`` and each of its workers do: hypercorn sending our reason phrases and reusing
-    its header work (:mod:`cheeseshop.web.http11`), lean log records and batched access
+    its header work (:mod:`cheeseshop.web.http11`), timing idle connections without a
+    task per request (:mod:`cheeseshop.web.idle`), lean log records and batched access
     lines (:mod:`cheeseshop.web.access`)."""
-    from cheeseshop.web import http11
+    from cheeseshop.web import http11, idle
 
     http11.install()
+    idle.install()
     access.lean_log_records()
     access.buffer_lines()
 

@@ -165,7 +165,8 @@ def test_a_head_or_an_empty_answer_still_sends_its_head(writes: list[bytes]) -> 
         (b"GET /empty HTTP/1.1\r\nHost: x\r\n\r\n", b"\r\n\r\n", 1),
     )
     [(response, body)] = _responses(head, method=b"HEAD")
-    assert (response.status_code, dict(response.headers)[b"content-length"], body) == (200, b"5", b"")
+    assert (response.status_code, body) == (200, b"")
+    assert dict(response.headers)[b"content-length"] == b"5"
     [(response, body)] = _responses(empty)
     assert (response.status_code, body) == (204, b"")
     assert len(writes) == 2
@@ -194,7 +195,8 @@ def test_pipelined_requests_each_get_their_response() -> None:
     # Two heads, each ending with the Server header hypercorn adds last.
     [answer] = _exchange((both, b"hypercorn-h11\r\n\r\n", 2))
     responses = _responses(answer)
-    assert [(response.status_code, body) for response, body in responses] == [(200, b"hello"), (204, b"")]
+    answers = [(response.status_code, body) for response, body in responses]
+    assert answers == [(200, b"hello"), (204, b"")]
 
 
 @pytest.mark.parametrize(

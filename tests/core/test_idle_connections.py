@@ -1,0 +1,157 @@
+"""Idle keep-alive connections under ``cheeseshop serve`` (cheeseshop.web.idle).
+
+A real hypercorn server on 127.0.0.1 with :func:`cheeseshop.web.idle.install` applied: a
+connection idle for ``keep_alive_timeout`` is closed, a busy or active one is not, and a
+shutdown closes idle connections at once, as hypercorn's own task per idle period did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from hypercorn.asyncio import serve, tcp_server
+from hypercorn.config import Config
+
+from cheeseshop.web import idle
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+REQUEST = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+SLOW = b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    """``ok`` at once, or after 0.6 s for ``/slow``."""
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/slow":
+        await asyncio.sleep(0.6)
+    length = [(b"content-length", b"2")]
+    await send({"type": "http.response.start", "status": 200, "headers": length})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+@pytest.fixture(autouse=True)
+def installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tcp_server, "AsyncioSingleTask", tcp_server.AsyncioSingleTask)
+    idle.install()
+    assert tcp_server.AsyncioSingleTask is idle.IdleTimer
+
+
+@asynccontextmanager
+async def server(
+    keep_alive: float,
+) -> AsyncIterator[tuple[int, asyncio.Event, asyncio.Future[None]]]:
+    """hypercorn serving :func:`app`: its port, the event that stops it, its task."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.accesslog = None
+    config.keep_alive_timeout = keep_alive
+    config.graceful_timeout = 30  # a shutdown waiting for an idle connection would show
+    stop = asyncio.Event()
+    serving = serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+    task = asyncio.ensure_future(serving)
+    try:
+        for _ in range(200):
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                break
+            except OSError:
+                await asyncio.sleep(0.02)
+        yield port, stop, task
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 40)
+
+
+async def _answer(reader: asyncio.StreamReader) -> bytes:
+    received = b""
+    while not received.endswith(b"ok"):
+        chunk = await asyncio.wait_for(reader.read(65536), 10)
+        assert chunk, f"closed before the answer; got {received!r}"
+        received += chunk
+    return received
+
+
+async def _seconds_until_closed(reader: asyncio.StreamReader) -> float:
+    started = time.monotonic()
+    assert await asyncio.wait_for(reader.read(65536), 10) == b""
+    return time.monotonic() - started
+
+
+def test_an_idle_connection_is_closed_after_the_keep_alive_timeout() -> None:
+    async def run() -> tuple[float, float]:
+        async with server(keep_alive=0.3) as (port, _, _):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(REQUEST)
+            assert (await _answer(reader)).startswith(b"HTTP/1.1 200")
+            after_answer = await _seconds_until_closed(reader)
+            # One that never sends a request is closed the same way.
+            silent, _ = await asyncio.open_connection("127.0.0.1", port)
+            never = await _seconds_until_closed(silent)
+            return after_answer, never
+
+    after_answer, never = asyncio.run(run())
+    assert 0.2 < after_answer < 3 and 0.2 < never < 3
+
+
+def test_a_busy_or_active_connection_is_kept() -> None:
+    async def run() -> int:
+        async with server(keep_alive=0.25) as (port, _, _):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(SLOW)  # longer than the idle timeout: busy, not idle
+            await _answer(reader)
+            answered = 1
+            for _ in range(6):  # 0.6 s of requests 0.1 s apart, each within the timeout
+                await asyncio.sleep(0.1)
+                writer.write(REQUEST)
+                await _answer(reader)
+                answered += 1
+            writer.close()
+            return answered
+
+    assert asyncio.run(run()) == 7
+
+
+def test_a_shutdown_closes_idle_connections_at_once() -> None:
+    async def run() -> tuple[float, bytes]:
+        async with server(keep_alive=60) as (port, stop, task):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(REQUEST)
+            await _answer(reader)
+            started = time.monotonic()
+            stop.set()
+            await asyncio.wait_for(task, 40)
+            return time.monotonic() - started, await asyncio.wait_for(reader.read(65536), 5)
+
+    took, rest = asyncio.run(run())
+    assert took < 5 and rest == b""
+
+
+def test_any_other_use_is_hypercorns_own_task() -> None:
+    async def run() -> list[str]:
+        done: list[str] = []
+
+        async def action() -> None:
+            done.append("ran")
+
+        class Group:
+            _task_group = asyncio.get_running_loop()  # create_task, as a TaskGroup's
+
+        holder = idle.IdleTimer()
+        await holder.restart(Group(), action)
+        await asyncio.sleep(0)
+        await holder.stop()
+        return done
+
+    assert asyncio.run(run()) == ["ran"]
