@@ -45,31 +45,30 @@ class IdleTimer(AsyncioSingleTask):
     def __init__(self) -> None:
         super().__init__()
         self._server: TCPServer | None = None
+        #: The idle connections of this one's worker, once known (its first restart).
+        self._idle: set[IdleTimer] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._closing: asyncio.Task[None] | None = None
 
     async def restart(self, task_group: Any, action: Callable[..., Any]) -> None:
         """Idle from now: close the connection after ``keep_alive_timeout`` seconds, or as
         soon as the worker terminates (at once if it has)."""
-        server = getattr(action, "__self__", None)
-        ours = isinstance(server, TCPServer) and getattr(action, "__func__", None) is _IDLE_TIMEOUT
-        if not ours:
-            await super().restart(task_group, action)
-            return
+        server = self._server
+        if server is None:
+            server = getattr(action, "__self__", None)
+            method = getattr(action, "__func__", None)
+            if not isinstance(server, TCPServer) or method is not _IDLE_TIMEOUT:
+                await super().restart(task_group, action)
+                return
+            self._server = server
+            self._idle = _idle_of(server.context)
         self._cancel()
-        self._server = server
         if server.context.terminated.is_set():
             self.close()
             return
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(server.config.keep_alive_timeout, self.close)
-        idle = _idle.get(server.context)
-        if idle is None:
-            idle = _idle[server.context] = set()
-            watcher = loop.create_task(_close_idle_on_termination(server.context, idle))
-            _watchers.add(watcher)
-            watcher.add_done_callback(_watchers.discard)
-        idle.add(self)
+        self._idle.add(self)  # type: ignore[union-attr]
 
     async def stop(self) -> None:
         """Busy again, or closed: no timeout."""
@@ -87,10 +86,18 @@ class IdleTimer(AsyncioSingleTask):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._server is not None:
-            idle = _idle.get(self._server.context)
-            if idle is not None:
-                idle.discard(self)
+            self._idle.discard(self)  # type: ignore[union-attr]
+
+
+def _idle_of(context: Any) -> set[IdleTimer]:
+    """The idle connections of a worker, watched for its termination from the first on."""
+    idle = _idle.get(context)
+    if idle is None:
+        idle = _idle[context] = set()
+        watcher = asyncio.get_running_loop().create_task(_close_idle_on_termination(context, idle))
+        _watchers.add(watcher)
+        watcher.add_done_callback(_watchers.discard)
+    return idle
 
 
 async def _close(server: TCPServer) -> None:
