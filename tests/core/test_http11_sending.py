@@ -39,6 +39,11 @@ async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
         length = [(b"content-length", b"5")]
         await send({"type": "http.response.start", "status": 200, "headers": length})
         await send({"type": "http.response.body", "body": b"hello"})
+    elif path == "/large":  # too large to join to its head
+        body = b"x" * (http11.COALESCED_BYTES + 1)
+        length = [(b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": length})
+        await send({"type": "http.response.body", "body": body})
     elif path == "/empty":
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
@@ -157,6 +162,14 @@ def test_a_page_goes_out_in_one_write(writes: list[bytes]) -> None:
     [(response, body)] = _responses(answer)
     assert (response.status_code, body) == (200, b"hello")
     assert len(writes) == 1 and writes[0].endswith(b"\r\n\r\nhello")
+
+
+def test_a_large_body_goes_out_after_its_head_uncopied(writes: list[bytes]) -> None:
+    size = http11.COALESCED_BYTES + 1
+    [answer] = _exchange((b"GET /large HTTP/1.1\r\nHost: x\r\n\r\n", b"x" * size, 1))
+    [(response, body)] = _responses(answer)
+    assert (response.status_code, body) == (200, b"x" * size)
+    assert len(writes) == 2 and writes[0].endswith(b"\r\n\r\n") and writes[1] == body
 
 
 def test_a_head_or_an_empty_answer_still_sends_its_head(writes: list[bytes]) -> None:
