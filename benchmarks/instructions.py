@@ -1,0 +1,111 @@
+"""Instructions per request of ``cheeseshop serve``, counted by callgrind.
+
+A benchmark, not a test: it asserts nothing and is not collected by pytest. On a small,
+shared VM a latency or a requests/s figure moves by 10-20% from one run to the next, so a
+change of a few percent cannot be seen in it. The number of instructions the web process
+executes per request does not move: this script runs ``cheeseshop serve`` (SQLite) under
+``valgrind --tool=callgrind``, uploads one wheel so that there is a page to serve, sends
+``--warm-up`` requests, zeroes the counters, sends ``--requests`` more one after another
+on one keep-alive connection, and prints the instructions counted per request. Only the
+web process is counted (not its deliverer, nor the client), and only in user space: the
+kernel's work for a system call is not in the figure.
+
+    .venv/bin/python benchmarks/instructions.py [--requests N] [--path simple|json|file]
+
+``simple`` is the JSON Simple page (``Accept: application/vnd.pypi.simple.v1+json``),
+``json`` the PyPI JSON API page, ``file`` the wheel itself. It needs valgrind (apt-get
+install valgrind); a run of 1,000 requests takes about a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+from cheeseshop.testing.dists import build_wheel
+
+import common
+from common import cheeseshop_env, cheeseshop_token, free_port, server_process, upload_form
+
+PROJECT = "instructions-bench"
+#: Each --path: the URL path and the Accept header of its request.
+PATHS = {
+    "simple": (f"/simple/{PROJECT}/", "application/vnd.pypi.simple.v1+json"),
+    "json": (f"/pypi/{PROJECT}/json", "application/json"),
+    "file": (None, "*/*"),
+}
+
+
+def count(requests: int, warm_up: int, path: str) -> tuple[int, int]:
+    """Instructions counted over ``requests`` requests of ``path``, and the requests answered."""
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        raise SystemExit("valgrind is not installed: apt-get install valgrind")
+    common.START_TIMEOUT = 600.0  # the interpreter starts some 50 times slower under valgrind
+    with tempfile.TemporaryDirectory(prefix="cheeseshop-instructions-") as tmp:
+        workdir = Path(tmp)
+        env = cheeseshop_env(workdir, None)
+        token = cheeseshop_token(env)
+        port = free_port()
+        out = workdir / "callgrind.out"
+        command = [
+            "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no",
+            common.PYTHON, "-m", "cheeseshop", "serve", "--host", "127.0.0.1", "--port", str(port),
+        ]  # fmt: skip
+        with server_process(command, port=port, log=workdir / "server.log", env=env) as server:
+            base = f"http://127.0.0.1:{port}"
+            dist = build_wheel(PROJECT, "1.0")
+            data, files = upload_form(dist)
+            with httpx.Client(timeout=120) as client:
+                auth = ("__token__", token)
+                client.post(f"{base}/legacy/", data=data, files=files, auth=auth).raise_for_status()
+                target, accept = PATHS[path]
+                if target is None:
+                    links = client.get(f"{base}/pypi/{PROJECT}/json").json()["urls"]
+                    target = httpx.URL(links[0]["url"]).path
+                headers = {"Accept": accept}
+                for _ in range(warm_up):
+                    client.get(base + target, headers=headers).raise_for_status()
+                _callgrind_control("--zero", server.pid)
+                answered = sum(
+                    client.get(base + target, headers=headers).is_success for _ in range(requests)
+                )
+                _callgrind_control("--dump=measured", server.pid)
+        for dump in sorted(workdir.glob("callgrind.out*")):
+            text = dump.read_text(errors="replace")
+            if "measured" in text[:2000]:
+                totals = re.search(r"^(?:summary|totals):\s*(\d+)", text, re.M)
+                if totals:
+                    return int(totals.group(1)), answered
+    raise SystemExit("callgrind wrote no dump of the measured requests")
+
+
+def _callgrind_control(option: str, pid: int) -> None:
+    subprocess.run(["callgrind_control", option, str(pid)], check=True, capture_output=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=1000, help="requests counted [1000]")
+    parser.add_argument("--warm-up", type=int, default=100, help="requests before counting [100]")
+    parser.add_argument(
+        "--path", choices=sorted(PATHS), default="simple", help="what is asked for [simple]"
+    )
+    args = parser.parse_args(argv)
+    instructions, answered = count(args.requests, args.warm_up, args.path)
+    print(
+        f"{args.path}: {instructions / args.requests:,.0f} instructions per request in the web "
+        f"process ({args.requests} requests, {answered} answered with 2xx; "
+        f"cheeseshop {common.cheeseshop_revision()}, Python {sys.version.split()[0]})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
