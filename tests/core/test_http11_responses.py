@@ -34,6 +34,9 @@ def remembered(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[object, object]
     built: dict[object, object] = {}
     monkeypatch.setattr(http11, "_built", built)
     monkeypatch.setattr(hypercorn_h11, "h11", hypercorn_h11.h11)
+    protocol = hypercorn_h11.H11Protocol
+    for method in ("_send_h11_event", "stream_send"):
+        monkeypatch.setattr(protocol, method, getattr(protocol, method))
     yield built
 
 

@@ -44,6 +44,17 @@ async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
         length = [(b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": length})
         await send({"type": "http.response.body", "body": body})
+    elif path == "/error-after-start":  # the app fails once its response has begun
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"x-begun", b"1")]})
+        raise RuntimeError("failed after the start of its response")
+    elif path == "/too-much":  # more body than its Content-Length: h11 refuses it
+        length = [(b"content-length", b"2")]
+        await send({"type": "http.response.start", "status": 200, "headers": length})
+        await send({"type": "http.response.body", "body": b"abc"})
+    elif path == "/head-first":  # the head, then the request body read, then the answer
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        message = await receive()
+        await send({"type": "http.response.body", "body": message.get("body", b"")})
     elif path == "/empty":
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
@@ -70,6 +81,7 @@ def installed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hypercorn_h11, "h11", hypercorn_h11.h11)
     protocol = hypercorn_h11.H11Protocol
     monkeypatch.setattr(protocol, "_send_h11_event", protocol._send_h11_event)
+    monkeypatch.setattr(protocol, "stream_send", protocol.stream_send)
     monkeypatch.setattr(hypercorn.config, "format_date_time", hypercorn.config.format_date_time)
     http11.install()
 
@@ -220,3 +232,22 @@ def test_the_date_is_wsgirefs_for_every_second(timestamp: float) -> None:
     # Asked again within the second (and after another second), still the same.
     http11.format_date_time(timestamp + 5)
     assert http11.format_date_time(timestamp) == wsgiref_format_date_time(timestamp)
+
+
+def test_a_head_not_followed_at_once_goes_out_on_its_own() -> None:
+    # The client sends the request's body only once it has the response's head: a head
+    # held until the body would leave both sides waiting (and this test on its timeout).
+    head, answer = _exchange(
+        (b"POST /head-first HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n", b"\r\n\r\n", 1),
+        (b"abc", b"abc", 1),
+    )
+    assert head.startswith(b"HTTP/1.1 200 ")
+    [(response, body)] = _responses(head + answer)
+    assert (response.status_code, body) == (200, b"abc")
+
+
+@pytest.mark.parametrize("path", [b"/error-after-start", b"/too-much"])
+def test_a_response_cut_short_still_sends_its_head(path: bytes) -> None:
+    # As hypercorn does: the head, then the connection closed (never a silent close).
+    [answer] = _exchange((b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n", b"\r\n\r\n", 1))
+    assert answer.startswith(b"HTTP/1.1 200 ")

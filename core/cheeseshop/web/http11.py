@@ -25,6 +25,7 @@ two writes (two system calls) to one.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import types
 from collections.abc import Sequence
@@ -34,6 +35,8 @@ from wsgiref.handlers import format_date_time as _wsgiref_format_date_time
 
 import h11
 from hypercorn.events import RawData
+from hypercorn.protocol import h11 as hypercorn_h11
+from hypercorn.protocol.events import StreamClosed
 
 from cheeseshop.web.reason import REASON_HEADER
 
@@ -61,10 +64,14 @@ _built: dict[tuple[tuple[bytes, bytes], ...], tuple[bytes, Any]] = {}
 #: The largest body sent in one write with its head: a larger one would be copied whole
 #: to join them, which costs more than the second write (a 1,000-file page is 500 KB).
 COALESCED_BYTES = 32 * 1024
-#: Where a protocol object keeps the head of a response until what follows it is sent.
+#: Where a protocol object keeps the head of a response until what follows it is sent,
+#: and the task sending it on its own when nothing followed it within the loop's turn.
 _HELD_HEAD = "_cheeseshop_held_head"
+_SENDING_HEAD = "_cheeseshop_sending_head"
 #: The last second dated, and its date.
 _date: tuple[int, str] = (-1, "")
+#: hypercorn's own stream_send, which :func:`stream_send` calls.
+_STREAM_SEND = hypercorn_h11.H11Protocol.stream_send
 
 
 def response(*, headers: Sequence[tuple[bytes, bytes]], status_code: int, **kwargs: Any) -> h11.Response:
@@ -118,21 +125,26 @@ async def send_h11_event(protocol: Any, event: Any) -> None:
 
     hypercorn writes a response's head, its body and its end (no bytes at all, for a body
     of a known length) one at a time, each under the connection's send lock with a drain:
-    three writes and two system calls for a page, where one of each does. The head always
-    has company soon: the body, or the end (a HEAD, a 304, a body of no bytes). A body
-    over :data:`COALESCED_BYTES` still goes in a write of its own, and an interim (1xx)
-    response is sent at once, as before.
+    three writes and two system calls for a page, where one of each does. An app sends the
+    body right after the head, mostly: then both go in one write. When it does not do so
+    before the event loop turns (it reads a file first, or waits for the request's body),
+    the head goes out on its own at that turn (:func:`_send_held_head`), as hypercorn sends
+    it; so it does before a stream closes (the app failed after starting its response)
+    and before a refused event raises. A body over :data:`COALESCED_BYTES` goes in a write
+    of its own, and an interim (1xx) response is sent at once, as before.
     """
     try:
         data = protocol.connection.send(event)
     except h11.LocalProtocolError:
+        await _send_held_head(protocol)
         if protocol.connection.their_state != h11.ERROR:
             raise
         return
-    held = protocol.__dict__.pop(_HELD_HEAD, b"")
     if isinstance(event, h11.Response):
-        protocol.__dict__[_HELD_HEAD] = held + data
+        protocol.__dict__[_HELD_HEAD] = data
+        asyncio.get_running_loop().call_soon(_send_held_head_soon, protocol)
         return
+    held = await _take_held_head(protocol)
     if held:
         if len(data) <= COALESCED_BYTES:
             data = held + data
@@ -140,6 +152,36 @@ async def send_h11_event(protocol: Any, event: Any) -> None:
             await protocol.send(RawData(data=held))
     if data:
         await protocol.send(RawData(data=data))
+
+
+async def stream_send(protocol: Any, event: Any) -> None:
+    """hypercorn's ``H11Protocol.stream_send``, sending a held head before its stream closes."""
+    if isinstance(event, StreamClosed):
+        await _send_held_head(protocol)
+    await _STREAM_SEND(protocol, event)
+
+
+async def _take_held_head(protocol: Any) -> bytes:
+    """The head held back, if it is still held; once a head already on its way is sent."""
+    sending = protocol.__dict__.pop(_SENDING_HEAD, None)
+    if sending is not None:
+        await sending  # the head goes out before anything after it
+    return protocol.__dict__.pop(_HELD_HEAD, b"")
+
+
+async def _send_held_head(protocol: Any) -> None:
+    held = await _take_held_head(protocol)
+    if held:
+        await protocol.send(RawData(data=held))
+
+
+def _send_held_head_soon(protocol: Any) -> None:
+    """At the loop's next turn: send a head that nothing has followed yet."""
+    held = protocol.__dict__.pop(_HELD_HEAD, None)
+    if held:
+        # A task, since sending is awaited; whatever is sent next waits for it first.
+        sending = asyncio.get_running_loop().create_task(protocol.send(RawData(data=held)))
+        protocol.__dict__[_SENDING_HEAD] = sending
 
 
 def format_date_time(timestamp: float) -> str:
@@ -158,10 +200,10 @@ def install() -> None:
     them with :func:`send_h11_event`, and date them with :func:`format_date_time`.
     Idempotent."""
     import hypercorn.config
-    from hypercorn.protocol import h11 as hypercorn_h11
 
     hypercorn.config.format_date_time = format_date_time  # type: ignore[attr-defined]
     hypercorn_h11.H11Protocol._send_h11_event = send_h11_event  # type: ignore[method-assign]
+    hypercorn_h11.H11Protocol.stream_send = stream_send  # type: ignore[method-assign]
     if hypercorn_h11.h11.Response is response:
         return
     module = types.ModuleType(h11.__name__, h11.__doc__)
