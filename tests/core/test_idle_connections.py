@@ -155,3 +155,41 @@ def test_any_other_use_is_hypercorns_own_task() -> None:
         return done
 
     assert asyncio.run(run()) == ["ran"]
+
+
+def test_a_request_in_flight_at_shutdown_is_answered_then_closed() -> None:
+    # The connection turns idle after shutdown began: its answer is whole, then it is
+    # closed at once, not after its keep-alive timeout.
+    async def run() -> tuple[bytes, float, bytes]:
+        async with server(keep_alive=60) as (port, stop, task):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(SLOW)
+            await asyncio.sleep(0.2)  # in the app now
+            started = time.monotonic()
+            stop.set()
+            answer = await _answer(reader)
+            rest = await asyncio.wait_for(reader.read(65536), 10)
+            await asyncio.wait_for(task, 40)
+            return answer, time.monotonic() - started, rest
+
+    answer, took, rest = asyncio.run(run())
+    assert answer.startswith(b"HTTP/1.1 200") and rest == b"" and took < 5
+
+
+def test_a_connection_closed_by_its_client_is_no_longer_watched() -> None:
+    async def run() -> int:
+        async with server(keep_alive=60) as (port, _, _):
+            connections = []
+            for _ in range(3):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(REQUEST)
+                await _answer(reader)
+                connections.append(writer)
+            for writer in connections[:2]:
+                writer.close()
+            await asyncio.sleep(0.3)
+            watched = sum(len(timers) for timers in idle._idle.values())
+            connections[2].close()
+            return watched
+
+    assert asyncio.run(run()) == 1
