@@ -5,7 +5,7 @@ once when its worker is shutting down. It does so with a task: each time a conne
 becomes idle (after every response on a keep-alive connection) it cancels the previous
 task, awaits its end, and starts a new one that waits, through ``asyncio.wait_for``, for
 the worker's ``terminated`` event with the timeout; each request cancels it again. That
-is four tasks made or cancelled per request, and measured with callgrind it was 11% of
+is four tasks made or cancelled per request, and measured with callgrind it was 10% of
 the web process's work on a cached Simple page.
 
 :class:`IdleTimer` takes the place of the task holder hypercorn gives each connection
