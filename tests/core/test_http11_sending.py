@@ -10,7 +10,6 @@ exactly as before.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 from wsgiref.handlers import format_date_time as wsgiref_format_date_time
@@ -18,12 +17,11 @@ from wsgiref.handlers import format_date_time as wsgiref_format_date_time
 import h11
 import hypercorn.config
 import pytest
-from hypercorn.asyncio import serve
 from hypercorn.asyncio.tcp_server import TCPServer
-from hypercorn.config import Config
 from hypercorn.events import RawData
 from hypercorn.protocol import h11 as hypercorn_h11
 
+from cheeseshop.testing.asgi import hypercorn_server
 from cheeseshop.web import http11
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -106,24 +104,8 @@ def _exchange(*conversation: tuple[bytes, bytes, int]) -> list[bytes]:
     marker has arrived the given number of times; the bytes read after each."""
 
     async def run() -> list[bytes]:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        config = Config()
-        config.bind = [f"127.0.0.1:{port}"]
-        config.accesslog = None
-        stop = asyncio.Event()
-        serving = serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
-        server = asyncio.ensure_future(serving)
-        try:
-            for _ in range(200):
-                try:
-                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                    break
-                except OSError:
-                    await asyncio.sleep(0.02)
-            else:
-                raise AssertionError("hypercorn did not listen")
+        async with hypercorn_server(app) as server:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
             answers = []
             for request, marker, count in conversation:
                 writer.write(request)
@@ -135,9 +117,6 @@ def _exchange(*conversation: tuple[bytes, bytes, int]) -> list[bytes]:
                 answers.append(received)
             writer.close()
             return answers
-        finally:
-            stop.set()
-            await asyncio.wait_for(server, 10)
 
     return asyncio.run(run())
 

@@ -8,16 +8,15 @@ shutdown closes idle connections at once, as hypercorn's own task per idle perio
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
-from hypercorn.asyncio import serve, tcp_server
-from hypercorn.config import Config
+from hypercorn.asyncio import tcp_server
 
+from cheeseshop.testing.asgi import HypercornServer, hypercorn_server
 from cheeseshop.web import idle
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -44,34 +43,10 @@ def installed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert tcp_server.AsyncioSingleTask is idle.IdleTimer
 
 
-@asynccontextmanager
-async def server(
-    keep_alive: float,
-) -> AsyncIterator[tuple[int, asyncio.Event, asyncio.Future[None]]]:
-    """hypercorn serving :func:`app`: its port, the event that stops it, its task."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = Config()
-    config.bind = [f"127.0.0.1:{port}"]
-    config.accesslog = None
-    config.keep_alive_timeout = keep_alive
-    config.graceful_timeout = 30  # a shutdown waiting for an idle connection would show
-    stop = asyncio.Event()
-    serving = serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
-    task = asyncio.ensure_future(serving)
-    try:
-        for _ in range(200):
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.close()
-                break
-            except OSError:
-                await asyncio.sleep(0.02)
-        yield port, stop, task
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 40)
+def server(keep_alive: float) -> AbstractAsyncContextManager[HypercornServer]:
+    """hypercorn serving :func:`app` with this keep-alive timeout; a shutdown that waited for
+    an idle connection would take its 30 s grace period."""
+    return hypercorn_server(app, keep_alive_timeout=keep_alive, graceful_timeout=30)
 
 
 async def _answer(reader: asyncio.StreamReader) -> bytes:
@@ -91,7 +66,8 @@ async def _seconds_until_closed(reader: asyncio.StreamReader) -> float:
 
 def test_an_idle_connection_is_closed_after_the_keep_alive_timeout() -> None:
     async def run() -> tuple[float, float]:
-        async with server(keep_alive=0.3) as (port, _, _):
+        async with server(keep_alive=0.3) as running:
+            port = running.port
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(REQUEST)
             assert (await _answer(reader)).startswith(b"HTTP/1.1 200")
@@ -107,7 +83,8 @@ def test_an_idle_connection_is_closed_after_the_keep_alive_timeout() -> None:
 
 def test_a_busy_or_active_connection_is_kept() -> None:
     async def run() -> int:
-        async with server(keep_alive=0.25) as (port, _, _):
+        async with server(keep_alive=0.25) as running:
+            port = running.port
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(SLOW)  # longer than the idle timeout: busy, not idle
             await _answer(reader)
@@ -125,7 +102,8 @@ def test_a_busy_or_active_connection_is_kept() -> None:
 
 def test_a_shutdown_closes_idle_connections_at_once() -> None:
     async def run() -> tuple[float, bytes]:
-        async with server(keep_alive=60) as (port, stop, task):
+        async with server(keep_alive=60) as running:
+            port, stop, task = running.port, running.stop, running.task
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(REQUEST)
             await _answer(reader)
@@ -161,7 +139,8 @@ def test_a_request_in_flight_at_shutdown_is_answered_then_closed() -> None:
     # The connection turns idle after shutdown began: its answer is whole, then it is
     # closed at once, not after its keep-alive timeout.
     async def run() -> tuple[bytes, float, bytes]:
-        async with server(keep_alive=60) as (port, stop, task):
+        async with server(keep_alive=60) as running:
+            port, stop, task = running.port, running.stop, running.task
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(SLOW)
             await asyncio.sleep(0.2)  # in the app now
@@ -178,7 +157,8 @@ def test_a_request_in_flight_at_shutdown_is_answered_then_closed() -> None:
 
 def test_a_connection_closed_by_its_client_is_no_longer_watched() -> None:
     async def run() -> int:
-        async with server(keep_alive=60) as (port, _, _):
+        async with server(keep_alive=60) as running:
+            port = running.port
             connections = []
             for _ in range(3):
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)

@@ -4,15 +4,65 @@ The Quart test client rebuilds a response from what it received: it recounts
 Content-Length from the body (which hides what a HEAD or a 304 really declares) and adds
 default headers. :func:`asgi_request` returns the messages as the application sent them.
 :class:`QuartRequests` sits between the ASGI fast path (:mod:`cheeseshop.web.fastpath`)
-and Quart, and records the requests the fast path let through.
+and Quart, and records the requests the fast path let through. :func:`hypercorn_server`
+serves an ASGI app on a real hypercorn, for what only shows on the wire.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
-__all__ = ["QuartRequests", "Sent", "asgi_request"]
+__all__ = ["HypercornServer", "QuartRequests", "Sent", "asgi_request", "hypercorn_server"]
+
+
+class HypercornServer:
+    """A hypercorn serving on 127.0.0.1 (see :func:`hypercorn_server`)."""
+
+    def __init__(self, port: int, stop: asyncio.Event, task: asyncio.Future[None]) -> None:
+        self.port = port
+        #: Set it to begin hypercorn's graceful shutdown.
+        self.stop = stop
+        #: hypercorn's ``serve``, done once it has shut down.
+        self.task = task
+
+
+@asynccontextmanager
+async def hypercorn_server(app: Any, **config: Any) -> AsyncIterator[HypercornServer]:
+    """``app`` on hypercorn's asyncio worker, on a free port of 127.0.0.1, with no access
+    log and the given ``Config`` attributes; yielded once it accepts connections, and
+    shut down (at most 40 s) on exit. Must run on the loop of the test that uses it."""
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = Config()
+    settings.bind = [f"127.0.0.1:{port}"]
+    settings.accesslog = None
+    for name, value in config.items():
+        setattr(settings, name, value)
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(serve(app, settings, shutdown_trigger=stop.wait))
+    try:
+        for _ in range(500):
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.02)
+                continue
+            writer.close()
+            break
+        else:
+            raise AssertionError(f"hypercorn did not listen on port {port}")
+        yield HypercornServer(port, stop, task)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 40)
 
 
 class QuartRequests:
