@@ -128,10 +128,10 @@ async def send_h11_event(protocol: Any, event: Any) -> None:
     three writes and two system calls for a page, where one of each does. An app sends the
     body right after the head, mostly: then both go in one write. When it does not do so
     before the event loop turns (it reads a file first, or waits for the request's body),
-    the head goes out on its own at that turn (:func:`_send_held_head`), as hypercorn sends
-    it; so it does before a stream closes (the app failed after starting its response)
-    and before a refused event raises. A body over :data:`COALESCED_BYTES` goes in a write
-    of its own, and an interim (1xx) response is sent at once, as before.
+    the head goes out on its own at that turn (:func:`_send_held_head_soon`), as hypercorn
+    sends it; so it does before a stream closes (the app failed after starting its
+    response) and before a refused event raises. A body over :data:`COALESCED_BYTES` goes
+    in a write of its own, and an interim (1xx) response is sent at once, as before.
     """
     try:
         data = protocol.connection.send(event)
