@@ -105,12 +105,11 @@ def build_message(notification: Notification, recipient: Recipient, *, mail_from
     message = EmailMessage(policy=default_policy)
     _set_header(message, "Subject", rendered.subject)
     _set_header(message, "From", mail_from)
-    # formataddr neither quotes nor checks the address, and fails on one beyond ASCII.
-    plain = _DOT_ATOM.fullmatch(recipient.email) is not None
-    to = formataddr((recipient.username, recipient.email)) if plain else ""
-    if plain and _plain_header("To", to):
-        message.set_raw("To", to)
-    else:  # any other address: the package checks it, and encodes a domain beyond ASCII
+    # formataddr quotes the name but neither quotes nor checks the address, and fails on
+    # one beyond ASCII: any other address goes through Address, which checks and encodes it.
+    if _DOT_ATOM.fullmatch(recipient.email):
+        _set_header(message, "To", formataddr((recipient.username, recipient.email)))
+    else:
         message["To"] = Address(display_name=recipient.username, addr_spec=recipient.email)
     # From the notification, not the clock: a resend is the very same message.
     _set_header(message, "Date", format_datetime(notification.created))
