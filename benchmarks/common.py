@@ -94,9 +94,15 @@ def run(
 
 @contextlib.contextmanager
 def server_process(
-    command: Sequence[str | Path], *, port: int, log: Path, env: dict[str, str] | None = None
+    command: Sequence[str | Path],
+    *,
+    port: int,
+    log: Path,
+    env: dict[str, str] | None = None,
+    start_timeout: float = START_TIMEOUT,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Start a server, wait until its port accepts connections, stop it on exit."""
+    """Start a server, wait (up to ``start_timeout`` seconds) until its port accepts
+    connections, stop it on exit."""
     with log.open("wb") as out:
         process = subprocess.Popen(
             [str(part) for part in command],
@@ -107,7 +113,7 @@ def server_process(
             start_new_session=True,
         )
     try:
-        deadline = time.monotonic() + START_TIMEOUT
+        deadline = time.monotonic() + start_timeout
         while True:
             if process.poll() is not None:
                 raise PeerUnavailable(
@@ -118,7 +124,7 @@ def server_process(
                 break
             if time.monotonic() > deadline:
                 raise PeerUnavailable(
-                    f"{Path(command[0]).name} did not listen within {START_TIMEOUT:.0f} s"
+                    f"{Path(command[0]).name} did not listen within {start_timeout:.0f} s"
                 )
             time.sleep(0.1)
         yield process

@@ -31,8 +31,15 @@ from pathlib import Path
 import httpx
 from cheeseshop.testing.dists import build_wheel
 
-import common
-from common import cheeseshop_env, cheeseshop_token, free_port, server_process, upload_form
+from common import (
+    PYTHON,
+    cheeseshop_env,
+    cheeseshop_revision,
+    cheeseshop_token,
+    free_port,
+    server_process,
+    upload_form,
+)
 
 PROJECT = "instructions-bench"
 #: Each --path: the URL path and the Accept header of its request.
@@ -47,7 +54,6 @@ def count(requests: int, warm_up: int, path: str) -> tuple[int, int]:
     """Instructions counted over ``requests`` requests of ``path``, and the requests answered."""
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("valgrind is not installed: apt-get install valgrind")
-    common.START_TIMEOUT = 600.0  # the interpreter starts some 50 times slower under valgrind
     with tempfile.TemporaryDirectory(prefix="cheeseshop-instructions-") as tmp:
         workdir = Path(tmp)
         env = cheeseshop_env(workdir, None)
@@ -56,9 +62,11 @@ def count(requests: int, warm_up: int, path: str) -> tuple[int, int]:
         out = workdir / "callgrind.out"
         command = [
             "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no",
-            common.PYTHON, "-m", "cheeseshop", "serve", "--host", "127.0.0.1", "--port", str(port),
+            PYTHON, "-m", "cheeseshop", "serve", "--host", "127.0.0.1", "--port", str(port),
         ]  # fmt: skip
-        with server_process(command, port=port, log=workdir / "server.log", env=env) as server:
+        # The interpreter starts some 50 times slower under valgrind.
+        log = workdir / "server.log"
+        with server_process(command, port=port, log=log, env=env, start_timeout=600) as server:
             base = f"http://127.0.0.1:{port}"
             dist = build_wheel(PROJECT, "1.0")
             data, files = upload_form(dist)
@@ -102,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"{args.path}: {instructions / args.requests:,.0f} instructions per request in the web "
         f"process ({args.requests} requests, {answered} answered with 2xx; "
-        f"cheeseshop {common.cheeseshop_revision()}, Python {sys.version.split()[0]})"
+        f"cheeseshop {cheeseshop_revision()}, Python {sys.version.split()[0]})"
     )
     return 0
 
