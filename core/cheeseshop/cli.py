@@ -307,8 +307,7 @@ def _change(ctx: click.Context, make: Callable[[Any], Awaitable[Any]]) -> None:
     async def go() -> int:
         try:
             changed = await make(services)
-            for event_id in changed.event_ids:
-                await services.outbox.deliver(event_id)
+            await services.outbox.deliver_many(changed.event_ids)
             return changed.serial
         finally:
             await services.db.dispose()

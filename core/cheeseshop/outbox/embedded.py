@@ -92,11 +92,10 @@ class EmbeddedDispatcher:
             if self._stopping.is_set():
                 return
             try:
-                complete = True
-                for event_id in dict.fromkeys(ids):
-                    if self._stopping.is_set():
-                        return
-                    complete = await outbox.deliver(event_id) and complete
+                delivered = await outbox.deliver_many(ids, stop=self._stopping)
+                if self._stopping.is_set():
+                    return
+                complete = delivered.issuperset(ids)
                 if complete and time.monotonic() < next_sweep:
                     continue
                 next_sweep = time.monotonic() + await self._sweep(outbox)
@@ -109,11 +108,8 @@ class EmbeddedDispatcher:
     async def _sweep(self, outbox: Outbox) -> float:
         """Deliver whatever is due; returns the seconds until the next sweep."""
         due, upcoming = await outbox.due()
-        for event_id in due:
-            if self._stopping.is_set():
-                break
-            await outbox.deliver(event_id)
         if due:
+            await outbox.deliver_many(due, stop=self._stopping)
             _, upcoming = await outbox.due(limit=0)
         return self._wait_seconds(upcoming)
 
