@@ -271,3 +271,59 @@ def test_email_sender_none_when_the_email_plugin_is_blocked(tmp_path: Path) -> N
     assert hooks.email_sender(settings) is None
     assert hooks.receiver_names("cheeseshop_notify") == []
 
+
+
+# The envelope, read without the email package's parser when every address header is plain.
+ADDRESS_HEADERS = [
+    ("alice <alice@example.com>", "bob@example.org"),
+    ("Cheeseshop Index <noreply@pypi.example.com>", "J. Doe <j.doe+pkg@mail.example.com>"),
+    ("noreply@example.com", '"Doe, Jane" <jane@example.com>'),  # a quoted name: parsed
+    ("noreply@example.com", "root,alice@example.com"),  # two addresses in one: parsed
+    ("noreply@example.com", "Zoë <zoe@example.com>"),  # beyond ASCII: parsed
+    ("noreply@example.com", "a <b@c.example>, d@e.example"),
+    ("noreply@example.com", "alice@"),  # malformed: refused as before
+    ("noreply@example.com", "undisclosed-recipients:;"),
+]
+
+
+@pytest.mark.parametrize(("sender", "to"), ADDRESS_HEADERS)
+@pytest.mark.parametrize("stored", ["raw", "parsed"])
+def test_email_envelope_is_the_parsers_own(sender: str, to: str, stored: str) -> None:
+    from cheeseshop.notify.senders import _parsed_envelope, envelope
+
+    message = EmailMessage(policy=default_policy)
+    for name, value in (("From", sender), ("To", to), ("Cc", "carol@example.net")):
+        if stored == "raw" and value.isascii():
+            message.set_raw(name, value)
+        else:
+            try:
+                message[name] = value
+            except IndexError:  # the package refuses to store "alice@" parsed
+                message.set_raw(name, value)
+    try:
+        expected: object = _parsed_envelope(message)
+        senders, recipients = expected  # type: ignore[misc]
+        expected = (senders[0], recipients)
+    except ValueError as error:
+        expected = type(error)
+    try:
+        got: object = envelope(message)
+    except ValueError as error:
+        got = type(error)
+    assert got == expected
+
+
+def test_email_envelope_of_plain_headers_does_not_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The point of the plain path: the index's own e-mail is not run through the parser."""
+    from cheeseshop.notify import senders
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("the header parser was used")
+
+    monkeypatch.setattr(senders, "_parsed_envelope", refuse)
+    message = EmailMessage(policy=default_policy)
+    message.set_raw("From", "Cheeseshop <noreply@example.com>")
+    message.set_raw("To", "alice <alice@example.com>")
+    message.set_raw("Message-ID", "<n1.abc@example.com>")
+    assert senders.envelope(message) == ("noreply@example.com", ["alice@example.com"])
+    assert senders.ensure_message_id(message) == "<n1.abc@example.com>"
