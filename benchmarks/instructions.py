@@ -13,7 +13,8 @@ kernel's work for a system call is not in the figure.
     .venv/bin/python benchmarks/instructions.py [--requests N] [--path simple|json|file]
 
 ``simple`` is the JSON Simple page (``Accept: application/vnd.pypi.simple.v1+json``),
-``json`` the PyPI JSON API page, ``file`` the wheel itself. It needs valgrind (apt-get
+``json`` the PyPI JSON API page, ``file`` the wheel itself, and ``upload`` an upload of a
+new project's wheel (each request a different one, as ``upload_bench.py`` sends them). It needs valgrind (apt-get
 install valgrind); a run of 1,000 requests takes about a minute.
 """
 
@@ -47,6 +48,7 @@ PATHS = {
     "simple": (f"/simple/{PROJECT}/", "application/vnd.pypi.simple.v1+json"),
     "json": (f"/pypi/{PROJECT}/json", "application/json"),
     "file": (None, "*/*"),
+    "upload": ("/legacy/", "*/*"),  # a POST: see _count_uploads
 }
 
 
@@ -73,24 +75,56 @@ def count(requests: int, warm_up: int, path: str) -> tuple[int, int]:
             with httpx.Client(timeout=120) as client:
                 auth = ("__token__", token)
                 client.post(f"{base}/legacy/", data=data, files=files, auth=auth).raise_for_status()
-                target, accept = PATHS[path]
-                if target is None:
-                    links = client.get(f"{base}/pypi/{PROJECT}/json").json()["urls"]
-                    target = httpx.URL(links[0]["url"]).path
-                headers = {"Accept": accept}
-                for _ in range(warm_up):
-                    client.get(base + target, headers=headers).raise_for_status()
-                _callgrind_control("--zero", server.pid)
-                answered = sum(
-                    client.get(base + target, headers=headers).is_success for _ in range(requests)
-                )
-                _callgrind_control("--dump=measured", server.pid)
-        for dump in sorted(workdir.glob("callgrind.out*")):
-            text = dump.read_text(errors="replace")
-            if "measured" in text[:2000]:
-                totals = re.search(r"^(?:summary|totals):\s*(\d+)", text, re.M)
-                if totals:
-                    return int(totals.group(1)), answered
+                if path == "upload":
+                    answered = _count_uploads(client, base, auth, server.pid, requests, warm_up)
+                else:
+                    answered = _count_gets(client, base, path, server.pid, requests, warm_up)
+        return _measured(workdir), answered
+
+
+def _count_gets(client: httpx.Client, base: str, path: str, pid: int, requests: int, warm_up: int) -> int:
+    """Send ``warm_up`` requests of ``path``, zero the counters, send ``requests`` more; the
+    requests answered with a 2xx."""
+    target, accept = PATHS[path]
+    if target is None:
+        links = client.get(f"{base}/pypi/{PROJECT}/json").json()["urls"]
+        target = httpx.URL(links[0]["url"]).path
+    headers = {"Accept": accept}
+    for _ in range(warm_up):
+        client.get(base + target, headers=headers).raise_for_status()
+    _callgrind_control("--zero", pid)
+    answered = sum(client.get(base + target, headers=headers).is_success for _ in range(requests))
+    _callgrind_control("--dump=measured", pid)
+    return answered
+
+
+def _count_uploads(
+    client: httpx.Client, base: str, auth: tuple[str, str], pid: int, requests: int, warm_up: int
+) -> int:
+    """Upload ``warm_up`` new projects' wheels, zero the counters, upload ``requests`` more;
+    the uploads answered 200."""
+    dists = [build_wheel(f"{PROJECT}-{n}", "1.0") for n in range(warm_up + requests)]
+
+    def send(dist: object) -> bool:
+        data, files = upload_form(dist)
+        return client.post(f"{base}/legacy/", data=data, files=files, auth=auth).status_code == 200
+
+    for dist in dists[:warm_up]:
+        send(dist)
+    _callgrind_control("--zero", pid)
+    answered = sum(send(dist) for dist in dists[warm_up:])
+    _callgrind_control("--dump=measured", pid)
+    return answered
+
+
+def _measured(workdir: Path) -> int:
+    """The instructions in callgrind's dump of the measured requests."""
+    for dump in sorted(workdir.glob("callgrind.out*")):
+        text = dump.read_text(errors="replace")
+        if "measured" in text[:2000]:
+            totals = re.search(r"^(?:summary|totals):\s*(\d+)", text, re.M)
+            if totals:
+                return int(totals.group(1))
     raise SystemExit("callgrind wrote no dump of the measured requests")
 
 

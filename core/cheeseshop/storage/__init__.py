@@ -11,6 +11,7 @@ both with 503 and a message saying to try again later.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
@@ -19,6 +20,7 @@ from cheeseshop.packaging.archives import METADATA_FILE_SUFFIX
 
 __all__ = [
     "BytesPuts",
+    "takes_bytes",
     "FileStorage",
     "SmallFileReads",
     "StorageUnavailable",
@@ -136,6 +138,21 @@ class BytesPuts(Protocol):
 
     def put_bytes(self, path: str, data: bytes, *, info: StoredFileInfo | None = None) -> None:
         """Store ``data`` under ``path``, as :meth:`FileStorage.put` stores a file's bytes."""
+
+
+def takes_bytes(storage: object) -> bool:
+    """Whether ``storage`` is a :class:`BytesPuts`: the check, once per storage class.
+
+    ``isinstance`` against a runtime-checkable protocol looks for every member each time,
+    and every upload asked twice.
+    """
+    return _class_takes_bytes(type(storage))
+
+
+@functools.cache
+def _class_takes_bytes(cls: type) -> bool:
+    return callable(getattr(cls, "put_bytes", None))
+
 
 
 @runtime_checkable

@@ -57,12 +57,12 @@ from cheeseshop.config import Settings
 from cheeseshop.packaging.names import confusable_fold, normalize, prohibited_reason
 from cheeseshop.services import Services
 from cheeseshop.storage import (
-    BytesPuts,
     FileStorage,
     StoredFileInfo,
     metadata_path,
     storage_path,
     stored_paths,
+    takes_bytes,
 )
 from cheeseshop.packaging.description import InvalidDescription
 from cheeseshop.upload.candidate import DescribedRelease, UploadCandidate, UploadRejected
@@ -696,7 +696,7 @@ def _put_metadata(
 def _put_received(storage: FileStorage, path: str, file: ReceivedFile, info: StoredFileInfo) -> None:
     """Store the uploaded file: from memory when the storage takes bytes or the file has
     no temporary file yet (a small one, not written out for the plugins), else from it."""
-    if file.data is not None and (file.path is None or isinstance(storage, BytesPuts)):
+    if file.data is not None and (file.path is None or takes_bytes(storage)):
         _put_bytes(storage, path, file.data, file.directory, info)
     else:
         assert file.path is not None
@@ -708,7 +708,7 @@ def _put_bytes(
 ) -> None:
     """Store ``data`` at ``path``: directly if the storage takes bytes (``BytesPuts``), else
     by way of a scratch file in ``scratch_directory``."""
-    if isinstance(storage, BytesPuts):
+    if takes_bytes(storage):
         storage.put_bytes(path, data, info=info)
         return
     scratch = write_temporary(scratch_directory, data)

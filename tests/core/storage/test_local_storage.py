@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cheeseshop.config import load_settings
-from cheeseshop.storage import BytesPuts, storage_path
+from cheeseshop.storage import BytesPuts, storage_path, takes_bytes
 from cheeseshop.storage.local import LocalFileStorage, cheeseshop_file_storage
 from cheeseshop.testing.contracts import FileStorageContract
 
@@ -66,7 +66,7 @@ def test_put_leaves_no_temporary_file(
 
 
 def test_put_bytes_stores_as_put_does(storage: LocalFileStorage, tmp_path: Path) -> None:
-    assert isinstance(storage, BytesPuts)
+    assert isinstance(storage, BytesPuts) and takes_bytes(storage)
     storage.put_bytes(PATH, CONTENT)
     storage.put_bytes(PATH, CONTENT)
     stored = tmp_path / "files" / PATH

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cheeseshop.storage import BytesPuts, StoredFileInfo
+from cheeseshop.storage import BytesPuts, StoredFileInfo, takes_bytes
 from cheeseshop.storage.local import LocalFileStorage
 from cheeseshop.upload.multipart import ReceivedFile
 from cheeseshop.upload.service import _put_bytes, _put_received
@@ -33,7 +33,7 @@ def test_a_storage_without_put_bytes_gets_a_scratch_file_removed_after(tmp_path:
     uploads = tmp_path / "tmp"
     uploads.mkdir()
     storage = PathOnlyStorage(tmp_path / "files")
-    assert not isinstance(storage, BytesPuts)
+    assert not isinstance(storage, BytesPuts) and not takes_bytes(storage)
 
     _put_bytes(storage, "ab/cd/x/p.metadata", DATA, uploads, INFO)  # type: ignore[arg-type]
 
