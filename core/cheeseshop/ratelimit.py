@@ -100,6 +100,20 @@ class RateLimiter:
         reset = max(1, math.ceil(stats.reset_time - time.time()))
         return Verdict(False, item.amount, stats.remaining, reset)
 
+    @property
+    def counts_here(self) -> bool:
+        """Whether the windows are kept in this process (no ``redis_url``): then
+        :meth:`refusal_here` answers without awaiting anything, from any thread."""
+        return self._strategy is None
+
+    def refusal_here(self, rule: str, *identifiers: str) -> Verdict | None:
+        """:meth:`refusal`, blocking, for a limiter that :attr:`counts_here` (RuntimeError
+        otherwise): an upload checks its new project's limits in its worker thread."""
+        if self._strategy is not None:
+            raise RuntimeError("this limiter keeps its windows in Redis: await refusal()")
+        item = parse_rule(rule)
+        return self._local.refusal(item, item.key_for(*identifiers))
+
     async def hit(self, rule: str, *identifiers: str) -> None:
         """Count one hit against ``rule`` (nothing is refused here; see :meth:`refusal`)."""
         item = parse_rule(rule)

@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import hashlib
 import logging
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -45,6 +46,7 @@ from cheeseshop.cache.keys import change_keys
 from cheeseshop.events import CachePurge, Event, FileUploaded, Notification, ReleasePublished
 from cheeseshop.journal import Change, record_changes
 from cheeseshop.notify import build as notifications
+from cheeseshop.ratelimit import Verdict
 from cheeseshop.outbox import record
 from cheeseshop.packaging.archives import (
     InvalidArchive,
@@ -93,39 +95,107 @@ async def handle_upload(services: Services, principal: Principal, form: UploadFo
     APIError otherwise. Owns ``form``: its temporary file is removed when the upload is
     done, which may be after this request has been cancelled.
 
-    The work runs in two trips to an upload thread (:data:`_UPLOAD_THREADS`), around
-    the steps that are awaited (the new-project rate limit, and a large description's
-    rendering in a child process): checking (the form, the archive, the index), then
-    publishing (the description, the ``validate_upload`` hooks, storing and the commit).
-    Each step is blocking code; on SQLite its database work runs right in that thread,
-    on PostgreSQL it is handed to the event loop (:meth:`Database.call_core_blocking`). One
-    trip per phase instead of one per step: each trip costs a thread hand-over both
-    ways, and an upload used to make eight of them.
+    The blocking steps (checking the form, the archive and the index; then describing,
+    the ``validate_upload`` hooks, storing and the commit) run in an upload thread
+    (:data:`_UPLOAD_THREADS`), in one trip there and back: each trip costs a thread
+    hand-over both ways, and an upload used to make eight of them. On SQLite the
+    database work runs right in that thread; on PostgreSQL it is handed to the event
+    loop (:meth:`Database.call_core_blocking`). The trip comes back half-way only when
+    something must be awaited before publishing: a new project's rate limits kept in
+    Redis, or a large description rendered in a child process (:func:`_describe_large`);
+    a second trip then publishes.
+
+    A thread cannot be stopped: once publishing has begun, the commit happens even if
+    the client goes away (Quart then cancels this task), and so must what follows it.
+    So the work runs shielded, and a request cancelled before publishing has begun
+    closes the :class:`_PublishGate`, which the work checks before it publishes.
     """
     steps = _Steps(services, principal, asyncio.get_running_loop())
-    publishing: asyncio.Future[None] | None = None
+    gate = _PublishGate()
+    work = asyncio.ensure_future(_carry_out(services, steps, form, address, gate))
     try:
-        checked, existing = await _in_upload_thread(steps.check, form)
-        if existing == "identical":
-            return ""
-        new_project = existing == "new project"
-        if new_project:
-            await _refuse_too_many_new_projects(services, principal, address)
-        rendered = await _describe_large(services, checked)
-        # A thread cannot be stopped: once publishing has begun, the commit happens even if
-        # the client goes away (Quart then cancels this task), and so must what follows
-        # it. Shielded, publishing runs on, and removes the temporary file when done.
-        publishing = asyncio.ensure_future(_publish(services, steps, checked, new_project, address, rendered))
-        publishing.add_done_callback(lambda _: form.cleanup())
-        try:
-            await asyncio.shield(publishing)
-        except asyncio.CancelledError:
-            publishing.add_done_callback(functools.partial(_log_unanswered, checked.file.filename))
-            raise
-        return ""
+        await asyncio.shield(work)
+    except asyncio.CancelledError:
+        if not work.done():
+            work.add_done_callback(lambda _: form.cleanup())
+            if gate.close():
+                work.add_done_callback(_retrieve_quietly)  # it stops at the gate, unpublished
+            else:
+                filename = form.file.filename if form.file is not None else "(no file)"
+                work.add_done_callback(functools.partial(_log_unanswered, filename))
+        raise
     finally:
-        if publishing is None:
+        if work.done():
             form.cleanup()
+    return ""
+
+
+async def _carry_out(
+    services: Services, steps: _Steps, form: UploadForm, address: str, gate: _PublishGate
+) -> None:
+    """Check and publish (see :func:`handle_upload`), then purge this process's pages,
+    hand the events to the dispatcher and count a new project against its creator's limits."""
+    trip = await _in_upload_thread(steps.check_and_publish, form, address, gate)
+    if trip.waits:
+        # Something to await before publishing: then a second trip publishes.
+        if trip.new_project:
+            await _refuse_too_many_new_projects(services, steps.principal, address)
+        rendered = await _describe_large(services, trip.checked)
+        event_ids = await _in_upload_thread(steps.publish, trip.checked, trip.new_project, gate, rendered)
+    else:
+        event_ids = trip.event_ids
+    if event_ids is None:
+        return  # nothing to publish (identical bytes, or a racer committed them), or stopped
+    # This process's pages first: a CDN purging from the outbox must not refetch them.
+    await purge_after_commit(services.cache, change_keys(trip.checked.request.normalized_name))
+    await services.outbox.dispatch(event_ids)
+    if trip.new_project:
+        for rule, _, identifiers in _new_project_limits(services, steps.principal, address):
+            await services.ratelimiter.hit(rule, *identifiers)
+
+
+class _PublishGate:
+    """Settles, between a cancelled request and its upload thread, whether it publishes.
+
+    Whichever comes first wins: :meth:`begin` (the thread is about to store and commit)
+    or :meth:`close` (the request was cancelled before that).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state: str | None = None
+
+    def begin(self) -> bool:
+        """True, and publishing may begin, unless the gate was closed first."""
+        with self._lock:
+            if self._state is None:
+                self._state = "begun"
+            return self._state == "begun"
+
+    def close(self) -> bool:
+        """True, and nothing will be published, unless publishing has begun already."""
+        with self._lock:
+            if self._state is None:
+                self._state = "closed"
+            return self._state == "closed"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Trip:
+    """How the first trip to an upload thread ended."""
+
+    checked: _Checked
+    new_project: bool
+    #: The outbox ids of the published events; None when nothing was published.
+    event_ids: list[int] | None = None
+    #: Whether something must be awaited on the loop before publishing (a second trip).
+    waits: bool = False
+
+
+def _retrieve_quietly(work: asyncio.Future[None]) -> None:
+    """Consume the outcome of work whose request was cancelled before it published."""
+    if not work.cancelled() and work.exception() is not None:
+        log.info("an upload cancelled by its client ended with %r", work.exception())
 
 
 def _log_unanswered(filename: str, publishing: asyncio.Future[None]) -> None:
@@ -136,27 +206,6 @@ def _log_unanswered(filename: str, publishing: asyncio.Future[None]) -> None:
         log.warning("the upload of %s failed after its client went away: %r", filename, publishing.exception())
     else:
         log.info("the upload of %s was published after its client went away", filename)
-
-
-async def _publish(
-    services: Services,
-    steps: _Steps,
-    checked: _Checked,
-    new_project: bool,
-    address: str,
-    rendered: tuple[str | None] | None,
-) -> None:
-    """Publish in an upload thread, then purge this process's pages, hand the events to
-    the dispatcher and count a new project against its creator's limits."""
-    event_ids = await _in_upload_thread(steps.publish, checked, new_project, rendered)
-    if event_ids is None:
-        return  # a racer committed these very bytes at this very path: keep them
-    # This process's pages first: a CDN purging from the outbox must not refetch them.
-    await purge_after_commit(services.cache, change_keys(checked.request.normalized_name))
-    await services.outbox.dispatch(event_ids)
-    if new_project:
-        for rule, _, identifiers in _new_project_limits(services, steps.principal, address):
-            await services.ratelimiter.hit(rule, *identifiers)
 
 
 #: The threads uploads run their blocking steps in: at most this many uploads of a
@@ -193,10 +242,21 @@ class _Steps:
         """``work`` in a write transaction, committed if it returns."""
         return self.services.db.call_core_blocking(work, write=True, loop=self.loop, timeout=None)
 
-    def check(self, form: UploadForm) -> tuple[_Checked, str]:
-        """The validated upload and what the index holds of it (see :func:`judge_existing`)."""
+    def check_and_publish(self, form: UploadForm, address: str, gate: _PublishGate) -> _Trip:
+        """Check the upload, then publish it unless something must be awaited first: a
+        new project's rate limits kept in Redis, or a large description to render."""
         checked = _validate(form)
-        return checked, self.existing(checked)
+        existing = self.existing(checked)
+        if existing == "identical":
+            return _Trip(checked, new_project=False)
+        new_project = existing == "new project"
+        limiter = self.services.ratelimiter
+        if (new_project and not limiter.counts_here) or _has_large_description(checked):
+            return _Trip(checked, new_project, waits=True)
+        if new_project:
+            for rule, per, identifiers in _new_project_limits(self.services, self.principal, address):
+                _refuse_new_project(rule, per, limiter.refusal_here(rule, *identifiers))
+        return _Trip(checked, new_project, self.publish(checked, new_project, gate))
 
     def existing(self, checked: _Checked) -> str:
         """'identical' (nothing to do), 'new project', or 'new file'; else raises APIError."""
@@ -215,11 +275,17 @@ class _Steps:
         return judge_existing(state, self.principal, checked, self.services.settings)
 
     def publish(
-        self, checked: _Checked, new_project: bool, rendered: tuple[str | None] | None = None
+        self,
+        checked: _Checked,
+        new_project: bool,
+        gate: _PublishGate,
+        rendered: tuple[str | None] | None = None,
     ) -> list[int] | None:
         """Describe (unless the description was ``rendered`` already), ask the plugins,
         store and commit; the outbox ids of the events, or None when a racer committed
-        these very bytes first."""
+        these very bytes first, or the request was cancelled before this began."""
+        if not gate.begin():
+            return None
         services = self.services
         description_html = rendered[0] if rendered is not None else _describe(services, checked)
         if services.hooks.validates_uploads:
@@ -349,14 +415,18 @@ async def _refuse_too_many_new_projects(services: Services, principal: Principal
     never limited. Counted only once a project is really created.
     """
     for rule, per, identifiers in _new_project_limits(services, principal, address):
-        refusal = await services.ratelimiter.refusal(rule, *identifiers)
-        if refusal is not None:
-            raise APIError(
-                429,
-                f"Too many new projects created: at most {rule} per {per}; try again in "
-                f"{refusal.reset_seconds} seconds, or upload to an existing project.",
-                headers=refusal.headers(),
-            )
+        _refuse_new_project(rule, per, await services.ratelimiter.refusal(rule, *identifiers))
+
+
+def _refuse_new_project(rule: str, per: str, refusal: Verdict | None) -> None:
+    """Raise the 429 of a ``refusal`` of a new project by ``rule`` (nothing when None)."""
+    if refusal is not None:
+        raise APIError(
+            429,
+            f"Too many new projects created: at most {rule} per {per}; try again in "
+            f"{refusal.reset_seconds} seconds, or upload to an existing project.",
+            headers=refusal.headers(),
+        )
 
 
 #: Commits tried before a conflict that keeps recurring is reported (each retry follows a
@@ -464,6 +534,12 @@ def _describe(services: Services, checked: _Checked) -> str | None:
         return render_small(raw, content_type, release=release, hooks=services.hooks, settings=services.settings)
     except InvalidDescription as error:
         raise APIError(400, str(error)) from None
+
+
+def _has_large_description(checked: _Checked) -> bool:
+    """Whether the description is rendered in a child process (:func:`_describe_large`)."""
+    raw = _text(checked.request.metadata.get("description"))
+    return raw is not None and is_large(raw)
 
 
 async def _describe_large(services: Services, checked: _Checked) -> tuple[str | None] | None:

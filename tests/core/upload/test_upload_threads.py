@@ -144,6 +144,90 @@ async def test_a_client_gone_after_publishing_began_still_gets_its_events_dispat
     assert f"the upload of {dist.filename} was published after its client went away" in caplog.text
 
 
+async def test_a_client_gone_before_publishing_began_publishes_nothing(
+    cheeseshop_app: Any,
+    make_token: Any,
+    cheeseshop_services: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The client hangs up while the upload is being checked, in the same trip to the
+    # upload thread that would go on to publish it: once the check is done, the thread
+    # finds the request gone and stops before storing anything.
+    token = await make_token("alice")
+    checking, release = threading.Event(), threading.Event()
+    real_validate = service._validate
+
+    def held_validate(form: Any) -> Any:
+        checking.set()
+        assert release.wait(10)
+        return real_validate(form)
+
+    published: list[Any] = []
+    real_publish = service._Steps.publish
+
+    def recording_publish(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = real_publish(self, *args, **kwargs)
+        published.append(result)
+        return result
+
+    dispatched: list[Any] = []
+
+    async def recording_dispatch(event_ids: Any) -> None:
+        dispatched.append(list(event_ids))
+
+    monkeypatch.setattr(service, "_validate", held_validate)
+    monkeypatch.setattr(service._Steps, "publish", recording_publish)
+    monkeypatch.setattr(cheeseshop_services.outbox, "dispatch", recording_dispatch)
+    caplog.set_level(logging.INFO, logger=service.__name__)
+    dist = build_wheel("client-gone-early", "1.0")
+    body = twine_body(dist)
+    delivered = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.to_thread(checking.wait, 10)
+        return {"type": "http.disconnect"}
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    authorization = base64.b64encode(f"__token__:{token}".encode())
+    scope = {
+        "type": "http", "method": "POST", "path": "/legacy/", "raw_path": b"/legacy/", "query_string": b"",
+        "headers": [
+            (b"host", b"localhost"),
+            (b"authorization", b"Basic " + authorization),
+            (b"content-type", f"multipart/form-data; boundary={BOUNDARY}".encode()),
+            (b"content-length", str(len(body)).encode()),
+        ],
+        "scheme": "http", "http_version": "1.1", "root_path": "",
+        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+    }  # fmt: skip
+    await cheeseshop_app.app(scope, receive, send)
+    assert not any(m["type"] == "http.response.start" for m in sent), "the request was answered, not cancelled"
+    release.set()
+
+    for _ in range(200):
+        if published:
+            break
+        await asyncio.sleep(0.025)
+    assert published == [None], "the thread reached publishing and must have stopped there"
+    await asyncio.sleep(0.05)  # the clean-up runs when the work is done
+    async with cheeseshop_services.db.read() as session:
+        assert list(await session.scalars(select(File.filename))) == []
+    assert dispatched == []
+    assert list(cheeseshop_services.settings.upload_directory.iterdir()) == []
+    stored = cheeseshop_services.settings.data_dir / "files"
+    assert not stored.exists() or not any(path.is_file() for path in stored.rglob("*"))
+    assert "published after its client went away" not in caplog.text
+
+
 async def test_a_large_description_rendering_holds_no_upload_thread(
     upload: Any, make_token: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
