@@ -52,8 +52,9 @@ PATHS = {
 }
 
 
-def count(requests: int, warm_up: int, path: str) -> tuple[int, int]:
-    """Instructions counted over ``requests`` requests of ``path``, and the requests answered."""
+def count(requests: int, warm_up: int, path: str, keep: Path | None = None) -> tuple[int, int]:
+    """Instructions counted over ``requests`` requests of ``path``, and the requests answered;
+    ``keep``: where to copy callgrind's dump of them (for ``callgrind_annotate``)."""
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("valgrind is not installed: apt-get install valgrind")
     with tempfile.TemporaryDirectory(prefix="cheeseshop-instructions-") as tmp:
@@ -79,7 +80,7 @@ def count(requests: int, warm_up: int, path: str) -> tuple[int, int]:
                     answered = _count_uploads(client, base, auth, server.pid, requests, warm_up)
                 else:
                     answered = _count_gets(client, base, path, server.pid, requests, warm_up)
-        return _measured(workdir), answered
+        return _measured(workdir, keep), answered
 
 
 def _count_gets(client: httpx.Client, base: str, path: str, pid: int, requests: int, warm_up: int) -> int:
@@ -117,13 +118,15 @@ def _count_uploads(
     return answered
 
 
-def _measured(workdir: Path) -> int:
-    """The instructions in callgrind's dump of the measured requests."""
+def _measured(workdir: Path, keep: Path | None) -> int:
+    """The instructions in callgrind's dump of the measured requests (copied to ``keep``)."""
     for dump in sorted(workdir.glob("callgrind.out*")):
         text = dump.read_text(errors="replace")
         if "measured" in text[:2000]:
             totals = re.search(r"^(?:summary|totals):\s*(\d+)", text, re.M)
             if totals:
+                if keep is not None:
+                    shutil.copyfile(dump, keep)
                 return int(totals.group(1))
     raise SystemExit("callgrind wrote no dump of the measured requests")
 
@@ -139,8 +142,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--path", choices=sorted(PATHS), default="simple", help="what is asked for [simple]"
     )
+    parser.add_argument(
+        "--keep", type=Path, help="copy callgrind's dump of the counted requests here, for callgrind_annotate"
+    )
     args = parser.parse_args(argv)
-    instructions, answered = count(args.requests, args.warm_up, args.path)
+    instructions, answered = count(args.requests, args.warm_up, args.path, args.keep)
     print(
         f"{args.path}: {instructions / args.requests:,.0f} instructions per request in the web "
         f"process ({args.requests} requests, {answered} answered with 2xx; "
