@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
 import cheeseshop
 from cheeseshop.cache.keys import ALL_PROJECTS, project_key
+from cheeseshop.db.models import OutboxEvent
 from cheeseshop.testing.asgi import asgi_request
 from cheeseshop.testing.dists import build_wheel
 from cheeseshop.web.fastpath import PageRoute, route
@@ -24,9 +27,24 @@ def cheeseshop_settings_overrides() -> dict[str, Any]:
     return {"page_cache_poll_seconds": 0}
 
 
-async def uploaded(upload: Any, name: str, version: str = "1.0") -> None:
-    response = await upload(build_wheel(name, version))
-    assert response.status_code == 200, await response.get_data(as_text=True)
+@pytest.fixture
+def uploaded(upload: Any, cheeseshop_services: Any) -> Any:
+    """``await uploaded(name, version)``: upload a wheel, then wait until its outbox events
+    are delivered. Their purge would otherwise evict, whenever it comes, a page that a test
+    has just had built to count the hits on it."""
+
+    async def upload_and_settle(name: str, version: str = "1.0") -> None:
+        response = await upload(build_wheel(name, version))
+        assert response.status_code == 200, await response.get_data(as_text=True)
+        for _ in range(400):
+            async with cheeseshop_services.db.read() as session:
+                pending = await session.scalar(select(func.count()).where(OutboxEvent.completed.is_(None)))
+            if not pending:
+                return
+            await asyncio.sleep(0.025)
+        raise AssertionError("the upload's outbox events were not delivered within 10 s")
+
+    return upload_and_settle
 
 
 def headers_of(response: Any) -> dict[str, str]:
@@ -49,9 +67,9 @@ async def get(client: Any, path: str, *, method: str = "GET", **headers: str) ->
     ],
 )
 async def test_a_hit_is_answered_without_quart_exactly_as_the_view_answered_the_miss(
-    upload, cheeseshop_client, cheeseshop_services, quart_requests, path, accept
+    uploaded, cheeseshop_client, cheeseshop_services, quart_requests, path, accept
 ):
-    await uploaded(upload, "Fast.One")
+    await uploaded("Fast.One")
     quart_requests.paths.clear()
 
     miss = await get(cheeseshop_client, path, Accept=accept)
@@ -81,14 +99,14 @@ async def test_a_hit_is_answered_without_quart_exactly_as_the_view_answered_the_
 
 
 async def test_a_purge_sends_the_next_request_to_quart_which_shows_the_change(
-    upload, cheeseshop_client, quart_requests
+    uploaded, cheeseshop_client, quart_requests
 ):
-    await uploaded(upload, "fast-two")
+    await uploaded("fast-two")
     first = await get(cheeseshop_client, "/simple/fast-two/", Accept=JSON)
     await get(cheeseshop_client, "/simple/fast-two/", Accept=JSON)
     assert quart_requests.paths.count("/simple/fast-two/") == 1
 
-    await uploaded(upload, "fast-two", "2.0")
+    await uploaded("fast-two", "2.0")
     after = await get(cheeseshop_client, "/simple/fast-two/", Accept=JSON)
     assert quart_requests.paths.count("/simple/fast-two/") == 2
     assert (await after.get_json())["versions"] == ["1.0", "2.0"]
@@ -100,8 +118,8 @@ async def test_a_purge_sends_the_next_request_to_quart_which_shows_the_change(
     assert int(hit.headers["X-PyPI-Last-Serial"]) > int(first.headers["X-PyPI-Last-Serial"])
 
 
-async def test_what_the_fast_path_does_not_serve_goes_to_quart(upload, cheeseshop_client, quart_requests):
-    await uploaded(upload, "fast-three")
+async def test_what_the_fast_path_does_not_serve_goes_to_quart(uploaded, cheeseshop_client, quart_requests):
+    await uploaded("fast-three")
     await get(cheeseshop_client, "/simple/fast-three/", Accept=JSON)
     quart_requests.paths.clear()
 
@@ -136,9 +154,9 @@ class TestWithAPluginsHeaders:
         return [("tagger", Tagger())]
 
     async def test_response_headers_of_plugins_are_on_fast_path_hits(
-        self, upload, cheeseshop_client, quart_requests
+        self, uploaded, cheeseshop_client, quart_requests
     ):
-        await uploaded(upload, "fast-four")
+        await uploaded("fast-four")
         await get(cheeseshop_client, "/simple/fast-four/", Accept=JSON)
         hit = await get(cheeseshop_client, "/simple/fast-four/", Accept=JSON)
         assert quart_requests.paths.count("/simple/fast-four/") == 1
@@ -176,10 +194,10 @@ def test_route_for_the_json_api_and_with_a_base_url():
 
 
 async def test_hits_alternating_identity_gzip_and_304_each_get_their_own_headers(
-    upload, cheeseshop_client, quart_requests
+    uploaded, cheeseshop_client, quart_requests
 ):
     for version in ("1.0", "1.1", "1.2", "2.0", "2.1"):  # a page large enough to be gzipped
-        await uploaded(upload, "fast-mixed", version)
+        await uploaded("fast-mixed", version)
     path = "/simple/fast-mixed/"
     await get(cheeseshop_client, path, Accept=JSON)  # the miss, built by the view
     seen: dict[str, Any] = {}
@@ -201,7 +219,7 @@ async def test_hits_alternating_identity_gzip_and_304_each_get_their_own_headers
 
 
 async def test_a_page_rebuilt_with_another_gzip_length_is_sent_with_that_length(
-    upload, cheeseshop_client, cheeseshop_services, quart_requests
+    uploaded, cheeseshop_client, cheeseshop_services, quart_requests
 ):
     # Another web process (another zlib) may store the same page with a different gzipped
     # body under the same ETag and serial: the length sent must be that body's.
@@ -209,7 +227,7 @@ async def test_a_page_rebuilt_with_another_gzip_length_is_sent_with_that_length(
     import gzip
 
     for version in ("1.0", "1.1", "1.2", "2.0", "2.1"):
-        await uploaded(upload, "fast-zlib", version)
+        await uploaded("fast-zlib", version)
     path = "/simple/fast-zlib/"
     first = await get(cheeseshop_client, path, Accept=JSON, **{"Accept-Encoding": "gzip"})
     first = await get(cheeseshop_client, path, Accept=JSON, **{"Accept-Encoding": "gzip"})
@@ -233,9 +251,9 @@ class TestWithTheRedisCache:
         return {"redis_url": redis_url, "page_cache_poll_seconds": 0}
 
     async def test_a_page_in_redis_is_served_by_the_fast_path_until_purged(
-        self, upload, cheeseshop_client, cheeseshop_services, quart_requests
+        self, uploaded, cheeseshop_client, cheeseshop_services, quart_requests
     ):
-        await uploaded(upload, "fast-redis")
+        await uploaded("fast-redis")
         miss = await get(cheeseshop_client, "/simple/fast-redis/", Accept=JSON)
         hit = await get(cheeseshop_client, "/simple/fast-redis/", Accept=JSON)
         assert quart_requests.paths.count("/simple/fast-redis/") == 1
