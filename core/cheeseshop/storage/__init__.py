@@ -20,7 +20,10 @@ from cheeseshop.packaging.archives import METADATA_FILE_SUFFIX
 
 __all__ = [
     "BytesPuts",
+    "Staged",
+    "StagedPuts",
     "takes_bytes",
+    "takes_staging",
     "FileStorage",
     "SmallFileReads",
     "StorageUnavailable",
@@ -140,18 +143,55 @@ class BytesPuts(Protocol):
         """Store ``data`` under ``path``, as :meth:`FileStorage.put` stores a file's bytes."""
 
 
+class Staged(Protocol):
+    """A file stored under a name of its own beside ``path``, not yet in place (see
+    :class:`StagedPuts`)."""
+
+    def promote(self) -> None:
+        """Move the file into place at its path, replacing what is there; once done,
+        calling it again does nothing."""
+
+    def discard(self) -> None:
+        """Remove the staged copy, unless it was promoted; never the file at the path."""
+
+
+@runtime_checkable
+class StagedPuts(Protocol):
+    """Optional: a storage that stores a file under a name of its own first, with every
+    byte durable, and moves it into place later at little cost (a rename on a disk).
+
+    An upload stores its file and core metadata this way as soon as they are valid, beside
+    its index read and its transaction's statements, and moves them into place inside the
+    transaction, just before the commit. Whatever happens before that, it removes only
+    its own staged copies, never a file another upload may have just put at the same path.
+    """
+
+    def stage_bytes(self, path: str, data: bytes, *, info: StoredFileInfo | None = None) -> Staged:
+        """Store ``data`` for ``path``, as :meth:`BytesPuts.put_bytes` would, but not in place."""
+
+    def stage(self, path: str, source: Path, *, info: StoredFileInfo | None = None) -> Staged:
+        """Store the bytes of ``source`` for ``path``, as :meth:`FileStorage.put` would,
+        but not in place."""
+
+
+def takes_staging(storage: object) -> bool:
+    """Whether ``storage`` is a :class:`StagedPuts`, asked once per storage class."""
+    cls = type(storage)
+    return _class_has(cls, "stage") and _class_has(cls, "stage_bytes")
+
+
 def takes_bytes(storage: object) -> bool:
     """Whether ``storage`` is a :class:`BytesPuts`: the check, once per storage class.
 
     ``isinstance`` against a runtime-checkable protocol looks for every member each time,
     and every upload asked twice.
     """
-    return _class_takes_bytes(type(storage))
+    return _class_has(type(storage), "put_bytes")
 
 
 @functools.cache
-def _class_takes_bytes(cls: type) -> bool:
-    return callable(getattr(cls, "put_bytes", None))
+def _class_has(cls: type, method: str) -> bool:
+    return callable(getattr(cls, method, None))
 
 
 

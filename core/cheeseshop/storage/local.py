@@ -14,7 +14,32 @@ from cheeseshop.config import Settings
 from cheeseshop.plugins import hookimpl
 from cheeseshop.storage import StoredFileInfo
 
-__all__ = ["LocalFileStorage", "cheeseshop_file_storage"]
+__all__ = ["LocalFileStorage", "LocalStaged", "cheeseshop_file_storage"]
+
+
+class LocalStaged:
+    """A synced temporary file beside its target, to be renamed into place (``Staged``)."""
+
+    def __init__(self, temporary: Path, target: Path) -> None:
+        self.temporary = temporary
+        self.target = target
+        self.promoted = False
+
+    def promote(self) -> None:
+        """Rename the file into place (atomic: a reader sees the old file or the new one)."""
+        if self.promoted:
+            return
+        try:
+            os.replace(self.temporary, self.target)
+        except BaseException:
+            self.temporary.unlink(missing_ok=True)
+            raise
+        self.promoted = True
+
+    def discard(self) -> None:
+        """Remove the temporary file, unless it was renamed into place."""
+        if not self.promoted:
+            self.temporary.unlink(missing_ok=True)
 
 
 class LocalFileStorage:
@@ -60,19 +85,29 @@ class LocalFileStorage:
         ``info`` is not kept: a file on disk has nowhere to put it, and its path already
         names its blake2b-256.
         """
-        with source.open("rb") as src:
-            self._write(path, lambda out: shutil.copyfileobj(src, out, 1024 * 1024))
+        self.stage(path, source, info=info).promote()
 
     def put_bytes(self, path: str, data: bytes, *, info: StoredFileInfo | None = None) -> None:
         """Write ``data`` to ``path`` as :meth:`put` copies a file (``BytesPuts``).
 
-        A subclass that changes how :meth:`put` stores must change this too: the upload
-        stores small files and every core metadata file through it.
+        A subclass that changes how :meth:`put` stores must change this too, and the two
+        ``stage`` methods: the upload stores small files and every core metadata file
+        through them.
         """
-        self._write(path, lambda out: out.write(data))
+        self.stage_bytes(path, data, info=info).promote()
 
-    def _write(self, path: str, fill: Callable[[BinaryIO], object]) -> None:
-        """Fill a temporary file beside ``path``, fsync it, and rename it into place."""
+    def stage(self, path: str, source: Path, *, info: StoredFileInfo | None = None) -> LocalStaged:
+        """Copy ``source`` into a synced temporary file beside ``path`` (``StagedPuts``)."""
+        with source.open("rb") as src:
+            return self._stage(path, lambda out: shutil.copyfileobj(src, out, 1024 * 1024))
+
+    def stage_bytes(self, path: str, data: bytes, *, info: StoredFileInfo | None = None) -> LocalStaged:
+        """Write ``data`` into a synced temporary file beside ``path`` (``StagedPuts``)."""
+        return self._stage(path, lambda out: out.write(data))
+
+    def _stage(self, path: str, fill: Callable[[BinaryIO], object]) -> LocalStaged:
+        """Fill a temporary file beside ``path`` and fsync it; renaming it into place is
+        :meth:`LocalStaged.promote`. One left behind is listed, and collected as an orphan."""
         target = self._full(path)
         # os.makedirs stats the parents and creates only what is missing: one mkdir for a
         # new file's directory, where Path.mkdir(parents=True) fails and retries (3 calls).
@@ -84,10 +119,10 @@ class LocalFileStorage:
                 out.flush()
                 os.fsync(out.fileno())
             os.chmod(temporary, 0o644)
-            os.replace(temporary, target)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
+        return LocalStaged(Path(temporary), target)
 
     def open(self, path: str, *, sha256: str | None = None) -> BinaryIO:
         """Open the stored file for reading.

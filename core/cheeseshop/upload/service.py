@@ -60,11 +60,13 @@ from cheeseshop.packaging.names import confusable_fold, normalize, prohibited_re
 from cheeseshop.services import Services
 from cheeseshop.storage import (
     FileStorage,
+    Staged,
     StoredFileInfo,
     metadata_path,
     storage_path,
     stored_paths,
     takes_bytes,
+    takes_staging,
 )
 from cheeseshop.packaging.description import InvalidDescription
 from cheeseshop.upload.candidate import DescribedRelease, UploadCandidate, UploadRejected
@@ -138,10 +140,16 @@ async def _carry_out(
     trip = await _in_upload_thread(steps.check_and_publish, form, address, gate)
     if trip.waits:
         # Something to await before publishing: then a second trip publishes.
-        if trip.new_project:
-            await _refuse_too_many_new_projects(services, steps.principal, address)
-        rendered = await _describe_large(services, trip.checked)
-        event_ids = await _in_upload_thread(steps.publish, trip.checked, trip.new_project, gate, rendered)
+        try:
+            if trip.new_project:
+                await _refuse_too_many_new_projects(services, steps.principal, address)
+            rendered = await _describe_large(services, trip.checked)
+        except BaseException:
+            await _in_upload_thread(steps.abandon, trip.early)
+            raise
+        event_ids = await _in_upload_thread(
+            steps.publish, trip.checked, trip.new_project, gate, trip.early, rendered
+        )
     else:
         event_ids = trip.event_ids
     if event_ids is None:
@@ -190,6 +198,8 @@ class _Trip:
     event_ids: list[int] | None = None
     #: Whether something must be awaited on the loop before publishing (a second trip).
     waits: bool = False
+    #: Puts begun in this trip, for the second one to commit or abandon.
+    early: _EarlyPuts | None = None
 
 
 def _retrieve_quietly(work: asyncio.Future[None]) -> None:
@@ -246,17 +256,24 @@ class _Steps:
         """Check the upload, then publish it unless something must be awaited first: a
         new project's rate limits kept in Redis, or a large description to render."""
         checked = _validate(form)
-        existing = self.existing(checked)
+        early = _start_early_puts(self.services, checked)
+        try:
+            existing = self.existing(checked)
+            new_project = existing == "new project"
+            limiter = self.services.ratelimiter
+            waits = (new_project and not limiter.counts_here) or _has_large_description(checked)
+            if new_project and not waits:
+                for rule, per, identifiers in _new_project_limits(self.services, self.principal, address):
+                    _refuse_new_project(rule, per, limiter.refusal_here(rule, *identifiers))
+        except BaseException:
+            self.abandon(early)
+            raise
         if existing == "identical":
+            self.abandon(early)  # the committed file, the very same bytes, stays as it is
             return _Trip(checked, new_project=False)
-        new_project = existing == "new project"
-        limiter = self.services.ratelimiter
-        if (new_project and not limiter.counts_here) or _has_large_description(checked):
-            return _Trip(checked, new_project, waits=True)
-        if new_project:
-            for rule, per, identifiers in _new_project_limits(self.services, self.principal, address):
-                _refuse_new_project(rule, per, limiter.refusal_here(rule, *identifiers))
-        return _Trip(checked, new_project, self.publish(checked, new_project, gate))
+        if waits:
+            return _Trip(checked, new_project, waits=True, early=early)  # the next trip takes them
+        return _Trip(checked, new_project, self.publish(checked, new_project, gate, early))
 
     def existing(self, checked: _Checked) -> str:
         """'identical' (nothing to do), 'new project', or 'new file'; else raises APIError."""
@@ -279,34 +296,44 @@ class _Steps:
         checked: _Checked,
         new_project: bool,
         gate: _PublishGate,
+        early: _EarlyPuts | None = None,
         rendered: tuple[str | None] | None = None,
     ) -> list[int] | None:
         """Describe (unless the description was ``rendered`` already), ask the plugins,
-        store and commit; the outbox ids of the events, or None when a racer committed
-        these very bytes first, or the request was cancelled before this began."""
+        store (unless ``early`` puts are storing already) and commit; the outbox ids of
+        the events, or None when a racer committed these very bytes first, or the
+        request was cancelled before this began."""
         if not gate.begin():
+            self.abandon(early)
             return None
         services = self.services
-        description_html = rendered[0] if rendered is not None else _describe(services, checked)
-        if services.hooks.validates_uploads:
-            try:
-                candidate = _candidate(self.principal, checked, new_project=new_project)
-            except OSError:  # writing a file held in memory out for the plugins: a full disk
-                log.exception("writing %s out for the upload plugins failed", checked.file.filename)
-                raise _not_stored() from None
-            try:
-                services.hooks.validate_upload(candidate, services.settings)
-            except UploadRejected as rejection:
-                raise APIError(rejection.status, rejection.message) from None
-        paths = _paths_for(checked)
-        puts = _start_puts(services, checked, paths)
         try:
-            return self.commit_settling_races(checked, paths, description_html, puts)
+            description_html = rendered[0] if rendered is not None else _describe(services, checked)
+            if services.hooks.validates_uploads:
+                try:
+                    candidate = _candidate(self.principal, checked, new_project=new_project)
+                except OSError:  # writing a file held in memory out for the plugins: a full disk
+                    log.exception("writing %s out for the upload plugins failed", checked.file.filename)
+                    raise _not_stored() from None
+                try:
+                    services.hooks.validate_upload(candidate, services.settings)
+                except UploadRejected as rejection:
+                    raise APIError(rejection.status, rejection.message) from None
+        except BaseException:
+            self.abandon(early)
+            raise
+        if early is not None:
+            paths, puts = early.paths, early.puts
+        else:
+            paths = _paths_for(checked)
+            puts = _start_puts(services, checked, paths)
+        try:
+            event_ids = self.commit_settling_races(checked, paths, description_html, puts)
         except _PutFailed as failure:
             # StorageUnavailable (an OSError) from a remote store, or a disk error: the
             # transaction waiting for the put was rolled back, so nothing was recorded.
             log.error("storing %s failed", failure.path, exc_info=failure.__cause__)
-            self.discard_quietly(paths)
+            self.discard_quietly(paths, puts)
             raise _not_stored() from None
         except APIError:
             # Refused inside the transaction, which was therefore rolled back; or lost a
@@ -314,8 +341,18 @@ class _Steps:
             # committing these very paths, and between discard()'s check for a row and its
             # delete that row could commit. What a failed commit left, the orphan
             # collector removes once its grace period has passed.
-            self.discard_quietly(paths)
+            self.discard_quietly(paths, puts)
             raise
+        if event_ids is None:
+            _discard_staged(puts)  # a racer committed these very bytes, in place: keep those
+        return event_ids
+
+    def abandon(self, early: _EarlyPuts | None) -> None:
+        """Once they have ended, remove the staged copies that ``early`` puts made for an
+        upload that will not be committed: never a file in place, which another upload
+        of the same bytes may have put there (see :func:`_start_early_puts`)."""
+        if early is not None:
+            _discard_staged(early.puts)
 
     def commit_settling_races(
         self, checked: _Checked, paths: _Paths, description_html: str | None, puts: _Puts
@@ -342,8 +379,12 @@ class _Steps:
                 raise APIError(503, "The file could not be stored; try again later.") from None
         raise APIError(400, f"{ALREADY_EXISTS}. (A concurrent upload of {checked.file.filename}.)")
 
-    def discard_quietly(self, paths: _Paths) -> None:
-        """:meth:`discard`, logging instead of raising: the collector removes what is left."""
+    def discard_quietly(self, paths: _Paths, puts: _Puts) -> None:
+        """Once ``puts`` have ended, remove their staged copies, and, when some file went
+        into place, :meth:`discard`; logging instead of raising: the collector removes
+        what is left."""
+        if not any(placement.in_place for placement in _discard_staged(puts)):
+            return
         try:
             self.discard(paths)
         except Exception:
@@ -384,7 +425,7 @@ class _Steps:
             stored=functools.partial(_wait_for_puts, self.services, puts),
         )
         try:
-            if verify:
+            if verify and _file_in_place(puts):
                 _verify_stored(self.services.storage, paths.file, checked.file.size)
             try:
                 return self.write(record)
@@ -674,9 +715,90 @@ class _Paths:
 #: SQL overlap. Two per upload thread; threads are started as needed.
 _PUT_THREADS = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="cheeseshop-put")
 
-#: The puts of one upload: the file's first (it also confirms the file is there whole),
-#: then its core metadata's, if it has one.
-_Puts = tuple["concurrent.futures.Future[None]", ...]
+
+class _Placement:
+    """What one put leaves for the commit: the file in place already, or a staged copy
+    (``StagedPuts``) that :meth:`finish` moves into place inside the transaction."""
+
+    def __init__(self, storage: FileStorage, path: str, staged: Staged | None, size: int | None) -> None:
+        self.storage = storage
+        self.path = path
+        self.staged = staged
+        #: The file's size, checked once it is in place; None for the core metadata.
+        self.size = size
+        self.in_place = staged is None
+
+    def finish(self) -> None:
+        """Move the staged copy into place, then check that the file is there whole (R1):
+        :class:`_PutFailed` or :class:`_Vanished` roll the transaction back."""
+        if self.staged is not None and not self.in_place:
+            try:
+                self.staged.promote()
+            except OSError as error:
+                raise _PutFailed(self.path) from error
+            self.in_place = True
+        if self.size is not None:
+            _verify_stored(self.storage, self.path, self.size)
+
+    def discard_staged(self) -> None:
+        """Remove the staged copy, unless it went into place (a failure is only logged)."""
+        if self.staged is None or self.in_place:
+            return
+        try:
+            self.staged.discard()
+        except OSError:
+            log.warning("could not remove the staged copy of %s; the collector will", self.path)
+
+
+#: The puts of one upload: the file's first, then its core metadata's, if it has one.
+_Puts = tuple["concurrent.futures.Future[_Placement]", ...]
+
+
+def _placements(puts: _Puts) -> list[_Placement]:
+    """What the puts that ended well left (call once they have all ended)."""
+    return [put.result() for put in puts if put.exception() is None]
+
+
+def _discard_staged(puts: _Puts) -> list[_Placement]:
+    """Once ``puts`` have ended, remove the copies they staged and did not move into place;
+    returns what they left."""
+    concurrent.futures.wait(puts)
+    placements = _placements(puts)
+    for placement in placements:
+        placement.discard_staged()
+    return placements
+
+
+def _file_in_place(puts: _Puts) -> bool:
+    """Whether the file's put has put it in place (it ended, and it was not staged or has
+    been moved into place by a commit attempt)."""
+    file_put = puts[0]
+    return file_put.done() and file_put.exception() is None and file_put.result().in_place
+
+
+@dataclasses.dataclass(frozen=True)
+class _EarlyPuts:
+    """Puts begun as soon as the upload was valid (see :func:`_start_early_puts`)."""
+
+    paths: _Paths
+    puts: _Puts
+
+
+def _start_early_puts(services: Services, checked: _Checked) -> _EarlyPuts | None:
+    """Start storing a valid upload before the index is read, when the storage stages
+    (``StagedPuts``, such as the local disk); None otherwise.
+
+    The puts, two fsyncs, then run beside the index read and the transaction's
+    statements, and the commit seldom waits for them. They store under names of their
+    own: were the upload refused, or the same bytes found committed already, removing
+    what it stored must not remove a file that a concurrent upload of the same bytes has
+    just put at the same path and is about to commit. A storage that cannot stage is
+    given the upload's files after the checks, as before (:meth:`_Steps.publish`).
+    """
+    if not takes_staging(services.storage):
+        return None
+    paths = _paths_for(checked)
+    return _EarlyPuts(paths, _start_puts(services, checked, paths))
 
 
 def _paths_for(checked: _Checked) -> _Paths:
@@ -697,8 +819,8 @@ def _start_puts(services: Services, checked: _Checked, paths: _Paths) -> _Puts:
     """Start storing the file and its core metadata (each in one of :data:`_PUT_THREADS`).
 
     Each put raises :class:`_PutFailed` when the storage fails; the file's put then checks
-    that the file is there whole (:class:`_Vanished` if not). Wait for them with
-    :func:`_wait_for_puts`, inside the commit's transaction.
+    that the file is there whole (:class:`_Vanished` if not), unless the storage staged it.
+    Wait for them with :func:`_wait_for_puts`, inside the commit's transaction.
     """
     file = checked.file
     storage = services.storage
@@ -727,15 +849,17 @@ PUTS_WAIT_IN_TRANSACTION = 0.02
 
 
 def _wait_for_puts(services: Services, puts: _Puts) -> None:
-    """Wait, inside the commit's transaction, until ``puts`` have ended, and raise the
-    first one's failure; either way out of time (:class:`_PutsStillRunning`) or a failure
-    rolls the transaction back."""
+    """Wait, inside the commit's transaction, until ``puts`` have ended, raise the first
+    one's failure, and move what they staged into place; either way out of time
+    (:class:`_PutsStillRunning`) or a failure rolls the transaction back."""
     if not services.db.wait_inside_transaction(puts, timeout=PUTS_WAIT_IN_TRANSACTION):
         raise _PutsStillRunning
     for put in puts:
         failure = put.exception()
         if failure is not None:
             raise failure
+    for put in puts:
+        put.result().finish()
 
 
 class _PutsStillRunning(Exception):
@@ -750,48 +874,67 @@ class _PutFailed(Exception):
         self.path = path
 
 
-def _put_file(storage: FileStorage, path: str, file: ReceivedFile, info: StoredFileInfo) -> None:
-    """Store the uploaded file and check that it is there whole."""
+def _put_file(storage: FileStorage, path: str, file: ReceivedFile, info: StoredFileInfo) -> _Placement:
+    """Store the uploaded file (staged, when the storage stages), and check that a file
+    put in place is there whole."""
     try:
-        _put_received(storage, path, file, info)
+        staged = _put_received(storage, path, file, info, stage=True)
     except OSError as error:
         raise _PutFailed(path) from error
-    _verify_stored(storage, path, file.size)
+    if staged is None:
+        _verify_stored(storage, path, file.size)
+        return _Placement(storage, path, None, None)
+    return _Placement(storage, path, staged, file.size)
 
 
 def _put_metadata(
     storage: FileStorage, path: str, data: bytes, scratch_directory: Path, info: StoredFileInfo
-) -> None:
-    """Store the wheel's core metadata."""
+) -> _Placement:
+    """Store the wheel's core metadata (staged, when the storage stages)."""
     try:
-        _put_bytes(storage, path, data, scratch_directory, info)
+        staged = _put_bytes(storage, path, data, scratch_directory, info, stage=True)
     except OSError as error:
         raise _PutFailed(path) from error
+    return _Placement(storage, path, staged, None)
 
 
-def _put_received(storage: FileStorage, path: str, file: ReceivedFile, info: StoredFileInfo) -> None:
+def _put_received(
+    storage: FileStorage, path: str, file: ReceivedFile, info: StoredFileInfo, stage: bool = False
+) -> Staged | None:
     """Store the uploaded file: from memory when the storage takes bytes or the file has
-    no temporary file yet (a small one, not written out for the plugins), else from it."""
+    no temporary file yet (a small one, not written out for the plugins), else from it.
+    With ``stage`` and a storage that stages, not in place: the staged copy is returned."""
     if file.data is not None and (file.path is None or takes_bytes(storage)):
-        _put_bytes(storage, path, file.data, file.directory, info)
-    else:
-        assert file.path is not None
-        storage.put(path, file.path, info=info)
+        return _put_bytes(storage, path, file.data, file.directory, info, stage=stage)
+    assert file.path is not None
+    if stage and takes_staging(storage):
+        return storage.stage(path, file.path, info=info)  # type: ignore[attr-defined]
+    storage.put(path, file.path, info=info)
+    return None
 
 
 def _put_bytes(
-    storage: FileStorage, path: str, data: bytes, scratch_directory: Path, info: StoredFileInfo
-) -> None:
+    storage: FileStorage,
+    path: str,
+    data: bytes,
+    scratch_directory: Path,
+    info: StoredFileInfo,
+    stage: bool = False,
+) -> Staged | None:
     """Store ``data`` at ``path``: directly if the storage takes bytes (``BytesPuts``), else
-    by way of a scratch file in ``scratch_directory``."""
+    by way of a scratch file in ``scratch_directory``. With ``stage`` and a storage that
+    stages, not in place: the staged copy is returned."""
+    if stage and takes_staging(storage):
+        return storage.stage_bytes(path, data, info=info)  # type: ignore[attr-defined]
     if takes_bytes(storage):
-        storage.put_bytes(path, data, info=info)
-        return
+        storage.put_bytes(path, data, info=info)  # type: ignore[attr-defined]
+        return None
     scratch = write_temporary(scratch_directory, data)
     try:
         storage.put(path, scratch, info=info)
     finally:
         scratch.unlink(missing_ok=True)
+    return None
 
 
 _FILE_AT_PATH = select(File.id).where(File.path == bindparam("path"))

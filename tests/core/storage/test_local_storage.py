@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cheeseshop.config import load_settings
-from cheeseshop.storage import BytesPuts, storage_path, takes_bytes
+from cheeseshop.storage import BytesPuts, StagedPuts, storage_path, takes_bytes, takes_staging
 from cheeseshop.storage.local import LocalFileStorage, cheeseshop_file_storage
 from cheeseshop.testing.contracts import FileStorageContract
 
@@ -103,6 +103,30 @@ def test_failing_reput_keeps_the_stored_file(
     with pytest.raises(FileNotFoundError):
         storage.put(PATH, tmp_path / "does-not-exist.whl")
     assert (tmp_path / "files" / PATH).read_bytes() == CONTENT
+    assert _leftovers(tmp_path / "files") == []
+
+
+def test_staged_bytes_are_in_place_only_once_promoted(storage: LocalFileStorage, tmp_path: Path) -> None:
+    assert isinstance(storage, StagedPuts) and takes_staging(storage)
+    staged = storage.stage_bytes(PATH, CONTENT)
+    assert not storage.exists(PATH)
+    assert [p.read_bytes() for p in _leftovers(tmp_path / "files")] == [CONTENT]
+    staged.promote()
+    staged.promote()  # a retried commit moves it again: nothing happens
+    stored = tmp_path / "files" / PATH
+    assert stored.read_bytes() == CONTENT and stored.stat().st_mode & 0o777 == 0o644
+    staged.discard()  # after promotion, never the file in place
+    assert stored.read_bytes() == CONTENT
+    assert _leftovers(tmp_path / "files") == []
+
+
+def test_a_discarded_stage_leaves_the_file_in_place_alone(
+    storage: LocalFileStorage, source: Path, tmp_path: Path
+) -> None:
+    storage.put(PATH, source)
+    inode = (tmp_path / "files" / PATH).stat().st_ino
+    storage.stage(PATH, source).discard()
+    assert (tmp_path / "files" / PATH).stat().st_ino == inode
     assert _leftovers(tmp_path / "files") == []
 
 

@@ -31,11 +31,11 @@ def held_put(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     state: dict[str, Any] = {"fail": False, "waiting": threading.Event(), "statements_ran": None}
     real_put, real_wait = service._put_received, service._wait_for_puts
 
-    def put(*args: Any) -> None:
+    def put(*args: Any, **kwargs: Any) -> Any:
         assert state["waiting"].wait(WAIT), "the commit never waited for the puts"
         if state["fail"]:
             raise OSError(28, "No space left on device")
-        real_put(*args)
+        return real_put(*args, **kwargs)
 
     def wait(services: Any, puts: Any) -> None:
         # Inside the transaction, after its statements: the new file's row is there.
@@ -108,9 +108,9 @@ async def test_puts_slower_than_the_commit_waits_are_waited_for_outside_it(
     real_put, real_record = service._put_received, service._record_upload
     transactions: list[bool] = []
 
-    def slow_put(*args: Any) -> None:
+    def slow_put(*args: Any, **kwargs: Any) -> Any:
         time.sleep(0.3)
-        real_put(*args)
+        return real_put(*args, **kwargs)
 
     def counted_record(*args: Any, **kwargs: Any) -> Any:
         transactions.append(True)

@@ -75,17 +75,17 @@ async def test_a_client_gone_after_publishing_began_still_gets_its_events_dispat
     caplog: pytest.LogCaptureFixture,
     spool: str,
 ) -> None:
-    # The client hangs up while the files are being stored: Quart cancels the request's
+    # The client hangs up while the upload is being committed: Quart cancels the request's
     # task. A thread cannot be stopped, so the commit still happens; the purge and the
     # events that follow it must happen too. (With the file in memory and on disk.)
     token = await make_token("alice")
     storing, release = threading.Event(), threading.Event()
-    real_put_received = service._put_received
+    real_commit = service._Steps.commit_settling_races
 
-    def held_store(*args: Any) -> Any:
+    def held_commit(*args: Any, **kwargs: Any) -> Any:
         storing.set()
         assert release.wait(10)
-        return real_put_received(*args)
+        return real_commit(*args, **kwargs)
 
     dispatched: list[list[int]] = []
     real_dispatch = cheeseshop_services.outbox.dispatch
@@ -94,7 +94,7 @@ async def test_a_client_gone_after_publishing_began_still_gets_its_events_dispat
         dispatched.append(list(event_ids))
         await real_dispatch(event_ids)
 
-    monkeypatch.setattr(service, "_put_received", held_store)
+    monkeypatch.setattr(service._Steps, "commit_settling_races", held_commit)
     monkeypatch.setattr(cheeseshop_services.outbox, "dispatch", recording_dispatch)
     caplog.set_level(logging.INFO, logger=service.__name__)
     dist = build_wheel("client-gone", "1.0")
