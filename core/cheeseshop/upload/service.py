@@ -3,8 +3,11 @@
 Each step is a small function. Order matters for R1/R2: the bytes are stored before the
 transaction that makes them visible commits, so a 200 means both exist; a crash in
 between leaves at most an unreferenced stored file, never a row without its bytes. The
-files are stored while that transaction runs its statements, and it waits for them
-before it commits: the two fsyncs and the SQL take the time of the longer, not the sum.
+files are stored while the index is read and that transaction runs its statements, and
+it waits for them before it commits: the two fsyncs and the SQL take the time of the
+longer, not the sum. On a storage that stages (the local disk) they are stored under
+names of their own from the moment the upload is valid, and moved into place inside the
+transaction (:func:`_start_early_puts`); on any other, once the checks have passed.
 Uniqueness races are settled by database constraints, then re-examined to give the
 answer a lone request would have had.
 """
@@ -98,7 +101,8 @@ async def handle_upload(services: Services, principal: Principal, form: UploadFo
     done, which may be after this request has been cancelled.
 
     The blocking steps (checking the form, the archive and the index; then describing,
-    the ``validate_upload`` hooks, storing and the commit) run in an upload thread
+    the ``validate_upload`` hooks and the commit, with the files stored beside them: see
+    the module's docstring) run in an upload thread
     (:data:`_UPLOAD_THREADS`), in one trip there and back: each trip costs a thread
     hand-over both ways, and an upload used to make eight of them. On SQLite the
     database work runs right in that thread; on PostgreSQL it is handed to the event
@@ -786,16 +790,17 @@ class _EarlyPuts:
 
 def _start_early_puts(services: Services, checked: _Checked) -> _EarlyPuts | None:
     """Start storing a valid upload before the index is read, when the storage stages
-    (``StagedPuts``, such as the local disk); None otherwise.
+    (``StagedPuts``, such as the local disk) and the file is held in memory; None otherwise.
 
     The puts, two fsyncs, then run beside the index read and the transaction's
     statements, and the commit seldom waits for them. They store under names of their
     own: were the upload refused, or the same bytes found committed already, removing
     what it stored must not remove a file that a concurrent upload of the same bytes has
     just put at the same path and is about to commit. A storage that cannot stage is
-    given the upload's files after the checks, as before (:meth:`_Steps.publish`).
+    given the upload's files after the checks (:meth:`_Steps.publish`), and so is a file
+    too large for memory: a refusal should not wait for a large file to be written first.
     """
-    if not takes_staging(services.storage):
+    if not takes_staging(services.storage) or checked.file.data is None:
         return None
     paths = _paths_for(checked)
     return _EarlyPuts(paths, _start_puts(services, checked, paths))
