@@ -67,37 +67,9 @@ def twine_body(dist: Any) -> bytes:
     return bytes(out) + dist.content + f"\r\n--{BOUNDARY}--\r\n".encode()
 
 
-async def test_a_client_gone_after_publishing_began_still_gets_its_events_dispatched(
-    cheeseshop_app: Any,
-    make_token: Any,
-    cheeseshop_services: Any,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-    spool: str,
-) -> None:
-    # The client hangs up while the upload is being committed: Quart cancels the request's
-    # task. A thread cannot be stopped, so the commit still happens; the purge and the
-    # events that follow it must happen too. (With the file in memory and on disk.)
-    token = await make_token("alice")
-    storing, release = threading.Event(), threading.Event()
-    real_commit = service._Steps.commit_settling_races
-
-    def held_commit(*args: Any, **kwargs: Any) -> Any:
-        storing.set()
-        assert release.wait(10)
-        return real_commit(*args, **kwargs)
-
-    dispatched: list[list[int]] = []
-    real_dispatch = cheeseshop_services.outbox.dispatch
-
-    async def recording_dispatch(event_ids: Any) -> None:
-        dispatched.append(list(event_ids))
-        await real_dispatch(event_ids)
-
-    monkeypatch.setattr(service._Steps, "commit_settling_races", held_commit)
-    monkeypatch.setattr(cheeseshop_services.outbox, "dispatch", recording_dispatch)
-    caplog.set_level(logging.INFO, logger=service.__name__)
-    dist = build_wheel("client-gone", "1.0")
+async def upload_hung_up(app: Any, token: str, dist: Any, *, hang_up: threading.Event) -> None:
+    """Send ``dist`` as twine would, straight to the ASGI app, and hang up once ``hang_up``
+    is set: Quart then cancels the request, which must not have been answered."""
     body = twine_body(dist)
     delivered = False
 
@@ -106,7 +78,7 @@ async def test_a_client_gone_after_publishing_began_still_gets_its_events_dispat
         if not delivered:
             delivered = True
             return {"type": "http.request", "body": body, "more_body": False}
-        await asyncio.to_thread(storing.wait, 10)
+        await asyncio.to_thread(hang_up.wait, 10)
         return {"type": "http.disconnect"}
 
     sent: list[dict[str, Any]] = []
@@ -126,8 +98,42 @@ async def test_a_client_gone_after_publishing_began_still_gets_its_events_dispat
         "scheme": "http", "http_version": "1.1", "root_path": "",
         "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
     }  # fmt: skip
-    await cheeseshop_app.app(scope, receive, send)
+    await app.app(scope, receive, send)
     assert not any(m["type"] == "http.response.start" for m in sent), "the request was answered, not cancelled"
+
+
+async def test_a_client_gone_after_publishing_began_still_gets_its_events_dispatched(
+    cheeseshop_app: Any,
+    make_token: Any,
+    cheeseshop_services: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    spool: str,
+) -> None:
+    # The client hangs up while the upload is being committed: Quart cancels the request's
+    # task. A thread cannot be stopped, so the commit still happens; the purge and the
+    # events that follow it must happen too. (With the file in memory and on disk.)
+    token = await make_token("alice")
+    committing, release = threading.Event(), threading.Event()
+    real_commit = service._Steps.commit_settling_races
+
+    def held_commit(*args: Any, **kwargs: Any) -> Any:
+        committing.set()
+        assert release.wait(10)
+        return real_commit(*args, **kwargs)
+
+    dispatched: list[list[int]] = []
+    real_dispatch = cheeseshop_services.outbox.dispatch
+
+    async def recording_dispatch(event_ids: Any) -> None:
+        dispatched.append(list(event_ids))
+        await real_dispatch(event_ids)
+
+    monkeypatch.setattr(service._Steps, "commit_settling_races", held_commit)
+    monkeypatch.setattr(cheeseshop_services.outbox, "dispatch", recording_dispatch)
+    caplog.set_level(logging.INFO, logger=service.__name__)
+    dist = build_wheel("client-gone", "1.0")
+    await upload_hung_up(cheeseshop_app, token, dist, hang_up=committing)
     release.set()
 
     for _ in range(200):
@@ -181,36 +187,7 @@ async def test_a_client_gone_before_publishing_began_publishes_nothing(
     monkeypatch.setattr(cheeseshop_services.outbox, "dispatch", recording_dispatch)
     caplog.set_level(logging.INFO, logger=service.__name__)
     dist = build_wheel("client-gone-early", "1.0")
-    body = twine_body(dist)
-    delivered = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal delivered
-        if not delivered:
-            delivered = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        await asyncio.to_thread(checking.wait, 10)
-        return {"type": "http.disconnect"}
-
-    sent: list[dict[str, Any]] = []
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    authorization = base64.b64encode(f"__token__:{token}".encode())
-    scope = {
-        "type": "http", "method": "POST", "path": "/legacy/", "raw_path": b"/legacy/", "query_string": b"",
-        "headers": [
-            (b"host", b"localhost"),
-            (b"authorization", b"Basic " + authorization),
-            (b"content-type", f"multipart/form-data; boundary={BOUNDARY}".encode()),
-            (b"content-length", str(len(body)).encode()),
-        ],
-        "scheme": "http", "http_version": "1.1", "root_path": "",
-        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
-    }  # fmt: skip
-    await cheeseshop_app.app(scope, receive, send)
-    assert not any(m["type"] == "http.response.start" for m in sent), "the request was answered, not cancelled"
+    await upload_hung_up(cheeseshop_app, token, dist, hang_up=checking)
     release.set()
 
     for _ in range(200):
