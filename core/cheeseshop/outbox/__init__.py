@@ -107,9 +107,9 @@ class Outbox:
         """Deliver events, in id order, to every plugin that has not taken them yet.
 
         Returns the ids now completely delivered. The events are leased together in one
-        write and settled together in another: a deliverer sweeping an upload's four
-        events makes two writes, not eight, and takes SQLite's one write lock, which
-        the uploads need, half as often per event. An event leased elsewhere is skipped.
+        write and settled together in another: a sweep of a hundred events makes two
+        writes, not two hundred, and seldom takes SQLite's one write lock, which the
+        uploads need. An event leased elsewhere is skipped.
 
         The batch stops early when ``stop`` is set, or when half the lease has passed
         (slow plugins): what was delivered is settled, and the lease on the rest is
