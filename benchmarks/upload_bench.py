@@ -739,7 +739,6 @@ def measure_delivery(dists: Sequence[Dist], cap: float, backend: str) -> None:
     move with what else the machine runs, as latencies do on a small VM.
     """
     import asyncio
-    import json
 
     from cheeseshop.app import build_services
     from cheeseshop.config import load_settings
