@@ -194,7 +194,6 @@ def _class_has(cls: type, method: str) -> bool:
     return callable(getattr(cls, method, None))
 
 
-
 @runtime_checkable
 class SmallFileReads(Protocol):
     """Optional: a storage whose small files are cheaper to read than a thread hop.
