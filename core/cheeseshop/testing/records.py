@@ -1,14 +1,33 @@
-"""What the index has recorded, read back for tests: row counts and journal entries."""
+"""What the index has recorded, read back for tests: row counts, journal entries, and
+whether the outbox has delivered what it holds."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 from sqlalchemy import func, select
 
-from cheeseshop.db.models import File, FilenameRegistry, JournalEntry, Project, Release
+from cheeseshop.db.models import File, FilenameRegistry, JournalEntry, OutboxEvent, Project, Release
 
-__all__ = ["journal_of", "stored_counts"]
+__all__ = ["journal_of", "outbox_settled", "stored_counts"]
+
+_UNDELIVERED = select(OutboxEvent.id).where(OutboxEvent.completed.is_(None)).order_by(OutboxEvent.id)
+
+
+async def outbox_settled(services: Any, *, timeout: float = 15.0) -> None:
+    """Wait (at most ``timeout`` seconds, else AssertionError) until the outbox holds no
+    undelivered event: every purge, e-mail and plugin call of what came before is done."""
+    deadline = time.monotonic() + timeout
+    while True:
+        async with services.db.read() as session:
+            pending = list(await session.scalars(_UNDELIVERED))
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"outbox events {pending} still undelivered after {timeout:.0f}s")
+        await asyncio.sleep(0.025)
 
 
 async def stored_counts(services: Any) -> dict[str, int]:

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
 
 import cheeseshop
 from cheeseshop.cache.keys import ALL_PROJECTS, project_key
-from cheeseshop.db.models import OutboxEvent
 from cheeseshop.testing.asgi import asgi_request
 from cheeseshop.testing.dists import build_wheel
+from cheeseshop.testing.records import outbox_settled
 from cheeseshop.web.fastpath import PageRoute, route
 
 JSON = "application/vnd.pypi.simple.v1+json"
@@ -36,13 +34,7 @@ def uploaded(upload: Any, cheeseshop_services: Any) -> Any:
     async def upload_and_settle(name: str, version: str = "1.0") -> None:
         response = await upload(build_wheel(name, version))
         assert response.status_code == 200, await response.get_data(as_text=True)
-        for _ in range(400):
-            async with cheeseshop_services.db.read() as session:
-                pending = await session.scalar(select(func.count()).where(OutboxEvent.completed.is_(None)))
-            if not pending:
-                return
-            await asyncio.sleep(0.025)
-        raise AssertionError("the upload's outbox events were not delivered within 10 s")
+        await outbox_settled(cheeseshop_services, timeout=10.0)
 
     return upload_and_settle
 

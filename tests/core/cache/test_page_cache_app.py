@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from quart import has_request_context
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 import cheeseshop
 from cheeseshop.cache import NullPageCache, make_page
@@ -23,6 +23,7 @@ from cheeseshop.cache import redis as redis_cache
 from cheeseshop.db.models import OutboxDelivery, OutboxEvent, Project
 from cheeseshop.projects import service as projects
 from cheeseshop.testing.dists import build_sdist, build_wheel
+from cheeseshop.testing.records import outbox_settled
 from cheeseshop.testing.upload import uploaded
 
 JSON = "application/vnd.pypi.simple.v1+json"
@@ -82,13 +83,7 @@ def cheeseshop_settings_overrides() -> dict[str, Any]:
 
 async def settled(services: Any) -> None:
     """Wait until every outbox event is delivered: the purge event's second purge is done."""
-
-    async def done() -> bool:
-        async with services.db.read() as session:
-            pending = await session.scalar(select(func.count()).where(OutboxEvent.completed.is_(None)))
-        return pending == 0
-
-    await eventually(done)
+    await outbox_settled(services)
 
 
 @pytest.fixture

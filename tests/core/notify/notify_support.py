@@ -22,6 +22,7 @@ from sqlalchemy import select
 
 from cheeseshop.db.models import Email, OutboxEvent, Project, Role, User
 from cheeseshop.testing.pytest_plugin import _test_password_hash
+from cheeseshop.testing.records import outbox_settled
 
 SMTP_LOGIN = "mailer"
 SMTP_PASSWORD = "s3cret password"
@@ -167,15 +168,7 @@ async def eventually(predicate: Callable[[], bool], *, timeout: float = 15.0) ->
 
 async def settled(services: Any, *, timeout: float = 15.0) -> None:
     """Wait until the outbox holds nothing undelivered."""
-    deadline = time.monotonic() + timeout
-    while True:
-        async with services.db.read() as session:
-            pending = list(await session.scalars(select(OutboxEvent.id).where(OutboxEvent.completed.is_(None))))
-        if not pending:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"outbox events {pending} still undelivered after {timeout:.0f}s")
-        await asyncio.sleep(0.05)
+    await outbox_settled(services, timeout=timeout)
 
 
 def mail_files(services: Any) -> list[Path]:

@@ -10,21 +10,21 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import time
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import redis
-from sqlalchemy import func, select, update
+from sqlalchemy import update
 
 from cheeseshop.cache.keys import project_key
-from cheeseshop.db.models import OutboxEvent, Project
+from cheeseshop.db.models import Project
 from cheeseshop.projects.service import set_status
 from cheeseshop.simple import files as files_module
 from cheeseshop.simple.files import FileRoute, file_route, not_modified
 from cheeseshop.testing.asgi import QuartRequests, Sent, asgi_request
 from cheeseshop.testing.dists import Dist, build_sdist, build_wheel
+from cheeseshop.testing.records import outbox_settled
 from cheeseshop.testing.upload import uploaded
 from cheeseshop.web import fastpath as fastpath_module
 
@@ -332,11 +332,7 @@ async def all_delivered(services: Any) -> None:
     A shared cache takes purges through the outbox, delivered in the background: one
     landing between two requests of a test would send the second to Quart.
     """
-    pending = select(func.count()).select_from(OutboxEvent).where(OutboxEvent.completed.is_(None))
-    deadline = time.monotonic() + 10
-    while await services.db.run_read(lambda session: session.scalar(pending)):
-        assert time.monotonic() < deadline, "the outbox did not deliver its events"
-        await asyncio.sleep(0.02)
+    await outbox_settled(services, timeout=10.0)
 
 
 class TestWithTheRedisCache:

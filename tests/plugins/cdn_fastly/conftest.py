@@ -21,9 +21,8 @@ from typing import Any
 from urllib.parse import unquote
 
 import pytest
-from sqlalchemy import func, select
 
-from cheeseshop.db.models import OutboxEvent
+from cheeseshop.testing.records import outbox_settled as wait_outbox_settled
 
 #: Fastly's limit on keys in one batch purge.
 FASTLY_BATCH_LIMIT = 256
@@ -251,17 +250,6 @@ def eventually() -> Eventually:
 
 
 @pytest.fixture
-def outbox_settled(eventually: Eventually) -> Callable[[Any], Awaitable[None]]:
+def outbox_settled() -> Callable[..., Awaitable[None]]:
     """``await outbox_settled(services)``: wait until every outbox event is delivered."""
-
-    async def settled(services: Any) -> None:
-        async def done() -> bool:
-            async with services.db.read() as session:
-                pending = await session.scalar(
-                    select(func.count()).where(OutboxEvent.completed.is_(None))
-                )
-            return pending == 0
-
-        await eventually(done, what="every outbox event delivered")
-
-    return settled
+    return wait_outbox_settled

@@ -8,34 +8,21 @@ core's embedded one.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from cheeseshop.db.models import NotificationEmail, OutboxEvent
+from cheeseshop.db.models import NotificationEmail
 from cheeseshop.testing.dists import build_wheel
+from cheeseshop.testing.records import outbox_settled
 
 from email_ses_kit import MotoServer, Post, SNSSigner, notification, ses_bounce
 
 
 async def settled(services: Any, *, timeout: float = 20.0) -> None:
     """Wait until the outbox delivered every event (the e-mail is sent by then)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        async with services.db.read() as session:
-            pending = await session.scalar(
-                select(func.count()).where(OutboxEvent.completed.is_(None))
-            )
-        if pending == 0:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"{pending} outbox event(s) still undelivered after {timeout:.0f}s"
-            )
-        await asyncio.sleep(0.05)
+    await outbox_settled(services, timeout=timeout)
 
 
 async def sent_rows(services: Any) -> list[NotificationEmail]:
