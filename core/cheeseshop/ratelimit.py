@@ -87,9 +87,9 @@ class RateLimiter:
 
         Counts nothing: call :meth:`hit` once the thing limited has happened.
         """
-        item = parse_rule(rule)
         if self._strategy is None:
-            return self._local.refusal(item, item.key_for(*identifiers))
+            return self.refusal_here(rule, *identifiers)
+        item = parse_rule(rule)
         try:
             if await self._strategy.test(item, *identifiers):
                 return None

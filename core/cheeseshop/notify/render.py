@@ -20,7 +20,7 @@ from email.utils import format_datetime, formataddr
 import jinja2
 
 from cheeseshop.events import Notification, Recipient
-from cheeseshop.notify.senders import sender_domain
+from cheeseshop.notify.senders import DOT_ATOM_ADDRESS, sender_domain
 
 __all__ = ["RenderedEmail", "UnknownKind", "build_message", "message_id", "render"]
 
@@ -29,8 +29,7 @@ _LINE = 78
 #: An address whose To header may be written as ``formataddr`` makes it: a dot-atom local
 #: part and a plain ASCII domain. Any other (quotes, commas, angle brackets, a domain
 #: beyond ASCII) goes through ``Address``, which checks and encodes it, or refuses it.
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_DOT_ATOM = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+_DOT_ATOM = re.compile(DOT_ATOM_ADDRESS)
 
 
 class UnknownKind(LookupError):

@@ -29,6 +29,7 @@ from typing import Protocol, runtime_checkable
 from cheeseshop.config import Settings
 
 __all__ = [
+    "DOT_ATOM_ADDRESS",
     "EmailSendError",
     "EmailSender",
     "FileSender",
@@ -83,8 +84,12 @@ class EmailSender(Protocol):
 #: which takes ten times longer and is what every sent e-mail used to cost (see
 #: :func:`envelope`).
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_ADDR_SPEC = rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
-_PLAIN_ADDRESS = re.compile(rf"(?:[A-Za-z0-9._+-]+(?: [A-Za-z0-9._+-]+)* <(?P<quoted>{_ADDR_SPEC})>|(?P<bare>{_ADDR_SPEC}))")
+#: An address with a dot-atom local part and a plain ASCII domain: one that needs neither
+#: quoting nor encoding (render.py writes such a To header as it is).
+DOT_ATOM_ADDRESS = rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+_PLAIN_ADDRESS = re.compile(
+    rf"(?:[A-Za-z0-9._+-]+(?: [A-Za-z0-9._+-]+)* <(?P<quoted>{DOT_ATOM_ADDRESS})>|(?P<bare>{DOT_ATOM_ADDRESS}))"
+)
 _ENVELOPE_HEADERS = {"from": "From", "to": "To", "cc": "Cc", "bcc": "Bcc"}
 
 

@@ -728,7 +728,8 @@ class _Placement:
         self.storage = storage
         self.path = path
         self.staged = staged
-        #: The file's size, checked once it is in place; None for the core metadata.
+        #: The file's size, checked by :meth:`finish` once it is in place; None when
+        #: nothing is left to check (the core metadata, or a file its put checked itself).
         self.size = size
         self.in_place = staged is None
 
