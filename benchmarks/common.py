@@ -100,9 +100,14 @@ def server_process(
     log: Path,
     env: dict[str, str] | None = None,
     start_timeout: float = START_TIMEOUT,
+    ready_text: str | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Start a server, wait (up to ``start_timeout`` seconds) until its port accepts
-    connections, stop it on exit."""
+    connections and, given ``ready_text``, until its log holds that text; stop it on exit.
+
+    ``ready_text`` is for a server whose start-up goes on after it listens (Cheeseshop's
+    deliverer process): timing it then would count its start-up against the first uploads.
+    """
     with log.open("wb") as out:
         process = subprocess.Popen(
             [str(part) for part in command],
@@ -120,11 +125,11 @@ def server_process(
                     f"{Path(command[0]).name} exited with {process.returncode} at start-up:\n"
                     + log.read_text(errors="replace")[-800:]
                 )
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            if _listening(port) and (ready_text is None or ready_text in log.read_text(errors="replace")):
                 break
             if time.monotonic() > deadline:
                 raise PeerUnavailable(
-                    f"{Path(command[0]).name} did not listen within {start_timeout:.0f} s"
+                    f"{Path(command[0]).name} was not ready within {start_timeout:.0f} s"
                 )
             time.sleep(0.1)
         yield process
@@ -136,6 +141,14 @@ def server_process(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), 0.5):
+            return True
+    except OSError:
+        return False
 
 
 def ensure_venv(name: str, packages: Sequence[str]) -> Path:

@@ -244,7 +244,9 @@ def cheeseshop(workdir: Path, *, database_url: str | None = None) -> Iterator[Ta
     token = cheeseshop_token(env)
     port = free_port()
     command = [PYTHON, "-m", "cheeseshop", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    with server_process(command, port=port, log=workdir / "server.log", env=env):
+    log = workdir / "server.log"
+    # Timed once its deliverer process has started too (it logs this line when it has).
+    with server_process(command, port=port, log=log, env=env, ready_text="delivering outbox events"):
         yield Target(f"http://127.0.0.1:{port}/legacy/", "__token__", token)
 
 

@@ -8,19 +8,20 @@ from collections.abc import Sequence
 from sqlalchemy import bindparam, func, insert, select, text, update
 
 from cheeseshop.db import Executor, dialect_name
+from cheeseshop.db.prepared import Prepared
 from cheeseshop.db.models import JournalEntry, Project, utcnow
 
 __all__ = ["Change", "last_serial", "record_changes"]
 
 # Any constant works; it names the one lock that orders journal writers on PostgreSQL.
 _JOURNAL_LOCK = 0x0C4EE5E
-_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+_LOCK = Prepared(text("SELECT pg_advisory_xact_lock(:key)"))
 
 _entries = JournalEntry.__table__
 _projects = Project.__table__
-_INSERT = insert(_entries).returning(_entries.c.id)
-_LAST = select(func.max(_entries.c.id))
-_UPDATE_PROJECT = (
+_INSERT = Prepared(insert(_entries).returning(_entries.c.id))
+_LAST = Prepared(select(func.max(_entries.c.id)))
+_UPDATE_PROJECT = Prepared(
     update(_projects)
     .where(_projects.c.id == bindparam("project_id"))
     .values(
@@ -41,7 +42,7 @@ class Change:
 
 def last_serial(session: Executor) -> int:
     """The newest journal serial (0 for an empty journal)."""
-    return session.scalar(_LAST) or 0
+    return _LAST.scalar(session) or 0
 
 
 def record_changes(
@@ -78,18 +79,19 @@ def record_changes(
         for change in changes
     ]
     if dialect_name(session) == "postgresql":
-        session.execute(_LOCK, {"key": _JOURNAL_LOCK})
+        _LOCK.rows(session, {"key": _JOURNAL_LOCK})
         # Numbered here, under the lock, rather than by the column's sequence: a sequence
         # value is spent even when its transaction rolls back, and a mirror that sees a
         # serial missing cannot tell a rolled-back change from one it failed to receive.
         last = last_serial(session)
-        for offset, row in enumerate(rows, start=1):
-            row["id"] = last + offset
-    # SQLAlchemy sends these as one multi-row INSERT ("insertmanyvalues"); on SQLite the
-    # autoincrement rowid numbers them in VALUES order, and a rollback takes its numbers
-    # back. RETURNING's own order is not promised, so sort.
-    serials = sorted(session.execute(_INSERT, rows).scalars())
-    session.execute(
-        _UPDATE_PROJECT, {"project_id": project_id, "serial": serials[-1], "added_size": added_size}
-    )
+        serials = list(range(last + 1, last + 1 + len(rows)))
+        for serial, row in zip(serials, rows):
+            row["id"] = serial
+        _INSERT.execute_many(session, rows)  # one batch: asyncpg pipelines an executemany
+    else:
+        # On SQLite the autoincrement rowid numbers them in order, and a rollback takes
+        # its numbers back; a row at a time is cheaper on the driver's cursor than one
+        # multi-row statement through SQLAlchemy.
+        serials = [_INSERT.scalar(session, row) for row in rows]
+    _UPDATE_PROJECT.rows(session, {"project_id": project_id, "serial": serials[-1], "added_size": added_size})
     return serials

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cheeseshop.accounts import tokens
 from cheeseshop.accounts.passwords import hash_password
 from cheeseshop.db import Executor
+from cheeseshop.db.prepared import Prepared
 from cheeseshop.db.models import ApiToken, Email, Project, Role, RoleName, User, utcnow
 from cheeseshop.packaging.names import normalize
 
@@ -178,7 +179,7 @@ async def revoke_token(session: AsyncSession, token_id: str, *, user: User) -> N
 
 
 # Columns, not entities: loading two ORM objects cost more than the rest of authenticating.
-_TOKEN_AND_USER = (
+_TOKEN_AND_USER = Prepared(
     select(ApiToken.key, ApiToken.user_id, ApiToken.revoked, ApiToken.expires, User.username, User.is_active)
     .join(User, User.id == ApiToken.user_id)
     .where(ApiToken.id == bindparam("token_id"))
@@ -202,18 +203,21 @@ def authenticate(executor: Executor, raw: str, *, prefix: str, now: datetime | N
     row = None
     if TOKEN_ID.fullmatch(token_id):
         # One round trip for the token and its user: this runs on every upload.
-        row = executor.execute(_TOKEN_AND_USER, {"token_id": token_id}).first()
-    if row is None or row.revoked is not None:
+        row = _TOKEN_AND_USER.first(executor, {"token_id": token_id})
+    if row is None:
         raise AuthenticationFailed("invalid or revoked API token")
-    if row.expires is not None and row.expires <= now:
+    key, user_id, revoked, expires, username, is_active = row
+    if revoked is not None:
+        raise AuthenticationFailed("invalid or revoked API token")
+    if expires is not None and expires <= now:
         raise AuthenticationFailed("API token expired")
     try:
-        claims = tokens.verify(macaroon, token_id=token_id, key=row.key, user_id=row.user_id, now=now)
+        claims = tokens.verify(macaroon, token_id=token_id, key=key, user_id=user_id, now=now)
     except tokens.InvalidToken as error:
         raise AuthenticationFailed(str(error)) from None
-    if not row.is_active:
+    if not is_active:
         raise AuthenticationFailed("the account of this API token is disabled")
-    return Principal(user=Account(row.user_id, row.username), claims=claims)
+    return Principal(user=Account(user_id, username), claims=claims)
 
 
 async def role_for(session: AsyncSession, user: User, project: Project) -> RoleName | None:

@@ -12,9 +12,10 @@ import uuid
 from datetime import datetime
 from urllib.parse import quote
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, or_, select
 
 from cheeseshop.db import Executor
+from cheeseshop.db.prepared import Prepared
 from cheeseshop.db.models import Email, Role, RoleName, User
 from cheeseshop.events import Notification, Recipient
 
@@ -23,13 +24,14 @@ __all__ = ["RELEASE_PUBLISHED", "new_notification_id", "release_published"]
 RELEASE_PUBLISHED = "release-published"
 
 # Built once, with a bound parameter: the upload path only binds the project's id.
-_RELEASE_RECIPIENTS = (
+_RELEASE_RECIPIENTS = Prepared(
     select(User.username, Email.email, Role.role_name)
     .join(Role, Role.user_id == User.id)
     .join(Email, Email.user_id == User.id)
     .where(
         Role.project_id == bindparam("project_id"),
-        Role.role_name.in_([RoleName.OWNER.value, RoleName.MAINTAINER.value]),
+        # Not IN (...): a literal list is a post-compile parameter, which Prepared refuses.
+        or_(Role.role_name == RoleName.OWNER.value, Role.role_name == RoleName.MAINTAINER.value),
         User.is_active.is_(True),
         User.notify_release_published.is_(True),
         Email.primary.is_(True),
@@ -67,7 +69,7 @@ def release_published(
     uploader send the project's other maintainers links to a host of their choosing.
     """
     recipients: dict[str, Recipient] = {}
-    for username, email, role in session.execute(_RELEASE_RECIPIENTS, {"project_id": project_id}):
+    for username, email, role in _RELEASE_RECIPIENTS.rows(session, {"project_id": project_id}):
         recipients.setdefault(email, Recipient(username=username, email=email, role=role))
     if not recipients:
         return None

@@ -24,6 +24,7 @@ from sqlalchemy import bindparam, insert, or_, select, update
 
 from cheeseshop.config import Settings
 from cheeseshop.db import Database, Executor
+from cheeseshop.db.prepared import Prepared
 from cheeseshop.db.models import OutboxDelivery, OutboxEvent, utcnow
 from cheeseshop.events import Event, event_from_json
 from cheeseshop.notify.mailer import Mailer
@@ -43,6 +44,8 @@ def record(session: Executor, events: Sequence[Event]) -> list[int]:
     if not events:
         return []
     rows = [{"hook": event.hook, "kind": type(event).__name__, "payload": event.to_json()} for event in events]
+    if len(rows) == 1:  # most changes: one event, on the driver's cursor
+        return [_INSERT_EVENT.scalar(session, rows[0])]
     # One Core statement for every row, ids in the order given: no unit of work to flush.
     return list(session.scalars(_INSERT_EVENTS, rows))
 
@@ -50,6 +53,7 @@ def record(session: Executor, events: Sequence[Event]) -> list[int]:
 _INSERT_EVENTS = insert(OutboxEvent.__table__).returning(
     OutboxEvent.__table__.c.id, sort_by_parameter_order=True
 )
+_INSERT_EVENT = Prepared(insert(OutboxEvent.__table__).returning(OutboxEvent.__table__.c.id))
 
 
 class Outbox:

@@ -4,9 +4,9 @@ An upload asks the database three times: before its file streams (the project's 
 after it arrived (duplicates, the project, the uploader's role, similar names) and, under
 lock, in the commit. Each time every question goes into one ``SELECT`` of scalar
 subqueries: on this path a round trip costs far more than the indexed lookups inside it.
-The statements are built once, with bound parameters, so SQLAlchemy compiles each once
-and a request only binds values. They are synchronous: callers run them through
-:meth:`cheeseshop.db.Database.run_core`, on a Core connection.
+The statements are :class:`~cheeseshop.db.prepared.Prepared`: compiled once per dialect
+and run on the driver's cursor, so a request only binds values. They are synchronous:
+callers run them through :meth:`cheeseshop.db.Database.run_core`, on a Core connection.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, exists, select
 from cheeseshop.db import Executor
+from cheeseshop.db.prepared import Prepared
 from cheeseshop.db.models import File, FilenameRegistry, Project, Release, Role
 
 __all__ = ["IndexState", "LockedProject", "ProjectLimits", "index_state", "lock_project", "project_limits"]
@@ -72,9 +73,11 @@ _ROLE = (
     .scalar_subquery()
 )
 
-_PROJECT_LIMITS = select(
-    Project.name, _ROLE, Project.upload_limit, Project.total_size_limit, Project.total_size
-).where(Project.normalized_name == bindparam("normalized_name"))
+_PROJECT_LIMITS = Prepared(
+    select(Project.name, _ROLE, Project.upload_limit, Project.total_size_limit, Project.total_size).where(
+        Project.normalized_name == bindparam("normalized_name")
+    )
+)
 
 
 def _index_state_statement() -> Any:
@@ -109,24 +112,26 @@ def _index_state_statement() -> Any:
     )
 
 
-_INDEX_STATE = _index_state_statement()
+_INDEX_STATE = Prepared(_index_state_statement())
 
 
-_LOCK_PROJECT = (
+_LOCK_PROJECT = Prepared(
     select(Project.id, Project.name, _ROLE, Project.total_size, Project.total_size_limit)
     .where(Project.normalized_name == bindparam("normalized_name"))
     .with_for_update(of=Project)
 )
-_RELEASE = select(Release.id, Release.version).where(
-    Release.project_id == bindparam("project_id"),
-    Release.canonical_version == bindparam("canonical_version"),
+_RELEASE = Prepared(
+    select(Release.id, Release.version).where(
+        Release.project_id == bindparam("project_id"),
+        Release.canonical_version == bindparam("canonical_version"),
+    )
 )
 
 
 def project_limits(session: Executor, normalized_name: str, user_id: int) -> ProjectLimits | None:
     """The project's limits and the user's role, or None for a project that does not exist."""
     params = {"normalized_name": normalized_name, "user_id": user_id}
-    row = (session.execute(_PROJECT_LIMITS, params)).first()
+    row = _PROJECT_LIMITS.first(session, params)
     return None if row is None else ProjectLimits(row[0], row[1], row[2], row[3], row[4] or 0)
 
 
@@ -149,7 +154,7 @@ def index_state(
         "canonical_version": canonical_version,
         "user_id": user_id,
     }
-    row = (session.execute(_INDEX_STATE, params)).one()
+    row = _INDEX_STATE.rows(session, params)[0]
     return IndexState(*row[:2], bool(row[2]), *row[3:7], bool(row[7]))
 
 
@@ -164,9 +169,9 @@ def lock_project(
     for would be missed by a subquery of the locking statement itself.
     """
     params = {"normalized_name": normalized_name, "user_id": user_id}
-    row = session.execute(_LOCK_PROJECT, params).first()
+    row = _LOCK_PROJECT.first(session, params)
     if row is None:
         return None
-    release = session.execute(_RELEASE, {"project_id": row[0], "canonical_version": canonical_version}).first()
+    release = _RELEASE.first(session, {"project_id": row[0], "canonical_version": canonical_version})
     release_id, release_version = (None, None) if release is None else release
     return LockedProject(row[0], row[1], row[2], row[3] or 0, row[4], release_id, release_version)

@@ -33,6 +33,7 @@ from sqlalchemy import Connection, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from cheeseshop.accounts.service import Principal
+from cheeseshop.db.prepared import Prepared
 from cheeseshop.db.models import (
     File,
     FilenameRegistry,
@@ -973,11 +974,11 @@ class _Vanished(Exception):
 
 
 # Core statements built once: the commit binds values, SQLAlchemy compiles each once.
-_INSERT_PROJECT = insert(Project.__table__).returning(Project.__table__.c.id)
-_INSERT_ROLE = insert(Role.__table__)
-_INSERT_RELEASE = insert(Release.__table__).returning(Release.__table__.c.id)
-_INSERT_FILE = insert(File.__table__)
-_INSERT_FILENAME = insert(FilenameRegistry.__table__)
+_INSERT_PROJECT = Prepared(insert(Project.__table__).returning(Project.__table__.c.id))
+_INSERT_ROLE = Prepared(insert(Role.__table__))
+_INSERT_RELEASE = Prepared(insert(Release.__table__).returning(Release.__table__.c.id))
+_INSERT_FILE = Prepared(insert(File.__table__))
+_INSERT_FILENAME = Prepared(insert(FilenameRegistry.__table__))
 
 
 def _record_upload(
@@ -1003,14 +1004,13 @@ def _record_upload(
     now = utcnow()
     project = lock_project(session, request.normalized_name, _canonical(request), user.id)
     if project is None:
-        project_id = session.scalar(
-            _INSERT_PROJECT,
-            {"name": request.name, "normalized_name": request.normalized_name, "created": now},
+        project_id = _INSERT_PROJECT.scalar(
+            session, {"name": request.name, "normalized_name": request.normalized_name, "created": now}
         )
         assert project_id is not None
         project = LockedProject(project_id, request.name, RoleName.OWNER.value, 0, None, None, None)
-        session.execute(
-            _INSERT_ROLE, {"user_id": user.id, "project_id": project.id, "role_name": RoleName.OWNER.value}
+        _INSERT_ROLE.rows(
+            session, {"user_id": user.id, "project_id": project.id, "role_name": RoleName.OWNER.value}
         )
         changes += [
             Change("create", submitted_by=user.username),
@@ -1029,15 +1029,15 @@ def _record_upload(
     release_id = project.release_id
     new_release = release_id is None
     if release_id is None:
-        release_id = session.scalar(
-            _INSERT_RELEASE,
+        release_id = _INSERT_RELEASE.scalar(
+            session,
             _release_values(
                 project.id, request, uploader_id=user.id, description_html=description_html, created=now
             ),
         )
         changes.append(Change("new release", request.version_string, user.username))
-    session.execute(
-        _INSERT_FILE,
+    _INSERT_FILE.rows(
+        session,
         dict(
             release_id=release_id,
             filename=file.filename,
@@ -1055,7 +1055,7 @@ def _record_upload(
             metadata_blake2_256=paths.metadata_blake2_256,
         ),
     )
-    session.execute(_INSERT_FILENAME, {"filename": file.filename, "created": now})
+    _INSERT_FILENAME.rows(session, {"filename": file.filename, "created": now})
     # The version as the release row spells it: the first upload's spelling wins.
     version = project.release_version or request.version_string
     changes.append(Change(f"add {request.pyversion} file {file.filename}", version, user.username))
