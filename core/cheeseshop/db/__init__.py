@@ -16,6 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.util import await_only
 
+from cheeseshop.db.prepared import run_driver_sql
+
 __all__ = ["Database", "DatabaseUnavailable", "Executor", "dialect_name", "upgrade"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -57,7 +59,8 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def on_begin(connection: Any) -> None:
         immediate = connection.get_execution_options().get("cheeseshop_write", False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        # On the cursor: exec_driver_sql's execution context cost more than BEGIN itself.
+        run_driver_sql(connection, "BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def make_engine(url: str, **kwargs: Any) -> AsyncEngine:

@@ -21,16 +21,17 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Insert, Update, exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement, ColumnElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from cheeseshop.db import Executor
+if TYPE_CHECKING:  # cheeseshop.db imports this module
+    from cheeseshop.db import Executor
 
-__all__ = ["Prepared"]
+__all__ = ["Prepared", "run_driver_sql"]
 
 Processor = Callable[[Any], Any]
 
@@ -142,18 +143,29 @@ class Prepared:
     def _execute(self, connection: Connection, compiled: _Compiled, arguments: list[tuple[Any, ...]], *, many: bool) -> Any:
         if not connection.in_transaction():
             connection.begin()  # as SQLAlchemy's autobegin would (SQLite: our BEGIN)
-        dbapi_connection = connection.connection.dbapi_connection
-        assert dbapi_connection is not None
-        cursor = dbapi_connection.cursor()
-        try:
-            if many:
-                cursor.executemany(compiled.sql, arguments)
-            else:
-                cursor.execute(compiled.sql, arguments[0])
-        except Exception as error:
-            cursor.close()
-            raise _translated(connection, dbapi_connection, cursor, compiled.sql, arguments, error) from error
-        return cursor
+        return _run(connection, compiled.sql, arguments, many=many)
+
+
+def run_driver_sql(connection: Connection, sql: str) -> None:
+    """Run ``sql`` (no parameters, no rows) on the connection's DB-API cursor, as it is
+    and wherever the connection is (even inside its ``begin`` event), raising what
+    ``connection.exec_driver_sql`` would raise."""
+    _run(connection, sql, [()], many=False).close()
+
+
+def _run(connection: Connection, sql: str, arguments: list[tuple[Any, ...]], *, many: bool) -> Any:
+    dbapi_connection = connection.connection.dbapi_connection
+    assert dbapi_connection is not None
+    cursor = dbapi_connection.cursor()
+    try:
+        if many:
+            cursor.executemany(sql, arguments)
+        else:
+            cursor.execute(sql, arguments[0])
+    except Exception as error:
+        cursor.close()
+        raise _translated(connection, dbapi_connection, cursor, sql, arguments, error) from error
+    return cursor
 
 
 def _connection(executor: Executor) -> Connection:
