@@ -131,6 +131,8 @@ class Database:
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._reader = async_sessionmaker(self.engine, expire_on_commit=False)
         self._write_engine = self.engine.execution_options(cheeseshop_write=True)
+        # run_core's reads on PostgreSQL: no BEGIN and no ROLLBACK, two round trips of three.
+        self._statement_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._writer = async_sessionmaker(self._write_engine, expire_on_commit=False)
         self._sync_engine: Engine | None = None
         self._write_lock = threading.Lock()
@@ -155,15 +157,22 @@ class Database:
         return await asyncio.to_thread(self._write_here, work)
 
     async def run_core(self, work: Callable[[Connection], T], *, write: bool = False) -> T:
-        """``work(connection)`` in one transaction on a Core ``Connection``, as
-        :meth:`run_read` (``write=False``: rolled back) or :meth:`run_write` (committed if
-        it returns) run it on a Session."""
+        """``work(connection)`` on a Core ``Connection``: with ``write=True`` in one write
+        transaction, committed if it returns (as :meth:`run_write` on a Session).
+
+        With ``write=False`` (reads), on SQLite in one read transaction, rolled back; on
+        PostgreSQL each statement on its own (autocommit), which spares the BEGIN and the
+        ROLLBACK, two of a one-statement read's three round trips. Every statement still
+        sees one consistent state of the database, but two statements of one read may
+        see different ones: work whose statements must agree passes ``write=True`` or
+        uses :meth:`run_read`.
+        """
         if self._sync_engine is not None:
             return await asyncio.to_thread(self._core_here, work, write)
         if write:
             async with self._write_engine.begin() as connection:
                 return await connection.run_sync(work)
-        async with self.engine.connect() as connection:
+        async with self._statement_engine.connect() as connection:
             return await connection.run_sync(work)
 
     def call_core_blocking(
