@@ -626,14 +626,15 @@ STAGES = (
     ("views", "_authenticated"),
     ("views", "handle_upload"),
     ("service", "_Steps.check_and_publish"),  # one trip to an upload thread
-    ("service", "_validate"),
+    ("service", "_check_form"),  # the form, the filename, the digests
+    ("service", "_check_archive"),  # the archive and its metadata, beside the file's put
     ("service", "_Steps.existing"),  # duplicates, project, role, similar names: one read
     ("service", "_Steps.publish"),
     ("service", "_describe"),
     ("service", "_Steps.commit_settling_races"),
     ("service", "_record_upload"),  # the write transaction, waiting for the two puts
-    ("service", "_put_file"),  # beside it, in a put thread
-    ("service", "_put_metadata"),  # beside both, in another
+    ("service", "_put_file"),  # from the form's check on, in a put thread
+    ("service", "_put_metadata"),  # from the archive's check on, in another
 )
 
 # Runs in the child: Cheeseshop on hypercorn, as `cheeseshop serve` runs it, with each of

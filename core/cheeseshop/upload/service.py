@@ -6,8 +6,9 @@ between leaves at most an unreferenced stored file, never a row without its byte
 files are stored while the index is read and that transaction runs its statements, and
 it waits for them before it commits: the two fsyncs and the SQL take the time of the
 longer, not the sum. On a storage that stages (the local disk) they are stored under
-names of their own from the moment the upload is valid, and moved into place inside the
-transaction (:func:`_start_early_puts`); on any other, once the checks have passed.
+names of their own, the file as soon as the form is checked (beside the archive's checks)
+and its core metadata once the archive is, and moved into place inside the transaction
+(:func:`_start_early_file_put`); on any other storage, once the checks have passed.
 Uniqueness races are settled by database constraints, then re-examined to give the
 answer a lone request would have had.
 """
@@ -25,7 +26,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeAlias, TypeVar
 
 from packaging.utils import canonicalize_version
 from packaging.version import Version
@@ -89,10 +90,18 @@ T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
-class _Checked:
+class _Submitted:
+    """An upload whose form, filename and digests have been checked; not its archive."""
+
     request: UploadRequest
     file: ReceivedFile
     parsed: ParsedFilename
+
+
+@dataclasses.dataclass(frozen=True)
+class _Checked(_Submitted):
+    """An upload that passed every check of its own (the index's come next)."""
+
     core_metadata: bytes | None
 
 
@@ -260,8 +269,16 @@ class _Steps:
     def check_and_publish(self, form: UploadForm, address: str, gate: _PublishGate) -> _Trip:
         """Check the upload, then publish it unless something must be awaited first: a
         new project's rate limits kept in Redis, or a large description to render."""
-        checked = _validate(form)
-        early = _start_early_puts(self.services, checked)
+        submitted = _check_form(form)
+        # The file's put runs beside the archive checks, its core metadata's once they pass.
+        file_put = _start_early_file_put(self.services, submitted)
+        try:
+            checked = _check_archive(submitted)
+        except BaseException:
+            if file_put is not None:
+                _discard_staged((file_put,))
+            raise
+        early = _start_early_puts(self.services, checked, file_put)
         try:
             existing = self.existing(checked)
             new_project = existing == "new project"
@@ -484,6 +501,12 @@ COMMIT_ATTEMPTS = 3
 
 
 def _validate(form: UploadForm) -> _Checked:
+    """Every check an upload passes on its own: :func:`_check_form`, then :func:`_check_archive`."""
+    return _check_archive(_check_form(form))
+
+
+def _check_form(form: UploadForm) -> _Submitted:
+    """The form's fields, the filename and the digests; APIError 400 (or 410) if wrong."""
     action = (form.fields.get(":action") or [""])[0]
     if action in {"submit", "doc_upload", "verify"}:
         raise APIError(410, f"':action={action}' is no longer supported; upload files only.")
@@ -531,6 +554,12 @@ def _validate(form: UploadForm) -> _Checked:
                 f"The {algorithm}_digest given ({claimed}) does not match the uploaded file "
                 f"({computed[algorithm]}); the upload may be corrupt, try again.",
             )
+    return _Submitted(request=request, file=file, parsed=parsed)
+
+
+def _check_archive(submitted: _Submitted) -> _Checked:
+    """The archive, read without extracting it, and its core metadata against the form."""
+    request, file, parsed = submitted.request, submitted.file, submitted.parsed
     # License-File entries of the form must exist in the archive (metadata 2.4+).
     license_files = (
         list(request.metadata.get("license_files") or [])  # type: ignore[call-overload]
@@ -756,8 +785,10 @@ class _Placement:
             log.warning("could not remove the staged copy of %s; the collector will", self.path)
 
 
+#: One put: what it leaves for the commit, once it has ended.
+_Put: TypeAlias = "concurrent.futures.Future[_Placement]"
 #: The puts of one upload: the file's first, then its core metadata's, if it has one.
-_Puts = tuple["concurrent.futures.Future[_Placement]", ...]
+_Puts = tuple[_Put, ...]
 
 
 def _placements(puts: _Puts) -> list[_Placement]:
@@ -790,22 +821,33 @@ class _EarlyPuts:
     puts: _Puts
 
 
-def _start_early_puts(services: Services, checked: _Checked) -> _EarlyPuts | None:
-    """Start storing a valid upload before the index is read, when the storage stages
-    (``StagedPuts``, such as the local disk) and the file is held in memory; None otherwise.
+def _start_early_file_put(services: Services, submitted: _Submitted) -> _Put | None:
+    """Start storing the upload's file as soon as its form checks have passed, when the
+    storage stages (``StagedPuts``, such as the local disk) and the file is held in
+    memory; None otherwise.
 
-    The puts, two fsyncs, then run beside the index read and the transaction's
-    statements, and the commit seldom waits for them. They store under names of their
-    own: were the upload refused, or the same bytes found committed already, removing
-    what it stored must not remove a file that a concurrent upload of the same bytes has
-    just put at the same path and is about to commit. A storage that cannot stage is
-    given the upload's files after the checks (:meth:`_Steps.publish`), and so is a file
-    too large for memory: a refusal should not wait for a large file to be written first.
+    The puts, two fsyncs, then run beside the archive checks (the file's), the index read
+    and the transaction's statements, and the commit seldom waits for them. They store
+    under names of their own: were the upload refused, or the same bytes found committed
+    already, removing what it stored must not remove a file that a concurrent upload of
+    the same bytes has just put at the same path and is about to commit. A storage that
+    cannot stage is given the upload's files after the checks (:meth:`_Steps.publish`),
+    and so is a file too large for memory: a refusal should not wait for a large file to
+    be written first.
     """
-    if not takes_staging(services.storage) or checked.file.data is None:
+    if not takes_staging(services.storage) or submitted.file.data is None:
+        return None
+    file = submitted.file
+    return _start_file_put(services, storage_path(file.blake2_256, file.filename), submitted)
+
+
+def _start_early_puts(services: Services, checked: _Checked, file_put: _Put | None) -> _EarlyPuts | None:
+    """The early puts of a valid upload: its file's ``file_put`` (see
+    :func:`_start_early_file_put`; None: no early puts) and its core metadata's, started now."""
+    if file_put is None:
         return None
     paths = _paths_for(checked)
-    return _EarlyPuts(paths, _start_puts(services, checked, paths))
+    return _EarlyPuts(paths, (file_put, *_start_metadata_put(services, checked, paths)))
 
 
 def _paths_for(checked: _Checked) -> _Paths:
@@ -829,23 +871,31 @@ def _start_puts(services: Services, checked: _Checked, paths: _Paths) -> _Puts:
     that the file is there whole (:class:`_Vanished` if not), unless the storage staged it.
     Wait for them with :func:`_wait_for_puts`, inside the commit's transaction.
     """
-    file = checked.file
-    storage = services.storage
-    info = StoredFileInfo(
-        project=checked.request.normalized_name,
-        version=checked.request.version_string,
-        packagetype=checked.parsed.packagetype,
-        sha256=file.sha256,
+    return (_start_file_put(services, paths.file, checked), *_start_metadata_put(services, checked, paths))
+
+
+def _stored_info(submitted: _Submitted, sha256: str) -> StoredFileInfo:
+    request = submitted.request
+    return StoredFileInfo(
+        project=request.normalized_name,
+        version=request.version_string,
+        packagetype=submitted.parsed.packagetype,
+        sha256=sha256,
     )
-    puts = [_PUT_THREADS.submit(_put_file, storage, paths.file, file, info)]
-    if checked.core_metadata is not None and paths.metadata is not None and paths.metadata_sha256 is not None:
-        metadata_info = dataclasses.replace(info, sha256=paths.metadata_sha256)
-        puts.append(
-            _PUT_THREADS.submit(
-                _put_metadata, storage, paths.metadata, checked.core_metadata, file.directory, metadata_info
-            )
-        )
-    return tuple(puts)
+
+
+def _start_file_put(services: Services, path: str, submitted: _Submitted) -> _Put:
+    file = submitted.file
+    return _PUT_THREADS.submit(_put_file, services.storage, path, file, _stored_info(submitted, file.sha256))
+
+
+def _start_metadata_put(services: Services, checked: _Checked, paths: _Paths) -> _Puts:
+    """The core metadata's put, if the upload has core metadata (an empty tuple if not)."""
+    if checked.core_metadata is None or paths.metadata is None or paths.metadata_sha256 is None:
+        return ()
+    info = _stored_info(checked, paths.metadata_sha256)
+    directory = checked.file.directory
+    return (_PUT_THREADS.submit(_put_metadata, services.storage, paths.metadata, checked.core_metadata, directory, info),)
 
 
 #: The longest the commit's transaction waits for the puts beside it. It holds its locks

@@ -8,6 +8,7 @@ may have just put there and be about to commit (R1).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -30,28 +31,32 @@ def _files_under(root: Path) -> list[str]:
     return sorted(str(path.relative_to(root)) for path in root.rglob("*") if path.is_file())
 
 
-async def test_the_local_storage_stages_and_a_small_file_is_stored_before_the_index_is_read(
+async def test_the_local_storage_stages_and_a_small_file_is_stored_before_its_archive_is_read(
     upload: Any, make_token: Any, cheeseshop_services: Any, monkeypatch: Any, spool: str
 ) -> None:
     assert takes_staging(cheeseshop_services.storage)
     order: list[str] = []
-    real_start, real_existing = service._start_puts, service._Steps.existing
 
-    def start(*args: Any) -> Any:
-        order.append("puts")
-        return real_start(*args)
+    def noting(step: str, real: Any) -> Any:
+        def run(*args: Any) -> Any:
+            order.append(step)
+            return real(*args)
 
-    def existing(*args: Any) -> Any:
-        order.append("index read")
-        return real_existing(*args)
+        return run
 
-    monkeypatch.setattr(service, "_start_puts", start)
-    monkeypatch.setattr(service._Steps, "existing", existing)
+    monkeypatch.setattr(service, "_start_file_put", noting("file put", service._start_file_put))
+    monkeypatch.setattr(service, "_check_archive", noting("archive checked", service._check_archive))
+    monkeypatch.setattr(service, "_start_metadata_put", noting("metadata put", service._start_metadata_put))
+    monkeypatch.setattr(service._Steps, "existing", noting("index read", service._Steps.existing))
     dist = build_wheel("early-puts", "1.0")
     response = await upload(dist, token=await make_token("alice"))
     assert response.status_code == 200, await response.get_data(as_text=True)
-    # A file held in memory is stored at once; one too large for memory, after the checks.
-    assert order == (["puts", "index read"] if spool == "memory" else ["index read", "puts"])
+    # A file held in memory is stored at once, beside the archive's checks, and its core
+    # metadata once they passed; one too large for memory, after every check.
+    if spool == "memory":
+        assert order == ["file put", "archive checked", "metadata put", "index read"]
+    else:
+        assert order == ["archive checked", "index read", "file put", "metadata put"]
     root = cheeseshop_services.settings.data_dir / "files"
     assert _files_under(root) == sorted([_path(dist), metadata_path(_path(dist))]), "no staged copy is left"
 
@@ -119,3 +124,27 @@ async def test_a_refusal_inside_the_transaction_leaves_nothing(
     assert _files_under(root) == []
     async with cheeseshop_services.db.read() as session:
         assert list(await session.scalars(select(File.filename))) == []
+
+
+async def test_an_archive_refused_while_its_file_was_being_stored_leaves_nothing(
+    upload: Any, make_token: Any, cheeseshop_services: Any, spool: str, monkeypatch: Any
+) -> None:
+    # The form and digests are right, so the file's put starts; the archive is not a zip.
+    started: list[str] = []
+    real_start = service._start_file_put
+
+    def start(*args: Any) -> Any:
+        started.append("file put")
+        return real_start(*args)
+
+    monkeypatch.setattr(service, "_start_file_put", start)
+    good = build_wheel("broken-archive", "1.0")
+    broken = dataclasses.replace(good, content=b"PK but not a zip archive at all")
+
+    refused = await upload(broken, token=await make_token("alice"))
+
+    assert refused.status_code == 400, await refused.get_data(as_text=True)
+    assert "zip" in (await refused.get_data(as_text=True)).lower()
+    assert started == (["file put"] if spool == "memory" else [])
+    root = cheeseshop_services.settings.data_dir / "files"
+    assert _files_under(root) == [], "a staged copy of the refused file was left"

@@ -33,7 +33,7 @@ async def test_upload_steps_leave_the_default_executor_free(
     loop = asyncio.get_running_loop()
     loop.set_default_executor(ThreadPoolExecutor(max_workers=1))
     token = await make_token("alice")
-    real = service._validate
+    real = service._check_form
 
     def validate_needing_the_default_executor(form: Any) -> Any:
         # As a new connection's name lookup would: work on the default executor, started
@@ -44,7 +44,7 @@ async def test_upload_steps_leave_the_default_executor_free(
         assert asyncio.run_coroutine_threadsafe(lookup(), loop).result(timeout=5) == 3
         return real(form)
 
-    monkeypatch.setattr(service, "_validate", validate_needing_the_default_executor)
+    monkeypatch.setattr(service, "_check_form", validate_needing_the_default_executor)
     responses = await asyncio.wait_for(
         asyncio.gather(*(upload(build_wheel(f"threads-{n}", "1.0"), token=token) for n in range(UPLOADS))),
         timeout=30,
@@ -162,7 +162,7 @@ async def test_a_client_gone_before_publishing_began_publishes_nothing(
     # finds the request gone and stops before storing anything.
     token = await make_token("alice")
     checking, release = threading.Event(), threading.Event()
-    real_validate = service._validate
+    real_validate = service._check_form
 
     def held_validate(form: Any) -> Any:
         checking.set()
@@ -182,7 +182,7 @@ async def test_a_client_gone_before_publishing_began_publishes_nothing(
     async def recording_dispatch(event_ids: Any) -> None:
         dispatched.append(list(event_ids))
 
-    monkeypatch.setattr(service, "_validate", held_validate)
+    monkeypatch.setattr(service, "_check_form", held_validate)
     monkeypatch.setattr(service._Steps, "publish", recording_publish)
     monkeypatch.setattr(cheeseshop_services.outbox, "dispatch", recording_dispatch)
     caplog.set_level(logging.INFO, logger=service.__name__)
