@@ -500,11 +500,6 @@ COMMIT_ATTEMPTS = 3
 # -- validate (pure, plus reading the archive) -----------------------------------------
 
 
-def _validate(form: UploadForm) -> _Checked:
-    """Every check an upload passes on its own: :func:`_check_form`, then :func:`_check_archive`."""
-    return _check_archive(_check_form(form))
-
-
 def _check_form(form: UploadForm) -> _Submitted:
     """The form's fields, the filename and the digests; APIError 400 (or 410) if wrong."""
     action = (form.fields.get(":action") or [""])[0]

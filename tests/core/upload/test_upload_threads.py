@@ -35,7 +35,7 @@ async def test_upload_steps_leave_the_default_executor_free(
     token = await make_token("alice")
     real = service._check_form
 
-    def validate_needing_the_default_executor(form: Any) -> Any:
+    def check_needing_the_default_executor(form: Any) -> Any:
         # As a new connection's name lookup would: work on the default executor, started
         # from the loop while this thread waits for it.
         async def lookup() -> int:
@@ -44,7 +44,7 @@ async def test_upload_steps_leave_the_default_executor_free(
         assert asyncio.run_coroutine_threadsafe(lookup(), loop).result(timeout=5) == 3
         return real(form)
 
-    monkeypatch.setattr(service, "_check_form", validate_needing_the_default_executor)
+    monkeypatch.setattr(service, "_check_form", check_needing_the_default_executor)
     responses = await asyncio.wait_for(
         asyncio.gather(*(upload(build_wheel(f"threads-{n}", "1.0"), token=token) for n in range(UPLOADS))),
         timeout=30,
@@ -162,12 +162,12 @@ async def test_a_client_gone_before_publishing_began_publishes_nothing(
     # finds the request gone and stops before storing anything.
     token = await make_token("alice")
     checking, release = threading.Event(), threading.Event()
-    real_validate = service._check_form
+    real_check_form = service._check_form
 
-    def held_validate(form: Any) -> Any:
+    def held_check_form(form: Any) -> Any:
         checking.set()
         assert release.wait(10)
-        return real_validate(form)
+        return real_check_form(form)
 
     published: list[Any] = []
     real_publish = service._Steps.publish
@@ -182,7 +182,7 @@ async def test_a_client_gone_before_publishing_began_publishes_nothing(
     async def recording_dispatch(event_ids: Any) -> None:
         dispatched.append(list(event_ids))
 
-    monkeypatch.setattr(service, "_check_form", held_validate)
+    monkeypatch.setattr(service, "_check_form", held_check_form)
     monkeypatch.setattr(service._Steps, "publish", recording_publish)
     monkeypatch.setattr(cheeseshop_services.outbox, "dispatch", recording_dispatch)
     caplog.set_level(logging.INFO, logger=service.__name__)
