@@ -26,6 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from cheeseshop.db import Database, Executor, dialect_name
 from cheeseshop.db.models import NotificationEmail, utcnow
+from cheeseshop.db.prepared import Prepared
 from cheeseshop.notify.addresses import mark_undeliverable
 from cheeseshop.notify.senders import EmailSender, EmailSendError
 
@@ -124,21 +125,24 @@ class Mailer:
 
 
 # Built once: SQLAlchemy compiles each once, and a delivery only binds values.
-_SETTLED = select(NotificationEmail.recipient).where(
-    NotificationEmail.notification_id == bindparam("notification_id")
+# Prepared: the deliverer runs both for every e-mail it sends.
+_SETTLED = Prepared(
+    select(NotificationEmail.recipient).where(NotificationEmail.notification_id == bindparam("notification_id"))
 )
 # ON CONFLICT DO NOTHING: a row already there (a racing deliverer's) says the same.
 _ONE_PER_ADDRESS = ["notification_id", "recipient"]
 _RECORD = {
-    "postgresql": postgresql.insert(NotificationEmail.__table__).on_conflict_do_nothing(
-        index_elements=_ONE_PER_ADDRESS
+    "postgresql": Prepared(
+        postgresql.insert(NotificationEmail.__table__).on_conflict_do_nothing(index_elements=_ONE_PER_ADDRESS)
     ),
-    "sqlite": sqlite.insert(NotificationEmail.__table__).on_conflict_do_nothing(index_elements=_ONE_PER_ADDRESS),
+    "sqlite": Prepared(
+        sqlite.insert(NotificationEmail.__table__).on_conflict_do_nothing(index_elements=_ONE_PER_ADDRESS)
+    ),
 }
 
 
 def _settled(connection: Executor, *, notification_id: str) -> set[str]:
-    return set(connection.scalars(_SETTLED, {"notification_id": notification_id}))
+    return {row[0] for row in _SETTLED.rows(connection, {"notification_id": notification_id})}
 
 
 def _record(
@@ -149,8 +153,8 @@ def _record(
     message_id: str | None = None,
     error: str | None = None,
 ) -> None:
-    connection.execute(
-        _RECORD[dialect_name(connection)],
+    _RECORD[dialect_name(connection)].rows(
+        connection,
         {
             "notification_id": notification_id,
             "recipient": recipient,
