@@ -14,7 +14,10 @@ It gives what ``connection.execute(statement, params)`` gives, as plain tuples, 
 raises the same ``sqlalchemy.exc`` errors (an ``IntegrityError`` for a unique violation),
 so callers and their race handling do not change. Not supported, and refused when the
 statement is first compiled: ``expanding`` (``IN``) and other post-compile parameters,
-and escaped parameter names; keep those statements on ``connection.execute``.
+and escaped parameter names; keep those statements on ``connection.execute``. A driver
+whose parameters are named rather than positional (psycopg, say) is given the statement
+through ``connection.execute``, as if it had not been prepared: it still works, at
+SQLAlchemy's cost. SQLite's drivers and asyncpg are positional.
 """
 
 from __future__ import annotations
@@ -73,13 +76,16 @@ class Prepared:
     def __init__(self, statement: ClauseElement) -> None:
         self.statement = statement
         self._by_columns = isinstance(statement, (Insert, Update))
-        self._by_dialect: dict[tuple[str, str, frozenset[str]], _Compiled] = {}
+        self._by_dialect: dict[tuple[str, str, frozenset[str]], _Compiled | None] = {}
 
     def rows(self, executor: Executor, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
         """Every row the statement returns (an empty list for one that returns none)."""
         params = params or {}
         connection = _connection(executor)
         compiled = self._compiled(connection.dialect, params)
+        if compiled is None:
+            result = connection.execute(self.statement, params)
+            return [tuple(row) for row in result] if result.returns_rows else []
         cursor = self._execute(connection, compiled, [self._arguments(compiled, params)], many=False)
         try:
             if cursor.description is None:
@@ -112,18 +118,23 @@ class Prepared:
             return
         connection = _connection(executor)
         compiled = self._compiled(connection.dialect, params[0])
+        if compiled is None:
+            connection.execute(self.statement, list(params))
+            return
         arguments = [self._arguments(compiled, one) for one in params]
         self._execute(connection, compiled, arguments, many=True).close()
 
     # -- compiling ---------------------------------------------------------------------
 
-    def _compiled(self, dialect: Dialect, params: Mapping[str, Any]) -> _Compiled:
+    def _compiled(self, dialect: Dialect, params: Mapping[str, Any]) -> _Compiled | None:
+        """The statement compiled for ``dialect``; None when its driver is not positional."""
         columns = frozenset(params) if self._by_columns else frozenset()
         key = (dialect.name, dialect.driver, columns)
-        compiled = self._by_dialect.get(key)
-        if compiled is None:
+        try:
+            return self._by_dialect[key]
+        except KeyError:
             compiled = self._by_dialect[key] = _compile(self.statement, dialect, sorted(columns))
-        return compiled
+            return compiled
 
     def _arguments(self, compiled: _Compiled, params: Mapping[str, Any]) -> tuple[Any, ...]:
         values = {**compiled.constants, **params}
@@ -172,16 +183,16 @@ def _connection(executor: Executor) -> Connection:
     return executor if isinstance(executor, Connection) else executor.connection()
 
 
-def _compile(statement: ClauseElement, dialect: Dialect, keys: Sequence[str]) -> _Compiled:
+def _compile(statement: ClauseElement, dialect: Dialect, keys: Sequence[str]) -> _Compiled | None:
     compiled = statement.compile(dialect=dialect, column_keys=list(keys) or None)
     assert isinstance(compiled, SQLCompiler)
-    if not compiled.positional or compiled.positiontup is None:
-        raise TypeError(f"Prepared needs a positional paramstyle; {dialect.name} uses {dialect.paramstyle}")
     for name, bind in compiled.binds.items():
         if bind.expanding:
             raise TypeError(f"Prepared cannot expand the IN parameter {name!r}")
     if "POSTCOMPILE" in compiled.string or getattr(compiled, "escaped_bind_names", None):
         raise TypeError("Prepared cannot run statements with post-compile or escaped parameters")
+    if not compiled.positional or compiled.positiontup is None:
+        return None  # named parameters: connection.execute runs it
     binds = []
     for name in compiled.positiontup:
         processor = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, bindparam, exists, func, insert, select, text, update
+from sqlalchemy import Connection, bindparam, create_engine, event, exists, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from cheeseshop.db.models import FilenameRegistry, Project, Release
@@ -157,3 +157,23 @@ async def test_expanding_parameters_are_refused(cheeseshop_services: Any) -> Non
     expanding = Prepared(select(Project.id).where(Project.id.in_(bindparam("ids", expanding=True))))
     with pytest.raises(TypeError, match="IN parameter"):
         await cheeseshop_services.db.run_core(lambda connection: expanding.rows(connection, {"ids": [1]}))
+
+
+@pytest.mark.parametrize("paramstyle", ["qmark", "named"])
+def test_a_driver_with_named_parameters_gets_the_statement_through_sqlalchemy(paramstyle: str) -> None:
+    # SQLite's driver takes either style; psycopg, say, takes named (pyformat) only.
+    engine = create_engine("sqlite://", paramstyle=paramstyle)
+    FilenameRegistry.__table__.create(engine)
+    through_sqlalchemy: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *args: through_sqlalchemy.append(args[2]))
+    register = Prepared(insert(FilenameRegistry.__table__))
+    names = Prepared(select(FilenameRegistry.filename).where(FilenameRegistry.filename.like(bindparam("pattern"))))
+
+    with engine.begin() as connection:
+        register.rows(connection, {"filename": "c-1.zip", "created": NOW})
+        register.execute_many(connection, [{"filename": "c-2.zip", "created": NOW}])
+        found = names.rows(connection, {"pattern": "c-%"})
+
+    assert sorted(found) == [("c-1.zip",), ("c-2.zip",)]
+    # Positional: run on the cursor, past SQLAlchemy's execution (and its events).
+    assert len(through_sqlalchemy) == (0 if paramstyle == "qmark" else 3)
