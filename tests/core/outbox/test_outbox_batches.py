@@ -90,8 +90,9 @@ async def test_a_batch_is_delivered_in_id_order_with_two_writes(cheeseshop_servi
         deliveries = {d.event_id: d for d in await session.scalars(select(OutboxDelivery))}
     assert deliveries[ids[1]].delivered is None and "refused on purpose" in deliveries[ids[1]].last_error
     assert all(deliveries[i].delivered is not None and deliveries[i].attempts == 1 for i in done)
-    # Nothing completed is delivered again.
-    assert await cheeseshop_services.outbox.deliver_many(ids) == set()
+    # Nothing completed is delivered again. (The failed event is left out: the tests'
+    # retry delay is a fraction of a second, so by now it may be due again.)
+    assert await cheeseshop_services.outbox.deliver_many(sorted(done)) == set()
     assert taker.projects == ["p-one", "p-fails", "p-three", "p-four"]
 
 
