@@ -132,7 +132,10 @@ class Database:
         self._reader = async_sessionmaker(self.engine, expire_on_commit=False)
         self._write_engine = self.engine.execution_options(cheeseshop_write=True)
         # run_core's reads on PostgreSQL: no BEGIN and no ROLLBACK, two round trips of three.
-        self._statement_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        # (SQLite keeps its own BEGIN: its driver's isolation level is ours to manage.)
+        self._statement_engine = (
+            self.engine if self.is_sqlite else self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
         self._writer = async_sessionmaker(self._write_engine, expire_on_commit=False)
         self._sync_engine: Engine | None = None
         self._write_lock = threading.Lock()
