@@ -832,8 +832,7 @@ def _start_early_file_put(services: Services, submitted: _Submitted) -> _Put | N
     """
     if not takes_staging(services.storage) or submitted.file.data is None:
         return None
-    file = submitted.file
-    return _start_file_put(services, storage_path(file.blake2_256, file.filename), submitted)
+    return _start_file_put(services, _file_path(submitted.file), submitted)
 
 
 def _start_early_puts(services: Services, checked: _Checked, file_put: _Put | None) -> _EarlyPuts | None:
@@ -845,10 +844,14 @@ def _start_early_puts(services: Services, checked: _Checked, file_put: _Put | No
     return _EarlyPuts(paths, (file_put, *_start_metadata_put(services, checked, paths)))
 
 
+def _file_path(file: ReceivedFile) -> str:
+    """Where the uploaded file is stored. Pure."""
+    return storage_path(file.blake2_256, file.filename)
+
+
 def _paths_for(checked: _Checked) -> _Paths:
     """Where the upload's file and core metadata are stored, and the metadata's digests. Pure."""
-    file = checked.file
-    path = storage_path(file.blake2_256, file.filename)
+    path = _file_path(checked.file)
     if checked.core_metadata is None:
         return _Paths(path, None, None, None)
     return _Paths(
