@@ -26,7 +26,7 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Insert, Update, exc
+from sqlalchemy import Connection, Insert, Table, Update, exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement, ColumnElement
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -34,7 +34,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 if TYPE_CHECKING:  # cheeseshop.db imports this module
     from cheeseshop.db import Executor
 
-__all__ = ["Prepared", "run_driver_sql"]
+__all__ = ["Prepared", "run_driver_sql", "with_defaults"]
 
 Processor = Callable[[Any], Any]
 
@@ -63,6 +63,26 @@ class _DefaultContext:
     def get_current_parameters(self, isolate_multiinsert_groups: bool = True) -> dict[str, Any]:
         """The parameters of the row being inserted."""
         return self.current_parameters
+
+
+def with_defaults(table: Table, values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` for a row of ``table``, with the Python-side default of every other column
+    that has one (scalar or callable, as an ``INSERT`` would compute it) and None for every
+    other nullable one; the autoincrement id is left out. For rows inserted where SQLAlchemy
+    applies no defaults: by an ``INSERT`` inside a ``WITH`` clause."""
+    row = dict(values)
+    context = _DefaultContext(row)
+    for column in table.columns:
+        if column.name in row or column is table.autoincrement_column:
+            continue
+        default = column.default
+        if default is not None and default.is_scalar:
+            row[column.name] = default.arg
+        elif default is not None and default.is_callable:
+            row[column.name] = default.arg(context)
+        elif column.nullable:
+            row[column.name] = None
+    return row
 
 
 class Prepared:

@@ -30,21 +30,11 @@ from typing import TypeAlias, TypeVar
 
 from packaging.utils import canonicalize_version
 from packaging.version import Version
-from sqlalchemy import Connection, bindparam, insert, select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from cheeseshop.accounts.service import Principal
-from cheeseshop.db.prepared import Prepared
-from cheeseshop.db.models import (
-    File,
-    FilenameRegistry,
-    Project,
-    ProjectStatus,
-    Release,
-    Role,
-    RoleName,
-    utcnow,
-)
+from cheeseshop.db.models import File, ProjectStatus, RoleName, utcnow
 from cheeseshop.errors import APIError
 from cheeseshop.cache import purge_after_commit
 from cheeseshop.cache.keys import change_keys
@@ -77,6 +67,7 @@ from cheeseshop.packaging.description import InvalidDescription
 from cheeseshop.upload.candidate import DescribedRelease, UploadCandidate, UploadRejected
 from cheeseshop.upload.describe import is_large, render_large, render_small
 from cheeseshop.upload.lookup import IndexState, LockedProject, index_state, lock_project
+from cheeseshop.upload.rows import insert_file, insert_project
 from cheeseshop.upload.form import FormError, UploadRequest, read_form
 from cheeseshop.upload.multipart import ReceivedFile, UploadForm, write_temporary
 
@@ -1021,14 +1012,6 @@ class _Vanished(Exception):
 # -- record and commit -------------------------------------------------------------------
 
 
-# Core statements built once: the commit binds values, SQLAlchemy compiles each once.
-_INSERT_PROJECT = Prepared(insert(Project.__table__).returning(Project.__table__.c.id))
-_INSERT_ROLE = Prepared(insert(Role.__table__))
-_INSERT_RELEASE = Prepared(insert(Release.__table__).returning(Release.__table__.c.id))
-_INSERT_FILE = Prepared(insert(File.__table__))
-_INSERT_FILENAME = Prepared(insert(FilenameRegistry.__table__))
-
-
 def _record_upload(
     session: Connection,
     *,
@@ -1052,14 +1035,15 @@ def _record_upload(
     now = utcnow()
     project = lock_project(session, request.normalized_name, _canonical(request), user.id)
     if project is None:
-        project_id = _INSERT_PROJECT.scalar(
-            session, {"name": request.name, "normalized_name": request.normalized_name, "created": now}
+        project_id = insert_project(
+            session,
+            name=request.name,
+            normalized_name=request.normalized_name,
+            created=now,
+            owner_id=user.id,
+            role_name=RoleName.OWNER.value,
         )
-        assert project_id is not None
         project = LockedProject(project_id, request.name, RoleName.OWNER.value, 0, None, None, None)
-        _INSERT_ROLE.rows(
-            session, {"user_id": user.id, "project_id": project.id, "role_name": RoleName.OWNER.value}
-        )
         changes += [
             Change("create", submitted_by=user.username),
             Change(f"add {RoleName.OWNER.value} {user.username}", submitted_by=user.username),
@@ -1074,20 +1058,19 @@ def _record_upload(
             f"Project size too large: the limit for project {project.name!r} is "
             f"{limit / 2**30:g} GiB in total. Delete old files or ask for a higher limit.",
         )
-    release_id = project.release_id
-    new_release = release_id is None
-    if release_id is None:
-        release_id = _INSERT_RELEASE.scalar(
-            session,
-            _release_values(
-                project.id, request, uploader_id=user.id, description_html=description_html, created=now
-            ),
+    new_release = project.release_id is None
+    release = None
+    if new_release:
+        release = _release_values(
+            project.id, request, uploader_id=user.id, description_html=description_html, created=now
         )
         changes.append(Change("new release", request.version_string, user.username))
-    _INSERT_FILE.rows(
+    insert_file(
         session,
-        dict(
-            release_id=release_id,
+        release_id=project.release_id,
+        release=release,
+        created=now,
+        file=dict(
             filename=file.filename,
             path=paths.file,
             size=file.size,
@@ -1103,7 +1086,6 @@ def _record_upload(
             metadata_blake2_256=paths.metadata_blake2_256,
         ),
     )
-    _INSERT_FILENAME.rows(session, {"filename": file.filename, "created": now})
     # The version as the release row spells it: the first upload's spelling wins.
     version = project.release_version or request.version_string
     changes.append(Change(f"add {request.pyversion} file {file.filename}", version, user.username))
