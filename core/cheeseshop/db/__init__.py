@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import threading
 from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
@@ -196,6 +197,23 @@ class Database:
         if self._sync_engine is not None:
             return self._core_here(work, write)
         return asyncio.run_coroutine_threadsafe(self.run_core(work, write=write), loop).result(timeout)
+
+    def start_core_read(
+        self, work: Callable[[Connection], T], *, loop: asyncio.AbstractEventLoop
+    ) -> Callable[[], T]:
+        """Begin the read ``work`` from a worker thread, as :meth:`call_core_blocking` with
+        ``write=False``, and return what waits for its result (raising what it raised).
+
+        On PostgreSQL the read is handed to ``loop`` at once, so the round trips run while
+        the calling thread does other work; on SQLite, where it would only compete with
+        that thread for the interpreter, it runs in the calling thread when its result is
+        asked for. A read whose result is never asked for still runs on PostgreSQL, and
+        not at all on SQLite.
+        """
+        if self._sync_engine is not None:
+            return functools.partial(self._core_here, work, False)
+        future = asyncio.run_coroutine_threadsafe(self.run_core(work), loop)
+        return future.result
 
     def wait_inside_transaction(
         self, futures: Collection[concurrent.futures.Future[Any]], *, timeout: float | None
