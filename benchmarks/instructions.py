@@ -10,7 +10,8 @@ on one keep-alive connection, and prints the instructions counted per request. O
 web process is counted (not its deliverer, nor the client), and only in user space: the
 kernel's work for a system call is not in the figure.
 
-    .venv/bin/python benchmarks/instructions.py [--requests N] [--path simple|json|file]
+    .venv/bin/python benchmarks/instructions.py [--requests N] [--path simple|json|file|upload]
+        [--backend sqlite|postgres]
 
 ``simple`` is the JSON Simple page (``Accept: application/vnd.pypi.simple.v1+json``),
 ``json`` the PyPI JSON API page, ``file`` the wheel itself, and ``upload`` an upload of a
@@ -21,6 +22,7 @@ install valgrind); a run of 1,000 requests takes about a minute.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import shutil
 import subprocess
@@ -38,6 +40,7 @@ from common import (
     cheeseshop_revision,
     cheeseshop_token,
     free_port,
+    postgres_database,
     server_process,
     upload_form,
 )
@@ -52,14 +55,19 @@ PATHS = {
 }
 
 
-def count(requests: int, warm_up: int, path: str, keep: Path | None = None) -> tuple[int, int]:
+def count(
+    requests: int, warm_up: int, path: str, keep: Path | None = None, backend: str = "sqlite"
+) -> tuple[int, int]:
     """Instructions counted over ``requests`` requests of ``path``, and the requests answered;
     ``keep``: where to copy callgrind's dump of them (for ``callgrind_annotate``)."""
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("valgrind is not installed: apt-get install valgrind")
-    with tempfile.TemporaryDirectory(prefix="cheeseshop-instructions-") as tmp:
-        workdir = Path(tmp)
-        env = cheeseshop_env(workdir, None)
+    with contextlib.ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cheeseshop-instructions-")))
+        database_url = None
+        if backend == "postgres":
+            database_url = stack.enter_context(postgres_database("cheeseshop_instructions"))
+        env = cheeseshop_env(workdir, database_url)
         token = cheeseshop_token(env)
         port = free_port()
         out = workdir / "callgrind.out"
@@ -143,12 +151,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--path", choices=sorted(PATHS), default="simple", help="what is asked for [simple]"
     )
     parser.add_argument(
+        "--backend", choices=("sqlite", "postgres"), default="sqlite",
+        help="the database; PostgreSQL's own work is not counted [sqlite]",
+    )
+    parser.add_argument(
         "--keep", type=Path, help="copy callgrind's dump of the counted requests here, for callgrind_annotate"
     )
     args = parser.parse_args(argv)
-    instructions, answered = count(args.requests, args.warm_up, args.path, args.keep)
+    instructions, answered = count(args.requests, args.warm_up, args.path, args.keep, args.backend)
     print(
-        f"{args.path}: {instructions / args.requests:,.0f} instructions per request in the web "
+        f"{args.path} ({args.backend}): {instructions / args.requests:,.0f} instructions per request in the web "
         f"process ({args.requests} requests, {answered} answered with 2xx; "
         f"cheeseshop {cheeseshop_revision()}, Python {sys.version.split()[0]})"
     )
