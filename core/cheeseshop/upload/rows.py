@@ -33,7 +33,8 @@ _filenames: Table = FilenameRegistry.__table__  # type: ignore[assignment]
 
 def _written(table: Table) -> tuple[str, ...]:
     """Every column of ``table`` but its generated id: what the statements below write."""
-    return tuple(column.name for column in table.columns if column is not table.autoincrement_column)
+    generated = table.autoincrement_column
+    return tuple(column.name for column in table.columns if column is not generated)
 
 
 def _bound(table: Table, prefix: str, columns: tuple[str, ...]) -> dict[str, Any]:
@@ -41,25 +42,25 @@ def _bound(table: Table, prefix: str, columns: tuple[str, ...]) -> dict[str, Any
     return {name: bindparam(prefix + name, type_=table.c[name].type) for name in columns}
 
 
-def _insert_selecting(table: Table, prefix: str, columns: tuple[str, ...], key: str, source: CTE) -> Any:
+def _insert_selecting(
+    table: Table, prefix: str, columns: tuple[str, ...], key: str, source: CTE
+) -> Any:
     """``INSERT INTO table (...) SELECT ...``: ``key`` taken from ``source``'s id, the other
     columns from parameters."""
     values = _bound(table, prefix, tuple(name for name in columns if name != key))
     values[key] = source.c.id
-    return insert(table).from_select(list(values), select(*(value.label(name) for name, value in values.items())))
+    selected = select(*(value.label(name) for name, value in values.items()))
+    return insert(table).from_select(list(values), selected)
 
 
 # -- PostgreSQL: one statement per group --------------------------------------------------
 # Each binds every column of its rows (SQLAlchemy applies no defaults inside WITH, and
 # would give two tables' same-named columns one parameter): with_defaults fills them in.
 
+_NEW_PROJECT = insert(_projects).values(_bound(_projects, "project_", _written(_projects)))
 _PROJECT_WITH_OWNER = Prepared(
     _insert_selecting(
-        _roles,
-        "role_",
-        _written(_roles),
-        "project_id",
-        insert(_projects).values(_bound(_projects, "project_", _written(_projects))).returning(_projects.c.id).cte("project"),
+        _roles, "role_", _written(_roles), "project_id", _NEW_PROJECT.returning(_projects.c.id).cte("project")
     ).returning(_roles.c.project_id)
 )
 
@@ -71,7 +72,8 @@ def _file_with_name(release: CTE | None) -> Any:
         file = insert(_files).values(_bound(_files, "file_", file_columns))
     else:
         file = _insert_selecting(_files, "file_", file_columns, "release_id", release)
-    return insert(_filenames).values(_bound(_filenames, "filename_", _written(_filenames))).add_cte(file.cte("file"))
+    filename = insert(_filenames).values(_bound(_filenames, "filename_", _written(_filenames)))
+    return filename.add_cte(file.cte("file"))
 
 
 _NEW_RELEASE = insert(_releases).values(_bound(_releases, "release_", _written(_releases)))
@@ -92,17 +94,25 @@ def _prefixed(prefix: str, values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def insert_project(
-    session: Executor, *, name: str, normalized_name: str, created: datetime, owner_id: int, role_name: str
+    session: Executor,
+    *,
+    name: str,
+    normalized_name: str,
+    created: datetime,
+    owner_id: int,
+    role_name: str,
 ) -> int:
     """Add a project, with ``owner_id`` given ``role_name`` on it; the project's id."""
     project = {"name": name, "normalized_name": normalized_name, "created": created}
     if dialect_name(session) == "postgresql":
         project = with_defaults(_projects, project)
         role = {"user_id": owner_id, "role_name": role_name}
-        project_id: int = _PROJECT_WITH_OWNER.scalar(session, _prefixed("project_", project) | _prefixed("role_", role))
+        params = _prefixed("project_", project) | _prefixed("role_", role)
+        project_id: int = _PROJECT_WITH_OWNER.scalar(session, params)
         return project_id
     project_id = _INSERT_PROJECT.scalar(session, project)
-    _INSERT_ROLE.rows(session, {"user_id": owner_id, "project_id": project_id, "role_name": role_name})
+    role = {"user_id": owner_id, "project_id": project_id, "role_name": role_name}
+    _INSERT_ROLE.rows(session, role)
     return project_id
 
 

@@ -348,7 +348,7 @@ class _Steps:
             paths = _paths_for(checked)
             puts = _start_puts(services, checked, paths)
         try:
-            event_ids = self.commit_settling_races(checked, paths, description_html, puts)
+            event_ids = self.commit_settling_races(checked, paths, description_html, puts, new_project)
         except _PutFailed as failure:
             # StorageUnavailable (an OSError) from a remote store, or a disk error: the
             # transaction waiting for the put was rolled back, so nothing was recorded.
@@ -375,7 +375,7 @@ class _Steps:
             _discard_staged(early.puts)
 
     def commit_settling_races(
-        self, checked: _Checked, paths: _Paths, description_html: str | None, puts: _Puts
+        self, checked: _Checked, paths: _Paths, description_html: str | None, puts: _Puts, new_project: bool
     ) -> list[int] | None:
         """Commit; when a uniqueness constraint says another upload committed first, look again.
 
@@ -383,11 +383,15 @@ class _Steps:
         same filename with other bytes (APIError 400, as if this request had come second).
         Or it created the project or the release this file belongs to — two files of a new
         release uploaded at once — and then the commit is simply tried again, now seeing them.
-        However it ends, ``puts`` have ended too.
+        However it ends, ``puts`` have ended too. ``new_project``: the index read found no
+        such project, so the first attempt does not look for one (a racer's would fail it).
         """
         for attempt in range(COMMIT_ATTEMPTS):
             try:
-                return self.commit(checked, paths, description_html, puts, verify=attempt > 0)
+                first = attempt == 0
+                return self.commit(
+                    checked, paths, description_html, puts, verify=not first, new_project=new_project and first
+                )
             except IntegrityError:
                 if self.existing(checked) == "identical":
                     return None
@@ -424,7 +428,14 @@ class _Steps:
                 log.warning("could not remove %s after a refused upload; the collector will", path)
 
     def commit(
-        self, checked: _Checked, paths: _Paths, description_html: str | None, puts: _Puts, *, verify: bool
+        self,
+        checked: _Checked,
+        paths: _Paths,
+        description_html: str | None,
+        puts: _Puts,
+        *,
+        verify: bool,
+        new_project: bool = False,
     ) -> list[int]:
         """Record the upload in one write transaction; returns the outbox ids of its events.
 
@@ -432,8 +443,9 @@ class _Steps:
         once they have, and the file's put found it there whole (R1). It waits for them
         at most :data:`PUTS_WAIT_IN_TRANSACTION`, holding its locks; slower puts are
         waited for after a rollback, and the transaction runs again. ``verify``: check
-        the file again first (a retry, after a racer's commit). When this returns or
-        raises, ``puts`` have ended: no write goes on behind the answer.
+        the file again first (a retry, after a racer's commit). ``new_project``: create
+        the project without looking for it first (see :func:`_record_upload`). When this
+        returns or raises, ``puts`` have ended: no write goes on behind the answer.
         """
         record = functools.partial(
             _record_upload,
@@ -443,6 +455,7 @@ class _Steps:
             paths=paths,
             description_html=description_html,
             stored=functools.partial(_wait_for_puts, self.services, puts),
+            new_project=new_project,
         )
         try:
             if verify and _file_in_place(puts):
@@ -1028,6 +1041,7 @@ def _record_upload(
     paths: _Paths,
     description_html: str | None,
     stored: Callable[[], None],
+    new_project: bool = False,
 ) -> list[int]:
     """The commit's database work (synchronous, run by ``Database.call_core_blocking``).
 
@@ -1035,12 +1049,19 @@ def _record_upload(
     statements, and this transaction holds SQLite's one write lock while they run.
     ``stored`` is called last, before the commit: it returns once the files are stored
     and raises (rolling back) if they could not be.
+
+    ``new_project``: the index read found no such project, so it is created without a
+    look (and a lock) first, one round trip fewer on PostgreSQL. If a racer created it
+    since, the insert's unique violation rolls this back, and the caller tries again,
+    looking this time.
     """
     request, file = checked.request, checked.file
     user = principal.user
     changes: list[Change] = []
     now = utcnow()
-    project = lock_project(session, request.normalized_name, _canonical(request), user.id)
+    project = None
+    if not new_project:
+        project = lock_project(session, request.normalized_name, _canonical(request), user.id)
     if project is None:
         project_id = insert_project(
             session,

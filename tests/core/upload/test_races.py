@@ -238,3 +238,41 @@ async def test_files_of_one_new_release_racing_all_succeed(upload, make_token, c
     assert filenames == {dist.filename for pair in pairs for dist in pair}
     assert releases == ["1.0", "2.0", "3.0"]
     assert projects == ["new-together"]
+
+
+async def test_new_project_created_by_a_racer_is_found_on_the_retry(upload, make_token, cheeseshop_services, monkeypatch):
+    """An upload whose index read found no project creates it without looking first; when
+    a racer created it meanwhile, the unique violation sends it round again, and the retry
+    finds the racer's project (and its owner's role) instead of failing."""
+    import cheeseshop.upload.service as upload_service
+    from sqlalchemy.exc import IntegrityError
+    from sqlalchemy.util import await_only
+
+    from cheeseshop.db.models import Role
+    from cheeseshop.testing.dists import build_sdist
+
+    original = upload_service.insert_project
+    collisions: list[str] = []
+
+    def slow_insert(session: Any, **values: Any) -> int:
+        try:
+            project_id = original(session, **values)
+        except IntegrityError:
+            collisions.append(values["normalized_name"])
+            raise
+        # Hold the new project uncommitted while the other upload reaches its own insert.
+        if dialect_name(session) == "postgresql":
+            await_only(asyncio.sleep(0.1))
+        else:
+            time.sleep(0.1)
+        return project_id
+
+    monkeypatch.setattr(upload_service, "insert_project", slow_insert)
+    token = await make_token()
+    pair = [build_wheel("made-twice", "1.0"), build_sdist("made-twice", "1.0")]
+    results = await _race(upload, pair, [token, token])
+    assert [status for status, _ in results] == [200, 200], results
+    assert collisions == ["made-twice"]
+    assert [project.name for project in await _rows(cheeseshop_services, Project)] == ["made-twice"]
+    assert len(await _rows(cheeseshop_services, Role)) == 1
+    assert {f.filename for f in await _rows(cheeseshop_services, File)} == {dist.filename for dist in pair}
