@@ -6,8 +6,11 @@ import asyncio
 import dataclasses
 import re
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
+from pymacaroons import Macaroon
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,10 +26,13 @@ __all__ = [
     "AccountError",
     "AuthenticationFailed",
     "Principal",
+    "TOKEN_COLUMNS",
     "authenticate",
     "authenticate_token",
+    "check_token",
     "create_token",
     "create_user",
+    "presented_token",
     "revoke_token",
     "role_for",
 ]
@@ -178,11 +184,12 @@ async def revoke_token(session: AsyncSession, token_id: str, *, user: User) -> N
     row.revoked = row.revoked or utcnow()
 
 
-# Columns, not entities: loading two ORM objects cost more than the rest of authenticating.
+#: What authenticating reads of a token and its user, in the order :func:`check_token`
+#: takes them. Columns, not entities: loading two ORM objects cost more than the rest of
+#: authenticating. A statement that reads more (the upload's) selects these first.
+TOKEN_COLUMNS = (ApiToken.key, ApiToken.user_id, ApiToken.revoked, ApiToken.expires, User.username, User.is_active)
 _TOKEN_AND_USER = Prepared(
-    select(ApiToken.key, ApiToken.user_id, ApiToken.revoked, ApiToken.expires, User.username, User.is_active)
-    .join(User, User.id == ApiToken.user_id)
-    .where(ApiToken.id == bindparam("token_id"))
+    select(*TOKEN_COLUMNS).join(User, User.id == ApiToken.user_id).where(ApiToken.id == bindparam("token_id"))
 )
 
 
@@ -195,15 +202,29 @@ async def authenticate_token(
 
 def authenticate(executor: Executor, raw: str, *, prefix: str, now: datetime | None = None) -> Principal:
     """:func:`authenticate_token` for synchronous work (``Database.run_core``)."""
-    now = now or utcnow()
+    token_id, macaroon = presented_token(raw, prefix=prefix)
+    # One round trip for the token and its user: this runs on every upload.
+    row = _TOKEN_AND_USER.first(executor, {"token_id": token_id})
+    return check_token(row, token_id=token_id, macaroon=macaroon, now=now or utcnow())
+
+
+def presented_token(raw: str, *, prefix: str) -> tuple[str, Macaroon]:
+    """The token id and macaroon of a presented token, before its row is read; raise
+    AuthenticationFailed for one that cannot be ours."""
     try:
         token_id, macaroon = tokens.parse_identifier(raw, prefix=prefix)
     except tokens.InvalidToken as error:
         raise AuthenticationFailed(str(error)) from None
-    row = None
-    if TOKEN_ID.fullmatch(token_id):
-        # One round trip for the token and its user: this runs on every upload.
-        row = _TOKEN_AND_USER.first(executor, {"token_id": token_id})
+    if not TOKEN_ID.fullmatch(token_id):
+        raise AuthenticationFailed("invalid or revoked API token")
+    return token_id, macaroon
+
+
+def check_token(
+    row: Sequence[Any] | None, *, token_id: str, macaroon: Macaroon, now: datetime
+) -> Principal:
+    """The principal of a presented token, given its row (:data:`TOKEN_COLUMNS`, None when
+    there is none); raise AuthenticationFailed. Pure."""
     if row is None:
         raise AuthenticationFailed("invalid or revoked API token")
     key, user_id, revoked, expires, username, is_active = row

@@ -1,9 +1,8 @@
 """What the index already holds that bears on an upload, each question asked in one statement.
 
-An upload asks the database three times: before its file streams (the project's limits),
-after it arrived (duplicates, the project, the uploader's role, similar names) and, under
-lock, in the commit. Each time every question goes into one ``SELECT`` of scalar
-subqueries: on this path a round trip costs far more than the indexed lookups inside it.
+An upload asks the database three times: before its file streams (its token and the
+project's limits), after it arrived (duplicates, the project, the uploader's role, similar
+names) and, under lock, in the commit. Each time every question goes into one ``SELECT``: on this path a round trip costs far more than the indexed lookups inside it.
 The statements are :class:`~cheeseshop.db.prepared.Prepared`: compiled once per dialect
 and run on the driver's cursor, so a request only binds values. They are synchronous:
 callers run them through :meth:`cheeseshop.db.Database.run_core`, on a Core connection.
@@ -17,9 +16,18 @@ from typing import Any
 from sqlalchemy import bindparam, exists, select
 from cheeseshop.db import Executor
 from cheeseshop.db.prepared import Prepared
-from cheeseshop.db.models import File, FilenameRegistry, Project, Release, Role
+from cheeseshop.accounts.service import TOKEN_COLUMNS
+from cheeseshop.db.models import ApiToken, File, FilenameRegistry, Project, Release, Role, User
 
-__all__ = ["IndexState", "LockedProject", "ProjectLimits", "index_state", "lock_project", "project_limits"]
+__all__ = [
+    "IndexState",
+    "LockedProject",
+    "ProjectLimits",
+    "index_state",
+    "lock_project",
+    "project_limits",
+    "token_and_project_limits",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,6 +134,44 @@ _RELEASE = Prepared(
         Release.canonical_version == bindparam("canonical_version"),
     )
 )
+
+
+# The token, its user and the project's limits, for an upload that names its project
+# before its file (every client's does): one round trip where there were two. The role
+# is the token's user's; whether the token is good is checked on the row afterwards.
+_TOKEN_ROLE = (
+    select(Role.role_name)
+    .where(Role.project_id == Project.id, Role.user_id == ApiToken.user_id)
+    .scalar_subquery()
+)
+_TOKEN_AND_PROJECT_LIMITS = Prepared(
+    select(
+        *TOKEN_COLUMNS,
+        Project.name,
+        _TOKEN_ROLE,
+        Project.upload_limit,
+        Project.total_size_limit,
+        Project.total_size,
+    )
+    .join(User, User.id == ApiToken.user_id)
+    .outerjoin(Project, Project.normalized_name == bindparam("normalized_name"))
+    .where(ApiToken.id == bindparam("token_id"))
+)
+
+
+def token_and_project_limits(
+    session: Executor, token_id: str, normalized_name: str
+) -> tuple[tuple[Any, ...] | None, ProjectLimits | None]:
+    """The token's row (:data:`~cheeseshop.accounts.service.TOKEN_COLUMNS`, for
+    :func:`~cheeseshop.accounts.service.check_token`; None if there is none), and the
+    project's limits with the role of the token's user (None for no such project)."""
+    row = _TOKEN_AND_PROJECT_LIMITS.first(session, {"token_id": token_id, "normalized_name": normalized_name})
+    if row is None:
+        return None, None
+    token, project = row[: len(TOKEN_COLUMNS)], row[len(TOKEN_COLUMNS) :]
+    if project[0] is None:
+        return token, None
+    return token, ProjectLimits(project[0], project[1], project[2], project[3], project[4] or 0)
 
 
 def project_limits(session: Executor, normalized_name: str, user_id: int) -> ProjectLimits | None:

@@ -19,12 +19,18 @@ from sqlalchemy import Connection, func, select
 
 from cheeseshop.config import Settings
 
-from cheeseshop.accounts.service import AuthenticationFailed, Principal, authenticate
-from cheeseshop.db.models import Project, Role
+from cheeseshop.accounts.service import (
+    AuthenticationFailed,
+    Principal,
+    authenticate,
+    check_token,
+    presented_token,
+)
+from cheeseshop.db.models import Project, Role, utcnow
 from cheeseshop.errors import APIError
 from cheeseshop.packaging.names import normalize
 from cheeseshop.services import Services, current_services
-from cheeseshop.upload.lookup import ProjectLimits, project_limits
+from cheeseshop.upload.lookup import ProjectLimits, project_limits, token_and_project_limits
 from cheeseshop.upload.multipart import MAX_FORM_BYTES, FileLimit, mib, receive_upload
 from cheeseshop.upload.service import handle_upload
 
@@ -130,10 +136,15 @@ class _Uploader:
         prefix = self.services.settings.token_prefix
 
         def read(connection: Connection) -> tuple[Principal, ProjectLimits | None]:
-            principal = _authenticated(connection, self.token, prefix)
-            if not normalized or not principal.allows_project(normalized):
-                return principal, None
-            return principal, project_limits(connection, normalized, principal.user.id)
+            if not normalized:
+                return _authenticated(connection, self.token, prefix), None
+            try:
+                token_id, macaroon = presented_token(self.token, prefix=prefix)
+                row, project = token_and_project_limits(connection, token_id, normalized)
+                principal = check_token(row, token_id=token_id, macaroon=macaroon, now=utcnow())
+            except AuthenticationFailed as error:
+                raise InvalidToken(403, f"Invalid API Token: {error}") from None
+            return principal, project if principal.allows_project(normalized) else None
 
         self._principal, project = await self.services.db.run_core(read)
         return limits_for(self.services.settings, self._principal, name, normalized, project)
