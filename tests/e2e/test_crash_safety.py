@@ -237,7 +237,8 @@ class CommitBlocker:
         return await self._pg.fetchval(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
             "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock' "
-            "AND query ILIKE '%projects%FOR UPDATE%'"
+            # The commit's first write to projects: its lock, or a new project's insert.
+            "AND (query ILIKE '%projects%FOR UPDATE%' OR query ILIKE '%INSERT INTO projects%')"
         )
 
     async def terminate(self, pid: int) -> None:
