@@ -14,11 +14,9 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.util import await_only
 
 import cheeseshop.upload.service
 
-from cheeseshop.db import dialect_name
 from cheeseshop.db.models import JournalEntry, Project
 from cheeseshop.errors import APIError
 from cheeseshop.projects import service as projects
@@ -42,11 +40,7 @@ def slow_commits(monkeypatch: pytest.MonkeyPatch) -> None:
 
     def delayed(session: Any, *args: Any, **kwargs: Any) -> list[int]:
         serials = original(session, *args, **kwargs)
-        delay = next(delays)
-        if dialect_name(session) == "postgresql":
-            await_only(asyncio.sleep(delay))  # on the event loop, through the greenlet bridge
-        else:
-            time.sleep(delay)  # in the upload's worker thread
+        time.sleep(next(delays))  # in the upload's worker thread, on either database
         return serials
 
     monkeypatch.setattr(cheeseshop.upload.service, "record_changes", delayed)

@@ -15,7 +15,6 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from cheeseshop.db import dialect_name
 from cheeseshop.db.models import File, FilenameRegistry, Project, Release
 from cheeseshop.services import Services
 from cheeseshop.storage.gc import collect_orphans
@@ -207,7 +206,6 @@ async def test_files_of_one_new_release_racing_all_succeed(upload, make_token, c
     after taking the lock makes both reach that point together.
     """
     import cheeseshop.upload.service as upload_service
-    from sqlalchemy.util import await_only
 
     from cheeseshop.testing.dists import build_sdist
 
@@ -215,10 +213,7 @@ async def test_files_of_one_new_release_racing_all_succeed(upload, make_token, c
 
     def slow_lock(session: Any, *args: Any) -> Any:
         locked = original(session, *args)
-        if dialect_name(session) == "postgresql":
-            await_only(asyncio.sleep(0.05))
-        else:
-            time.sleep(0.05)
+        time.sleep(0.05)  # in the upload's worker thread, on either database
         return locked
 
     monkeypatch.setattr(upload_service, "lock_project", slow_lock)
@@ -246,7 +241,6 @@ async def test_new_project_created_by_a_racer_is_found_on_the_retry(upload, make
     finds the racer's project (and its owner's role) instead of failing."""
     import cheeseshop.upload.service as upload_service
     from sqlalchemy.exc import IntegrityError
-    from sqlalchemy.util import await_only
 
     from cheeseshop.db.models import Role
     from cheeseshop.testing.dists import build_sdist
@@ -260,11 +254,9 @@ async def test_new_project_created_by_a_racer_is_found_on_the_retry(upload, make
         except IntegrityError:
             collisions.append(values["normalized_name"])
             raise
-        # Hold the new project uncommitted while the other upload reaches its own insert.
-        if dialect_name(session) == "postgresql":
-            await_only(asyncio.sleep(0.1))
-        else:
-            time.sleep(0.1)
+        # Hold the new project uncommitted while the other upload reaches its own insert
+        # (in the upload's worker thread, on either database).
+        time.sleep(0.1)
         return project_id
 
     monkeypatch.setattr(upload_service, "insert_project", slow_insert)
