@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import functools
 import importlib.util
+import select
 import threading
 from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
@@ -126,10 +127,26 @@ def _blocking_postgres_engine(url: str, **kwargs: Any) -> Engine | None:
     if importlib.util.find_spec("psycopg") is None:
         return None
     kwargs = {"pool_size": 10, "max_overflow": 10, "pool_timeout": 10, **kwargs}
-    # A pooled connection the server closed (a restart) is only found out when used:
-    # a ping at checkout, one round trip in this thread, replaces it first.
-    kwargs["pool_pre_ping"] = True
-    return create_engine(make_url(url).set(drivername="postgresql+psycopg"), paramstyle="format", **kwargs)
+    engine = create_engine(make_url(url).set(drivername="postgresql+psycopg"), paramstyle="format", **kwargs)
+    _replace_hung_up_connections(engine)
+    return engine
+
+
+def _replace_hung_up_connections(engine: Engine) -> None:
+    """Hand out no pooled psycopg connection that the server has closed, without a ping.
+
+    An idle connection has nothing to read: when its socket is readable, the server has
+    hung up (a restart, ``pg_terminate_backend``) or said something unasked, and either
+    way the connection is replaced before it is used. A poll with no wait, where a ping
+    (``pool_pre_ping``) is a round trip at every checkout.
+    """
+
+    @event.listens_for(engine, "checkout")
+    def on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        poller = select.poll()
+        poller.register(dbapi_connection.fileno(), select.POLLIN)
+        if poller.poll(0):
+            raise exc.DisconnectionError("PostgreSQL closed this pooled connection")
 
 
 class Database:

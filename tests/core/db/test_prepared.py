@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,7 +52,22 @@ def release_values(project_id: int) -> dict[str, Any]:
     }
 
 
-async def both_ways(db: Any, work: Any) -> tuple[Any, Any]:
+@pytest.fixture(params=["event-loop", "worker-thread"])
+def run_core(request: pytest.FixtureRequest, cheeseshop_services: Any) -> Any:
+    """``await run_core(work, write=...)``: by ``Database.run_core`` (asyncpg on PostgreSQL),
+    or from a worker thread by ``call_core_blocking`` (psycopg on PostgreSQL)."""
+    db = cheeseshop_services.db
+    if request.param == "event-loop":
+        return db.run_core
+
+    async def from_a_thread(work: Any, *, write: bool = False) -> Any:
+        loop = asyncio.get_running_loop()
+        return await asyncio.to_thread(db.call_core_blocking, work, write=write, loop=loop, timeout=10)
+
+    return from_a_thread
+
+
+async def both_ways(run_core: Any, work: Any) -> tuple[Any, Any]:
     """``work(connection, prepared: bool)`` once through Prepared, once through SQLAlchemy,
     each in a write transaction of its own that is rolled back."""
 
@@ -65,11 +81,11 @@ async def both_ways(db: Any, work: Any) -> tuple[Any, Any]:
             raise RolledBack
 
         with pytest.raises(RolledBack):
-            await db.run_core(run, write=True)
+            await run_core(run, write=True)
     return results[0], results[1]
 
 
-async def test_insert_select_update_agree(cheeseshop_services: Any) -> None:
+async def test_insert_select_update_agree(run_core: Any) -> None:
     insert_project = Prepared(INSERT_PROJECT)
     insert_release = Prepared(INSERT_RELEASE)
     read, grow = Prepared(READ), Prepared(GROW)
@@ -92,7 +108,7 @@ async def test_insert_select_update_agree(cheeseshop_services: Any) -> None:
         assert row[1] == created
         return [tuple(row[:1]) + tuple(row[2:]), folded, size]
 
-    by_prepared, by_sqlalchemy = await both_ways(cheeseshop_services.db, work)
+    by_prepared, by_sqlalchemy = await both_ways(run_core, work)
     assert by_prepared == by_sqlalchemy
     name, classifiers, urls, prerelease, used, similar = by_prepared[0]
     assert (name, classifiers, urls, prerelease, similar) == (
@@ -105,7 +121,7 @@ async def test_insert_select_update_agree(cheeseshop_services: Any) -> None:
     assert used in (False, 0) and by_prepared[2] == 5
 
 
-async def test_datetimes_round_trip_in_utc(cheeseshop_services: Any) -> None:
+async def test_datetimes_round_trip_in_utc(run_core: Any) -> None:
     insert_release = Prepared(INSERT_RELEASE)
     created = Prepared(select(Release.created).where(Release.id == bindparam("id")))
 
@@ -116,11 +132,11 @@ async def test_datetimes_round_trip_in_utc(cheeseshop_services: Any) -> None:
             return created.scalar(connection, {"id": release_id})
         return connection.scalar(created.statement, {"id": release_id})
 
-    by_prepared, by_sqlalchemy = await both_ways(cheeseshop_services.db, work)
+    by_prepared, by_sqlalchemy = await both_ways(run_core, work)
     assert by_prepared == by_sqlalchemy == NOW
 
 
-async def test_a_unique_violation_raises_sqlalchemys_integrity_error(cheeseshop_services: Any) -> None:
+async def test_a_unique_violation_raises_sqlalchemys_integrity_error(run_core: Any) -> None:
     register = Prepared(insert(FilenameRegistry.__table__))
 
     def twice(connection: Connection) -> None:
@@ -128,12 +144,12 @@ async def test_a_unique_violation_raises_sqlalchemys_integrity_error(cheeseshop_
         register.rows(connection, {"filename": "a-1.0.tar.gz", "created": NOW})
 
     with pytest.raises(IntegrityError):
-        await cheeseshop_services.db.run_core(twice, write=True)
+        await run_core(twice, write=True)
     count = select(func.count()).select_from(FilenameRegistry.__table__)
-    assert await cheeseshop_services.db.run_core(lambda connection: connection.scalar(count)) == 0
+    assert await run_core(lambda connection: connection.scalar(count)) == 0
 
 
-async def test_execute_many_and_text(cheeseshop_services: Any) -> None:
+async def test_execute_many_and_text(run_core: Any) -> None:
     register = Prepared(insert(FilenameRegistry.__table__))
     names = Prepared(text("SELECT filename FROM filename_registry WHERE filename LIKE :pattern ORDER BY filename"))
 
@@ -141,27 +157,27 @@ async def test_execute_many_and_text(cheeseshop_services: Any) -> None:
         register.execute_many(connection, [{"filename": f"b-{i}.zip", "created": NOW} for i in range(3)])
         return names.rows(connection, {"pattern": "b-%"})
 
-    assert await cheeseshop_services.db.run_core(work, write=True) == [("b-0.zip",), ("b-1.zip",), ("b-2.zip",)]
+    assert await run_core(work, write=True) == [("b-0.zip",), ("b-1.zip",), ("b-2.zip",)]
 
 
-async def test_a_read_outside_a_transaction_begins_one(cheeseshop_services: Any) -> None:
+async def test_a_read_outside_a_transaction_begins_one(run_core: Any) -> None:
     count = Prepared(select(func.count()).select_from(_projects))
 
     def work(connection: Connection) -> tuple[int, bool]:
         return count.scalar(connection), connection.in_transaction()
 
-    assert await cheeseshop_services.db.run_core(work) == (0, True)
+    assert await run_core(work) == (0, True)
 
 
-async def test_expanding_parameters_are_refused(cheeseshop_services: Any) -> None:
+async def test_expanding_parameters_are_refused(run_core: Any) -> None:
     expanding = Prepared(select(Project.id).where(Project.id.in_(bindparam("ids", expanding=True))))
     with pytest.raises(TypeError, match="IN parameter"):
-        await cheeseshop_services.db.run_core(lambda connection: expanding.rows(connection, {"ids": [1]}))
+        await run_core(lambda connection: expanding.rows(connection, {"ids": [1]}))
 
 
 @pytest.mark.parametrize("paramstyle", ["qmark", "named"])
 def test_a_driver_with_named_parameters_gets_the_statement_through_sqlalchemy(paramstyle: str) -> None:
-    # SQLite's driver takes either style; psycopg, say, takes named (pyformat) only.
+    # SQLite's driver takes either style; so does psycopg, which SQLAlchemy gives named ones.
     engine = create_engine("sqlite://", paramstyle=paramstyle)
     FilenameRegistry.__table__.create(engine)
     through_sqlalchemy: list[str] = []
