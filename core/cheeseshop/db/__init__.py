@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import functools
 import importlib.util
 import select
 import threading
@@ -127,6 +126,15 @@ def _blocking_postgres_engine(url: str, **kwargs: Any) -> Engine | None:
     if importlib.util.find_spec("psycopg") is None:
         return None
     kwargs = {"pool_size": 10, "max_overflow": 10, "pool_timeout": 10, **kwargs}
+    # A server that stops answering is given up on, not waited for with a thread held:
+    # within 10 s when connecting, and about a minute into a statement (TCP keepalives).
+    kwargs["connect_args"] = {
+        "connect_timeout": 10,
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+    }
     engine = create_engine(make_url(url).set(drivername="postgresql+psycopg"), paramstyle="format", **kwargs)
     _replace_hung_up_connections(engine)
     return engine
@@ -247,21 +255,6 @@ class Database:
         if self._blocking_engine is not None:
             return self._core_here(work, write)
         return asyncio.run_coroutine_threadsafe(self.run_core(work, write=write), loop).result(timeout)
-
-    def start_core_read(
-        self, work: Callable[[Connection], T], *, loop: asyncio.AbstractEventLoop
-    ) -> Callable[[], T]:
-        """Begin the read ``work`` from a worker thread, as :meth:`call_core_blocking` with
-        ``write=False``, and return what waits for its result (raising what it raised).
-
-        With a blocking engine (SQLite's, psycopg's) it runs in the calling thread when its
-        result is asked for, and not at all if it never is. Without one it is handed to
-        ``loop`` at once, so that its round trips run while the calling thread works on.
-        """
-        if self._blocking_engine is not None:
-            return functools.partial(self._core_here, work, False)
-        future = asyncio.run_coroutine_threadsafe(self.run_core(work), loop)
-        return future.result
 
     def wait_inside_transaction(
         self, futures: Collection[concurrent.futures.Future[Any]], *, timeout: float | None

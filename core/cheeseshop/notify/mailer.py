@@ -43,10 +43,10 @@ class Mailer:
 
     Handed to ``cheeseshop_notify`` implementations. Its methods block: event hooks run
     in worker threads while the event loop goes on, and the record lives in the database
-    (see :meth:`Database.call_core_blocking`: on PostgreSQL it is reached through that loop,
-    since an async connection belongs to its loop). So the outbox hands each delivery a
-    mailer :meth:`bound` to the running loop; calling one on the loop itself is refused,
-    since it could wait for itself.
+    (see :meth:`Database.call_core_blocking`: in the calling thread, or, with no blocking
+    engine, through the event loop, since an async connection belongs to its loop). So
+    the outbox hands each delivery a mailer :meth:`bound` to the running loop; calling
+    one on the loop itself is refused, since it could wait for itself.
     """
 
     def __init__(

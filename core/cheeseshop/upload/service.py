@@ -261,10 +261,8 @@ class _Steps:
         """Check the upload, then publish it unless something must be awaited first: a
         new project's rate limits kept in Redis, or a large description to render."""
         submitted = _check_form(form)
-        # The file's put runs beside the archive checks, its core metadata's once they pass;
-        # so does the index read, on PostgreSQL (Database.start_core_read).
+        # The file's put runs beside the archive checks, its core metadata's once they pass.
         file_put = _start_early_file_put(self.services, submitted)
-        index_read = self.start_index_read(submitted)
         try:
             checked = _check_archive(submitted)
         except BaseException:
@@ -273,7 +271,7 @@ class _Steps:
             raise
         early = _start_early_puts(self.services, checked, file_put)
         try:
-            existing = self.existing(checked, index_read)
+            existing = self.existing(checked)
             new_project = existing == "new project"
             limiter = self.services.ratelimiter
             waits = (new_project and not limiter.counts_here) or _has_large_description(checked)
@@ -290,25 +288,20 @@ class _Steps:
             return _Trip(checked, new_project, waits=True, early=early)  # the next trip takes them
         return _Trip(checked, new_project, self.publish(checked, new_project, gate, early))
 
-    def start_index_read(self, submitted: _Submitted) -> Callable[[], IndexState]:
-        """Begin reading what the index holds that bears on ``submitted``; returns what
-        waits for it."""
-        request, file = submitted.request, submitted.file
-        read = functools.partial(
-            index_state,
-            filename=file.filename,
-            blake2_256=file.blake2_256,
-            normalized_name=request.normalized_name,
-            ultranormalized_name=confusable_fold(request.name),
-            canonical_version=_canonical(request),
-            user_id=self.principal.user.id,
+    def existing(self, checked: _Checked) -> str:
+        """'identical' (nothing to do), 'new project', or 'new file'; else raises APIError."""
+        request, file = checked.request, checked.file
+        state = self.read(
+            functools.partial(
+                index_state,
+                filename=file.filename,
+                blake2_256=file.blake2_256,
+                normalized_name=request.normalized_name,
+                ultranormalized_name=confusable_fold(request.name),
+                canonical_version=_canonical(request),
+                user_id=self.principal.user.id,
+            )
         )
-        return self.services.db.start_core_read(read, loop=self.loop)
-
-    def existing(self, checked: _Checked, index_read: Callable[[], IndexState] | None = None) -> str:
-        """'identical' (nothing to do), 'new project', or 'new file'; else raises APIError.
-        From ``index_read`` when the read was started already, else read now."""
-        state = (index_read or self.start_index_read(checked))()
         return judge_existing(state, self.principal, checked, self.services.settings)
 
     def publish(
