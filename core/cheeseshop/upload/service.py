@@ -241,6 +241,15 @@ async def _in_upload_thread(function: Callable[..., T], *args: object) -> T:
     )
 
 
+async def read_in_upload_thread(services: Services, work: Callable[[Connection], T]) -> T:
+    """``work`` as a read from one of :data:`_UPLOAD_THREADS` (see
+    :meth:`Database.call_core_blocking`): on PostgreSQL it runs on psycopg in that thread,
+    where asyncpg on the event loop measured twice as slow for the upload's token read."""
+    loop = asyncio.get_running_loop()
+    read = functools.partial(services.db.call_core_blocking, work, write=False, loop=loop, timeout=None)
+    return await _in_upload_thread(read)
+
+
 class _Steps:
     """The blocking steps of one upload, run in a worker thread (see :func:`handle_upload`)."""
 

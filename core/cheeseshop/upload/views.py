@@ -32,7 +32,7 @@ from cheeseshop.packaging.names import normalize
 from cheeseshop.services import Services, current_services
 from cheeseshop.upload.lookup import ProjectLimits, project_limits, token_and_project_limits
 from cheeseshop.upload.multipart import MAX_FORM_BYTES, FileLimit, mib, receive_upload
-from cheeseshop.upload.service import handle_upload
+from cheeseshop.upload.service import handle_upload, read_in_upload_thread
 
 __all__ = ["blueprint", "credentials_from", "file_limits", "limits_for"]
 
@@ -123,8 +123,8 @@ class _Uploader:
         """The authenticated principal (reading the token's row if not done yet)."""
         if self._principal is None:
             prefix = self.services.settings.token_prefix
-            self._principal = await self.services.db.run_core(
-                lambda connection: _authenticated(connection, self.token, prefix)
+            self._principal = await read_in_upload_thread(
+                self.services, lambda connection: _authenticated(connection, self.token, prefix)
             )
         return self._principal
 
@@ -146,7 +146,7 @@ class _Uploader:
                 raise InvalidToken(403, f"Invalid API Token: {error}") from None
             return principal, project if principal.allows_project(normalized) else None
 
-        self._principal, project = await self.services.db.run_core(read)
+        self._principal, project = await read_in_upload_thread(self.services, read)
         return limits_for(self.services.settings, self._principal, name, normalized, project)
 
 
