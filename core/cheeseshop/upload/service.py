@@ -105,9 +105,9 @@ async def handle_upload(services: Services, principal: Principal, form: UploadFo
     the ``validate_upload`` hooks and the commit, with the files stored beside them: see
     the module's docstring) run in an upload thread
     (:data:`_UPLOAD_THREADS`), in one trip there and back: each trip costs a thread
-    hand-over both ways, and an upload used to make eight of them. On SQLite the
-    database work runs right in that thread; on PostgreSQL it is handed to the event
-    loop (:meth:`Database.call_core_blocking`). The trip comes back half-way only when
+    hand-over both ways, and an upload used to make eight of them. The database work
+    runs right in that thread too, on SQLite's driver or psycopg
+    (:meth:`Database.call_core_blocking`). The trip comes back half-way only when
     something must be awaited before publishing: a new project's rate limits kept in
     Redis, or a large description rendered in a child process (:func:`_describe_large`);
     a second trip then publishes.
@@ -225,10 +225,10 @@ def _log_unanswered(filename: str, publishing: asyncio.Future[None]) -> None:
 
 #: The threads uploads run their blocking steps in: at most this many uploads of a
 #: process are in those steps at once, and the others wait their turn. Not the loop's
-#: default executor: on PostgreSQL a step waits in its thread for database work on the
-#: loop, and that work may itself need the default executor (a host name to resolve for
-#: a new connection). With every default thread held by a waiting upload, it would wait
-#: for ever (until asyncpg's connect timeout).
+#: default executor: without a blocking engine (:meth:`Database.call_core_blocking`), a
+#: step waits in its thread for database work on the loop, and that work may itself need
+#: the default executor (a host name to resolve for a new connection). With every default
+#: thread held by a waiting upload, it would wait for ever (until the connect timeout).
 _UPLOAD_THREADS = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="cheeseshop-upload")
 
 
