@@ -2,7 +2,8 @@
 
 An upload asks the database three times: before its file streams (its token and the
 project's limits), after it arrived (duplicates, the project, the uploader's role, similar
-names) and, under lock, in the commit. Each time every question goes into one ``SELECT``: on this path a round trip costs far more than the indexed lookups inside it.
+names) and, under lock, in the commit. Each time every question goes into one ``SELECT``:
+on this path a round trip costs far more than the indexed lookups inside it.
 The statements are :class:`~cheeseshop.db.prepared.Prepared`: compiled once per dialect
 and run on the driver's cursor, so a request only binds values. They are synchronous:
 callers run them through :meth:`cheeseshop.db.Database.run_core`, on a Core connection.

@@ -96,7 +96,11 @@ def _authenticated(connection: Connection, token: str, prefix: str) -> Principal
     try:
         return authenticate(connection, token, prefix=prefix)
     except AuthenticationFailed as error:
-        raise InvalidToken(403, f"Invalid API Token: {error}") from None
+        raise _invalid(error) from None
+
+
+def _invalid(error: AuthenticationFailed) -> InvalidToken:
+    return InvalidToken(403, f"Invalid API Token: {error}")
 
 
 def _project_name(fields: Mapping[str, Sequence[str]]) -> tuple[str, str]:
@@ -143,7 +147,7 @@ class _Uploader:
                 row, project = token_and_project_limits(connection, token_id, normalized)
                 principal = check_token(row, token_id=token_id, macaroon=macaroon, now=utcnow())
             except AuthenticationFailed as error:
-                raise InvalidToken(403, f"Invalid API Token: {error}") from None
+                raise _invalid(error) from None
             return principal, project if principal.allows_project(normalized) else None
 
         self._principal, project = await read_in_upload_thread(self.services, read)
