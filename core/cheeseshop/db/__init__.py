@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import importlib.util
 import select
 import threading
@@ -111,7 +112,7 @@ def _sync_sqlite_engine(url: str) -> Engine:
     return engine
 
 
-def _blocking_postgres_engine(url: str, **kwargs: Any) -> Engine | None:
+def _blocking_postgres_engine(url: str) -> Engine | None:
     """A blocking psycopg engine on the same database, for work that runs in a worker
     thread (:meth:`Database.call_core_blocking`); None without psycopg.
 
@@ -125,17 +126,23 @@ def _blocking_postgres_engine(url: str, **kwargs: Any) -> Engine | None:
     """
     if importlib.util.find_spec("psycopg") is None:
         return None
-    kwargs = {"pool_size": 10, "max_overflow": 10, "pool_timeout": 10, **kwargs}
     # A server that stops answering is given up on, not waited for with a thread held:
     # within 10 s when connecting, and about a minute into a statement (TCP keepalives).
-    kwargs["connect_args"] = {
+    connect_args = {
         "connect_timeout": 10,
         "keepalives": 1,
         "keepalives_idle": 30,
         "keepalives_interval": 10,
         "keepalives_count": 3,
     }
-    engine = create_engine(make_url(url).set(drivername="postgresql+psycopg"), paramstyle="format", **kwargs)
+    engine = create_engine(
+        make_url(url).set(drivername="postgresql+psycopg"),
+        paramstyle="format",
+        pool_size=10,
+        max_overflow=10,
+        pool_timeout=10,
+        connect_args=connect_args,
+    )
     _replace_hung_up_connections(engine)
     return engine
 
@@ -194,14 +201,14 @@ class Database:
             self._sync_writer = sessionmaker(self._sync_write_engine, expire_on_commit=False)
         # Work run from worker threads (call_core_blocking): SQLite's blocking engine, or
         # on PostgreSQL one of psycopg's (reads in autocommit, as run_core's on asyncpg).
-        self._blocking_engine = self._sync_engine
-        self._blocking_reads = self._sync_engine
-        self._blocking_writes = self._sync_engine and self._sync_write_engine
-        if not self.is_sqlite:
-            self._blocking_engine = _blocking_postgres_engine(url)
-            if self._blocking_engine is not None:
-                self._blocking_reads = self._blocking_engine.execution_options(isolation_level="AUTOCOMMIT")
-                self._blocking_writes = self._blocking_engine
+        # SQLite's writers also take the process's one write lock (as _write_here).
+        self._blocking_engine = self._sync_engine if self.is_sqlite else _blocking_postgres_engine(url)
+        self._blocking_reads = self._blocking_writes = self._blocking_engine
+        self._blocking_write_lock: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        if self._sync_engine is not None:
+            self._blocking_writes, self._blocking_write_lock = self._sync_write_engine, self._write_lock
+        elif self._blocking_engine is not None:
+            self._blocking_reads = self._blocking_engine.execution_options(isolation_level="AUTOCOMMIT")
 
     async def run_read(self, work: Callable[[Session], T]) -> T:
         """``work(session)`` in one read transaction (rolled back); returns its result."""
@@ -287,11 +294,7 @@ class Database:
         if not write:
             with self._blocking_reads.connect() as connection:
                 return work(connection)
-        if not self.is_sqlite:
-            with self._blocking_writes.begin() as connection:
-                return work(connection)
-        # The same one writer at a time as _write_here.
-        with self._write_lock, self._blocking_writes.begin() as connection:
+        with self._blocking_write_lock, self._blocking_writes.begin() as connection:
             return work(connection)
 
     def _write_here(self, work: Callable[[Session], T]) -> T:

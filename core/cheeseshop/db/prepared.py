@@ -15,9 +15,10 @@ raises the same ``sqlalchemy.exc`` errors (an ``IntegrityError`` for a unique vi
 so callers and their race handling do not change. Not supported, and refused when the
 statement is first compiled: ``expanding`` (``IN``) and other post-compile parameters,
 and escaped parameter names; keep those statements on ``connection.execute``. A driver
-whose parameters are named rather than positional (psycopg, say) is given the statement
-through ``connection.execute``, as if it had not been prepared: it still works, at
-SQLAlchemy's cost. SQLite's drivers and asyncpg are positional.
+whose parameters are named rather than positional (psycopg with SQLAlchemy's default
+``pyformat``, say) is given the statement through ``connection.execute``, as if it had
+not been prepared: it still works, at SQLAlchemy's cost. SQLite's drivers, asyncpg and
+Cheeseshop's own psycopg engine (``paramstyle="format"``) are positional.
 """
 
 from __future__ import annotations

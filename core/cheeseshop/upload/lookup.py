@@ -12,6 +12,7 @@ callers run them through :meth:`cheeseshop.db.Database.run_core`, on a Core conn
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, exists, select
@@ -82,10 +83,18 @@ _ROLE = (
     .scalar_subquery()
 )
 
+def _limit_columns(role: Any) -> tuple[Any, ...]:
+    """What :func:`_limits` reads of a project, with the uploader's ``role`` subquery."""
+    return (Project.name, role, Project.upload_limit, Project.total_size_limit, Project.total_size)
+
+
+def _limits(row: Sequence[Any]) -> ProjectLimits | None:
+    """The :class:`ProjectLimits` of :func:`_limit_columns` (None: no such project)."""
+    return None if row[0] is None else ProjectLimits(row[0], row[1], row[2], row[3], row[4] or 0)
+
+
 _PROJECT_LIMITS = Prepared(
-    select(Project.name, _ROLE, Project.upload_limit, Project.total_size_limit, Project.total_size).where(
-        Project.normalized_name == bindparam("normalized_name")
-    )
+    select(*_limit_columns(_ROLE)).where(Project.normalized_name == bindparam("normalized_name"))
 )
 
 
@@ -146,14 +155,7 @@ _TOKEN_ROLE = (
     .scalar_subquery()
 )
 _TOKEN_AND_PROJECT_LIMITS = Prepared(
-    select(
-        *TOKEN_COLUMNS,
-        Project.name,
-        _TOKEN_ROLE,
-        Project.upload_limit,
-        Project.total_size_limit,
-        Project.total_size,
-    )
+    select(*TOKEN_COLUMNS, *_limit_columns(_TOKEN_ROLE))
     .join(User, User.id == ApiToken.user_id)
     .outerjoin(Project, Project.normalized_name == bindparam("normalized_name"))
     .where(ApiToken.id == bindparam("token_id"))
@@ -169,17 +171,14 @@ def token_and_project_limits(
     row = _TOKEN_AND_PROJECT_LIMITS.first(session, {"token_id": token_id, "normalized_name": normalized_name})
     if row is None:
         return None, None
-    token, project = row[: len(TOKEN_COLUMNS)], row[len(TOKEN_COLUMNS) :]
-    if project[0] is None:
-        return token, None
-    return token, ProjectLimits(project[0], project[1], project[2], project[3], project[4] or 0)
+    return row[: len(TOKEN_COLUMNS)], _limits(row[len(TOKEN_COLUMNS) :])
 
 
 def project_limits(session: Executor, normalized_name: str, user_id: int) -> ProjectLimits | None:
     """The project's limits and the user's role, or None for a project that does not exist."""
     params = {"normalized_name": normalized_name, "user_id": user_id}
     row = _PROJECT_LIMITS.first(session, params)
-    return None if row is None else ProjectLimits(row[0], row[1], row[2], row[3], row[4] or 0)
+    return None if row is None else _limits(row)
 
 
 def index_state(
