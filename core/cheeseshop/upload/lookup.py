@@ -1,9 +1,11 @@
 """What the index already holds that bears on an upload, each question asked in one statement.
 
-An upload asks the database three times: before its file streams (its token and the
-project's limits), after it arrived (duplicates, the project, the uploader's role, similar
-names) and, under lock, in the commit. Each time every question goes into one ``SELECT``:
-on this path a round trip costs far more than the indexed lookups inside it.
+An upload asks the database before its file streams (its token and the project's limits),
+about the index (duplicates, the project, the uploader's role, similar names) and, under
+lock, in the commit. The index questions go with the token's when the form names what they
+need before its file (every client's form does); else they are asked once the file has
+arrived. Each time every question goes into one ``SELECT``: on this path a round trip
+costs far more than the indexed lookups inside it.
 The statements are :class:`~cheeseshop.db.prepared.Prepared`: compiled once per dialect
 and run on the driver's cursor, so a request only binds values. They are synchronous:
 callers run them through :meth:`cheeseshop.db.Database.run_core`, on a Core connection.
@@ -22,6 +24,7 @@ from cheeseshop.accounts.service import TOKEN_COLUMNS
 from cheeseshop.db.models import ApiToken, File, FilenameRegistry, Project, Release, Role, User
 
 __all__ = [
+    "IndexQuestion",
     "IndexState",
     "LockedProject",
     "ProjectLimits",
@@ -41,6 +44,18 @@ class ProjectLimits:
     upload_limit: int | None
     total_size_limit: int | None
     total_size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexQuestion:
+    """What an upload asks the index about (the uploader aside): its answer is an
+    :class:`IndexState`, good for the upload whose own file, name and version these are."""
+
+    filename: str
+    blake2_256: str
+    normalized_name: str
+    ultranormalized_name: str
+    canonical_version: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,22 +113,18 @@ _PROJECT_LIMITS = Prepared(
 )
 
 
-def _index_state_statement() -> Any:
-    project = select(Project.id, Project.name, Project.status).where(
-        Project.normalized_name == bindparam("normalized_name")
-    ).subquery()
-    return select(
+def _index_columns(project_id: Any) -> tuple[Any, ...]:
+    """The questions of :class:`IndexState` that are not about the project's own row, in
+    its order: the same filename's digest, the same bytes' filename, the filename's use
+    (after ``project_name``, ``project_status`` and ``role``, which each statement reads its
+    own way) the similar name and the release's sdist, for the project ``project_id``."""
+    return (
         select(File.blake2_256_digest).where(File.filename == bindparam("filename")).scalar_subquery(),
         select(File.filename)
         .where(File.blake2_256_digest == bindparam("blake2_256"))
         .limit(1)
         .scalar_subquery(),
         exists().where(FilenameRegistry.filename == bindparam("filename")),
-        select(project.c.name).scalar_subquery(),
-        select(project.c.status).scalar_subquery(),
-        select(Role.role_name)
-        .where(Role.project_id == project.c.id, Role.user_id == bindparam("user_id"))
-        .scalar_subquery(),
         select(Project.name)
         .where(Project.ultranormalized_name == bindparam("ultranormalized_name"))
         .limit(1)
@@ -122,11 +133,35 @@ def _index_state_statement() -> Any:
             select(File.id)
             .join(Release, Release.id == File.release_id)
             .where(
-                Release.project_id == project.c.id,
+                Release.project_id == project_id,
                 Release.canonical_version == bindparam("canonical_version"),
                 File.packagetype == "sdist",
             )
         ),
+    )
+
+
+def _state(row: Sequence[Any], project: Sequence[Any]) -> IndexState:
+    """The :class:`IndexState` of :func:`_index_columns`' ``row`` and the project's
+    ``(name, status, role)``."""
+    same_name, same_bytes, filename_used, similar, has_sdist = row
+    return IndexState(same_name, same_bytes, bool(filename_used), *project, similar, bool(has_sdist))
+
+
+def _index_state_statement() -> Any:
+    project = select(Project.id, Project.name, Project.status).where(
+        Project.normalized_name == bindparam("normalized_name")
+    ).subquery()
+    role = (
+        select(Role.role_name)
+        .where(Role.project_id == project.c.id, Role.user_id == bindparam("user_id"))
+        .scalar_subquery()
+    )
+    return select(
+        select(project.c.name).scalar_subquery(),
+        select(project.c.status).scalar_subquery(),
+        role,
+        *_index_columns(project.c.id),
     )
 
 
@@ -154,24 +189,44 @@ _TOKEN_ROLE = (
     .where(Role.project_id == Project.id, Role.user_id == ApiToken.user_id)
     .scalar_subquery()
 )
-_TOKEN_AND_PROJECT_LIMITS = Prepared(
-    select(*TOKEN_COLUMNS, *_limit_columns(_TOKEN_ROLE))
-    .join(User, User.id == ApiToken.user_id)
-    .outerjoin(Project, Project.normalized_name == bindparam("normalized_name"))
-    .where(ApiToken.id == bindparam("token_id"))
-)
+def _token_statement(*columns: Any) -> Prepared:
+    return Prepared(
+        select(*TOKEN_COLUMNS, *_limit_columns(_TOKEN_ROLE), *columns)
+        .join(User, User.id == ApiToken.user_id)
+        .outerjoin(Project, Project.normalized_name == bindparam("normalized_name"))
+        .where(ApiToken.id == bindparam("token_id"))
+    )
+
+
+_TOKEN_AND_PROJECT_LIMITS = _token_statement()
+_LIMITS_END = len(TOKEN_COLUMNS) + len(_limit_columns(None))
+# The same, and the upload's index questions, about the project of the outer join.
+_TOKEN_LIMITS_AND_INDEX = _token_statement(Project.status, *_index_columns(Project.id))
 
 
 def token_and_project_limits(
-    session: Executor, token_id: str, normalized_name: str
-) -> tuple[tuple[Any, ...] | None, ProjectLimits | None]:
+    session: Executor, token_id: str, normalized_name: str, question: IndexQuestion | None = None
+) -> tuple[tuple[Any, ...] | None, ProjectLimits | None, IndexState | None]:
     """The token's row (:data:`~cheeseshop.accounts.service.TOKEN_COLUMNS`, for
-    :func:`~cheeseshop.accounts.service.check_token`; None if there is none), and the
-    project's limits with the role of the token's user (None for no such project)."""
-    row = _TOKEN_AND_PROJECT_LIMITS.first(session, {"token_id": token_id, "normalized_name": normalized_name})
+    :func:`~cheeseshop.accounts.service.check_token`; None if there is none), the
+    project's limits with the role of the token's user (None for no such project), and,
+    given a ``question`` about ``normalized_name``, its answer for the token's user
+    (:func:`index_state` in the same round trip; else None)."""
+    params = {"token_id": token_id, "normalized_name": normalized_name}
+    if question is None:
+        row = _TOKEN_AND_PROJECT_LIMITS.first(session, params)
+    else:
+        assert question.normalized_name == normalized_name
+        row = _TOKEN_LIMITS_AND_INDEX.first(session, {**vars(question), **params})
     if row is None:
-        return None, None
-    return row[: len(TOKEN_COLUMNS)], _limits(row[len(TOKEN_COLUMNS) :])
+        return None, None, None
+    limits_end = _LIMITS_END
+    limits = row[len(TOKEN_COLUMNS) : limits_end]
+    if question is None:
+        return row[: len(TOKEN_COLUMNS)], _limits(limits), None
+    name, role = limits[:2]
+    state = _state(row[limits_end + 1 :], (name, row[limits_end], role))
+    return row[: len(TOKEN_COLUMNS)], _limits(limits), state
 
 
 def project_limits(session: Executor, normalized_name: str, user_id: int) -> ProjectLimits | None:
@@ -181,27 +236,10 @@ def project_limits(session: Executor, normalized_name: str, user_id: int) -> Pro
     return None if row is None else _limits(row)
 
 
-def index_state(
-    session: Executor,
-    *,
-    filename: str,
-    blake2_256: str,
-    normalized_name: str,
-    ultranormalized_name: str,
-    canonical_version: str,
-    user_id: int,
-) -> IndexState:
-    """Answer every pre-commit question about an upload in one round trip."""
-    params = {
-        "filename": filename,
-        "blake2_256": blake2_256,
-        "normalized_name": normalized_name,
-        "ultranormalized_name": ultranormalized_name,
-        "canonical_version": canonical_version,
-        "user_id": user_id,
-    }
-    row = _INDEX_STATE.rows(session, params)[0]
-    return IndexState(*row[:2], bool(row[2]), *row[3:7], bool(row[7]))
+def index_state(session: Executor, question: IndexQuestion, user_id: int) -> IndexState:
+    """Answer every pre-commit question about an upload by ``user_id`` in one round trip."""
+    row = _INDEX_STATE.rows(session, {**vars(question), "user_id": user_id})[0]
+    return _state(row[3:], row[:3])
 
 
 def lock_project(

@@ -81,9 +81,9 @@ class FileLimit:
 
 
 #: Called once, when the file part starts, with the fields received before it (every
-#: value of each, in order); returns the limits for the file. Of several exceeded at
+#: value of each, in order) and the file's name; returns the limits for the file. Of several exceeded at
 #: once, the smallest (the first given, among equals) refuses the upload.
-LimitFor = Callable[[Mapping[str, Sequence[str]]], Awaitable[Sequence[FileLimit]]]
+LimitFor = Callable[[Mapping[str, Sequence[str]], str], Awaitable[Sequence[FileLimit]]]
 
 
 @dataclasses.dataclass
@@ -244,8 +244,8 @@ async def receive_upload(
     :data:`SPOOL_BYTES`, beyond that it streams to a file in ``directory``.
 
     ``max_file_size`` limits the file unless ``limit_for`` is given: then ``limit_for`` is
-    awaited when the file part starts, with the fields received so far, and the limits it
-    returns apply instead (an empty result means ``max_file_size``). ``timeout`` is how
+    awaited when the file part starts, with the fields received so far and the file's
+    name, and the limits it returns apply instead (an empty result means ``max_file_size``). ``timeout`` is how
     many seconds the whole body may take to arrive (``None``: no limit).
 
     Raises APIError: 400 for a malformed or incomplete body, 408 when the body is late,
@@ -484,7 +484,7 @@ class _FormBuilder:
             limits: Sequence[FileLimit] = self._default_limits
             if self._limit_for is not None:
                 so_far = {key: tuple(values) for key, values in self.fields.items()}
-                limits = await self._limit_for(so_far) or self._default_limits
+                limits = await self._limit_for(so_far, filename) or self._default_limits
             self._sink = _FileSink(self._directory, filename, limits)
         else:
             self._field = name

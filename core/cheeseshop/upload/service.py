@@ -23,13 +23,13 @@ import functools
 import hashlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TypeAlias, TypeVar
 
 from packaging.utils import canonicalize_version
-from packaging.version import Version
+from packaging.version import InvalidVersion, Version
 from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.exc import IntegrityError
 
@@ -51,7 +51,7 @@ from cheeseshop.packaging.archives import (
 from cheeseshop.packaging.metadata import InvalidMetadata, check_core_metadata
 from cheeseshop.packaging.filenames import InvalidFilename, ParsedFilename, parse_filename
 from cheeseshop.config import Settings
-from cheeseshop.packaging.names import confusable_fold, normalize, prohibited_reason
+from cheeseshop.packaging.names import confusable_fold, is_valid_project_name, normalize, prohibited_reason
 from cheeseshop.services import Services
 from cheeseshop.storage import (
     FileStorage,
@@ -66,12 +66,12 @@ from cheeseshop.storage import (
 from cheeseshop.packaging.description import InvalidDescription
 from cheeseshop.upload.candidate import DescribedRelease, UploadCandidate, UploadRejected
 from cheeseshop.upload.describe import is_large, render_large, render_small
-from cheeseshop.upload.lookup import IndexState, LockedProject, index_state, lock_project
+from cheeseshop.upload.lookup import IndexQuestion, IndexState, LockedProject, index_state, lock_project
 from cheeseshop.upload.rows import insert_file, insert_project
 from cheeseshop.upload.form import FormError, UploadRequest, read_form
 from cheeseshop.upload.multipart import ReceivedFile, UploadForm, write_temporary
 
-__all__ = ["handle_upload"]
+__all__ = ["KnownState", "handle_upload", "question_from_form", "question_for"]
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,9 @@ class _Checked(_Submitted):
     core_metadata: bytes | None
 
 
-async def handle_upload(services: Services, principal: Principal, form: UploadForm, *, address: str) -> str:
+async def handle_upload(
+    services: Services, principal: Principal, form: UploadForm, *, address: str, known: KnownState | None = None
+) -> str:
     """Carry out one upload from ``address``; returns the 200 body (warnings), raises
     APIError otherwise. Owns ``form``: its temporary file is removed when the upload is
     done, which may be after this request has been cancelled.
@@ -110,14 +112,15 @@ async def handle_upload(services: Services, principal: Principal, form: UploadFo
     (:meth:`Database.call_core_blocking`). The trip comes back half-way only when
     something must be awaited before publishing: a new project's rate limits kept in
     Redis, or a large description rendered in a child process (:func:`_describe_large`);
-    a second trip then publishes.
+    a second trip then publishes. ``known``: what the index held, read with the token
+    (see :class:`KnownState`).
 
     A thread cannot be stopped: once publishing has begun, the commit happens even if
     the client goes away (Quart then cancels this task), and so must what follows it.
     So the work runs shielded, and a request cancelled before publishing has begun
     closes the :class:`_PublishGate`, which the work checks before it publishes.
     """
-    steps = _Steps(services, principal, asyncio.get_running_loop())
+    steps = _Steps(services, principal, asyncio.get_running_loop(), known)
     gate = _PublishGate()
     work = asyncio.ensure_future(_carry_out(services, steps, form, address, gate))
     try:
@@ -250,13 +253,60 @@ async def read_in_upload_thread(services: Services, work: Callable[[Connection],
     return await _in_upload_thread(read)
 
 
+@dataclasses.dataclass(frozen=True)
+class KnownState:
+    """What the index held for ``question``, read for the uploader ``user_id`` before the
+    upload's file arrived (with its token, in the same round trip). It answers the
+    upload's own index read only if the file, name and version that arrived ask just that
+    (:func:`question_for`); the commit settles any change since, as it does for a read
+    made after the file arrived."""
+
+    question: IndexQuestion
+    user_id: int
+    state: IndexState
+
+
+def question_from_form(fields: Mapping[str, Sequence[str]], filename: str) -> IndexQuestion | None:
+    """The index question an upload's form asks before its file has arrived: with the
+    digest the form claims for it (``blake2_256_digest``), and the name and version as
+    :func:`~cheeseshop.upload.form.read_form` reads them; None when the form lacks one
+    of them, or one is not valid (the form's checks refuse those before any read: a NUL,
+    say, no PostgreSQL text can hold). Pure."""
+    def first(field: str) -> str:
+        return next(iter(fields.get(field) or ()), "").strip()
+
+    name, version, blake2_256 = first("name"), first("version"), first("blake2_256_digest")
+    if not (version and blake2_256 and is_valid_project_name(name)) or "\0" in filename + blake2_256:
+        return None
+    try:
+        canonical_version = canonicalize_version(Version(version), strip_trailing_zero=True)
+    except InvalidVersion:
+        return None
+    return IndexQuestion(filename, blake2_256.lower(), normalize(name), confusable_fold(name), canonical_version)
+
+
+def question_for(checked: _Checked) -> IndexQuestion:
+    """The index question of an upload whose file has arrived and passed its checks. Pure."""
+    request, file = checked.request, checked.file
+    return IndexQuestion(
+        file.filename, file.blake2_256, request.normalized_name, confusable_fold(request.name), _canonical(request)
+    )
+
+
 class _Steps:
     """The blocking steps of one upload, run in a worker thread (see :func:`handle_upload`)."""
 
-    def __init__(self, services: Services, principal: Principal, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        services: Services,
+        principal: Principal,
+        loop: asyncio.AbstractEventLoop,
+        known: KnownState | None = None,
+    ) -> None:
         self.services = services
         self.principal = principal
         self.loop = loop
+        self.known = known
 
     def read(self, work: Callable[[Connection], T]) -> T:
         """``work`` in a read transaction (see :meth:`Database.call_core_blocking`)."""
@@ -298,19 +348,16 @@ class _Steps:
         return _Trip(checked, new_project, self.publish(checked, new_project, gate, early))
 
     def existing(self, checked: _Checked) -> str:
-        """'identical' (nothing to do), 'new project', or 'new file'; else raises APIError."""
-        request, file = checked.request, checked.file
-        state = self.read(
-            functools.partial(
-                index_state,
-                filename=file.filename,
-                blake2_256=file.blake2_256,
-                normalized_name=request.normalized_name,
-                ultranormalized_name=confusable_fold(request.name),
-                canonical_version=_canonical(request),
-                user_id=self.principal.user.id,
-            )
-        )
+        """'identical' (nothing to do), 'new project', or 'new file'; else raises APIError.
+
+        The first time, the state :class:`KnownState` holds answers, if it is this upload's;
+        after a lost race, only a new read will do."""
+        question, user_id = question_for(checked), self.principal.user.id
+        known, self.known = self.known, None
+        if known is not None and known.question == question and known.user_id == user_id:
+            state = known.state
+        else:
+            state = self.read(functools.partial(index_state, question=question, user_id=user_id))
         return judge_existing(state, self.principal, checked, self.services.settings)
 
     def publish(

@@ -30,9 +30,9 @@ from cheeseshop.db.models import Project, Role, utcnow
 from cheeseshop.errors import APIError
 from cheeseshop.packaging.names import normalize
 from cheeseshop.services import Services, current_services
-from cheeseshop.upload.lookup import ProjectLimits, project_limits, token_and_project_limits
+from cheeseshop.upload.lookup import IndexState, ProjectLimits, project_limits, token_and_project_limits
 from cheeseshop.upload.multipart import MAX_FORM_BYTES, FileLimit, mib, receive_upload
-from cheeseshop.upload.service import handle_upload, read_in_upload_thread
+from cheeseshop.upload.service import KnownState, handle_upload, question_from_form, read_in_upload_thread
 
 __all__ = ["blueprint", "credentials_from", "file_limits", "limits_for"]
 
@@ -113,7 +113,8 @@ class _Uploader:
     """The request's principal, authenticated once, as late as it can be.
 
     Usually that is when the file part starts: the token and the project's limits are
-    then read in one database visit. A body without a file part is authenticated after
+    then read in one database visit, and with them, when the form says enough, what the
+    index holds for the upload (:attr:`known`, for :func:`handle_upload`). A body without a file part is authenticated after
     it ends; one whose declared size needs the uploader's largest limit, before it.
     A bad token is refused before any file data is written.
     """
@@ -122,6 +123,7 @@ class _Uploader:
         self.services = services
         self.token = token
         self._principal: Principal | None = None
+        self.known: KnownState | None = None
 
     async def principal(self) -> Principal:
         """The authenticated principal (reading the token's row if not done yet)."""
@@ -132,25 +134,28 @@ class _Uploader:
             )
         return self._principal
 
-    async def file_limits(self, fields: Mapping[str, Sequence[str]]) -> list[FileLimit]:
+    async def file_limits(self, fields: Mapping[str, Sequence[str]], filename: str) -> list[FileLimit]:
         """:func:`file_limits`, authenticating in the same database visit when needed."""
         if self._principal is not None:
             return await file_limits(self.services, self._principal, fields)
         name, normalized = _project_name(fields)
         prefix = self.services.settings.token_prefix
+        question = question_from_form(fields, filename) if normalized else None
 
-        def read(connection: Connection) -> tuple[Principal, ProjectLimits | None]:
+        def read(connection: Connection) -> tuple[Principal, ProjectLimits | None, IndexState | None]:
             if not normalized:
-                return _authenticated(connection, self.token, prefix), None
+                return _authenticated(connection, self.token, prefix), None, None
             try:
                 token_id, macaroon = presented_token(self.token, prefix=prefix)
-                row, project = token_and_project_limits(connection, token_id, normalized)
+                row, project, state = token_and_project_limits(connection, token_id, normalized, question)
                 principal = check_token(row, token_id=token_id, macaroon=macaroon, now=utcnow())
             except AuthenticationFailed as error:
                 raise _invalid(error) from None
-            return principal, project if principal.allows_project(normalized) else None
+            return principal, project if principal.allows_project(normalized) else None, state
 
-        self._principal, project = await read_in_upload_thread(self.services, read)
+        self._principal, project, state = await read_in_upload_thread(self.services, read)
+        if question is not None and state is not None:
+            self.known = KnownState(question, self._principal.user.id, state)
         return limits_for(self.services.settings, self._principal, name, normalized, project)
 
 
@@ -276,5 +281,5 @@ async def _upload(services: Services, address: str) -> Response:
         form.cleanup()
         raise
     # handle_upload removes the temporary file when it is done with it.
-    body = await handle_upload(services, principal, form, address=address)
+    body = await handle_upload(services, principal, form, address=address, known=uploader.known)
     return Response(body or "OK", status=200, content_type="text/plain; charset=utf-8")

@@ -70,9 +70,11 @@ class Recorder:
     def __init__(self, *limits: FileLimit) -> None:
         self.limits = list(limits)
         self.calls: list[dict[str, tuple[str, ...]]] = []
+        self.filenames: list[str] = []
 
-    async def __call__(self, fields: Mapping[str, Sequence[str]]) -> list[FileLimit]:
+    async def __call__(self, fields: Mapping[str, Sequence[str]], filename: str) -> list[FileLimit]:
         self.calls.append({key: tuple(values) for key, values in fields.items()})
+        self.filenames.append(filename)
         return self.limits
 
 
@@ -171,6 +173,7 @@ async def test_limit_for_gets_the_fields_before_the_file(tmp_path: Path) -> None
     assert limit_for.calls == [
         {":action": ("file_upload",), "name": ("hello-world",), "version": ("1.0",)}
     ]
+    assert limit_for.filenames == [FILENAME]
     assert form.file is not None and form.file.size == 50  # the limit given, not max_file_size
     assert form.fields["after"] == ["1"]
     form.cleanup()
