@@ -121,14 +121,22 @@ def _blocking_postgres_engine(url: str) -> Engine | None:
     against 0.11 ms for the same read on psycopg in that thread, and 2–4 ms in an upload,
     while the loop waited for the interpreter held by the upload's other threads. On
     psycopg the thread waits on its own socket, without the interpreter, and the loop is
-    left to the requests. Parameters are positional (``format``), so that
-    :class:`~cheeseshop.db.prepared.Prepared` statements run on its cursor.
+    left to the requests.
+
+    Parameters are PostgreSQL's own, positional ``$1``, ``$2`` (``numeric_dollar``), run
+    by psycopg's ``RawCursor``, so that :class:`~cheeseshop.db.prepared.Prepared`
+    statements run on its cursor, as they are: with ``%s`` placeholders psycopg rewrote
+    each statement's text before sending it, and did not keep the rewriting of one with
+    more than 50 parameters (the new release's, 170 µs an upload).
     """
     if importlib.util.find_spec("psycopg") is None:
         return None
+    import psycopg
+
     # A server that stops answering is given up on, not waited for with a thread held:
     # within 10 s when connecting, and about a minute into a statement (TCP keepalives).
     connect_args = {
+        "cursor_factory": psycopg.RawCursor,
         "connect_timeout": 10,
         "keepalives": 1,
         "keepalives_idle": 30,
@@ -137,7 +145,7 @@ def _blocking_postgres_engine(url: str) -> Engine | None:
     }
     engine = create_engine(
         make_url(url).set(drivername="postgresql+psycopg"),
-        paramstyle="format",
+        paramstyle="numeric_dollar",
         pool_size=10,
         max_overflow=10,
         pool_timeout=10,

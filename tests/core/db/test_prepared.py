@@ -121,6 +121,39 @@ async def test_insert_select_update_agree(run_core: Any) -> None:
     assert used in (False, 0) and by_prepared[2] == 5
 
 
+async def test_rows_of_each_kind_of_statement_agree(run_core: Any) -> None:
+    # Whether a statement returns rows is known from its kind, not asked of the cursor:
+    # a SELECT does; an INSERT with no RETURNING of its own gets the implicit RETURNING of
+    # its primary key on PostgreSQL (none on SQLite); an UPDATE without RETURNING has none;
+    # text is asked of the cursor.
+    statements = [
+        (insert(_projects), {"name": "Kinds", "normalized_name": "kinds"}),
+        (select(Project.name).where(Project.normalized_name == bindparam("normalized_name")), {"normalized_name": "kinds"}),
+        (GROW, {"project_id": 1, "added": 1}),
+        (update(_projects).values(total_size=0).returning(_projects.c.total_size), {}),
+        (text("SELECT name FROM projects"), {}),
+        (text("UPDATE projects SET total_size = 2"), {}),
+    ]
+
+    def work(connection: Connection, prepared: bool) -> list[Any]:
+        if prepared:
+            return [Prepared(statement).rows(connection, params) for statement, params in statements]
+        results = [connection.execute(statement, params) for statement, params in statements]
+        # SQLAlchemy keeps the implicit RETURNING's row for itself, as the inserted key.
+        inserted = results[0].inserted_primary_key if results[0].context.returned_default_rows else None
+        return [
+            [tuple(inserted)] if inserted else [],
+            *([tuple(row) for row in result] if result.returns_rows else [] for result in results[1:]),
+        ]
+
+    by_prepared, by_sqlalchemy = await both_ways(run_core, work)
+    assert by_prepared[1:] == by_sqlalchemy[1:]
+    # The ids differ (a sequence is not rolled back); one row each on PostgreSQL, none on SQLite.
+    assert len(by_prepared[0]) == len(by_sqlalchemy[0])
+    assert by_prepared[1] == [("Kinds",)] and by_prepared[3] == [(0,)] and by_prepared[4] == [("Kinds",)]
+    assert by_prepared[2] == by_prepared[5] == []
+
+
 async def test_datetimes_round_trip_in_utc(run_core: Any) -> None:
     insert_release = Prepared(INSERT_RELEASE)
     created = Prepared(select(Release.created).where(Release.id == bindparam("id")))
