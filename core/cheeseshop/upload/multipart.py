@@ -371,6 +371,11 @@ class _PartStream:
         The events come in the body's order; those before a malformed spot are returned
         with the error. Anything after the closing boundary (the epilogue) is ignored.
         """
+        if self._in_preamble and not self._preamble_tail:
+            whole = _whole_body_events(chunk, self._delimiter)
+            if whole is not None:
+                self._in_preamble, self.complete = False, True
+                return whole, None
         self._events = []
         if self._in_preamble:
             chunk = self._skip_preamble(chunk)
@@ -422,6 +427,56 @@ class _PartStream:
 
     def _on_end(self) -> None:
         self.complete = True
+
+
+#: A header's name, as python-multipart accepts it (RFC 7230 token characters).
+_HEADER_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def _whole_body_events(body: bytes, delimiter: bytes) -> list[_Event] | None:
+    """The events of a body that arrived in one chunk, laid out as every client lays it
+    out; None for anything else, which python-multipart then parses. Pure.
+
+    A small upload's body arrives whole, and python-multipart spends some 250 µs of the
+    event loop on it, a callback per header, value and piece of data; this takes 30.
+    Only an unambiguous body is taken: the first delimiter at the very start, each part
+    with one or more ``Name: value`` headers of token characters, every ``CRLF--boundary``
+    in it followed by ``CRLF`` (the next part) or, the last one, by ``--`` and nothing
+    but a line break. Its events are the ones python-multipart gives for it (the test
+    suite compares the two on every body it parses), so what handles them cannot tell.
+    """
+    opening = delimiter + b"\r\n"
+    if not body.startswith(opening):
+        return None
+    separator = b"\r\n" + delimiter
+    end = body.rfind(separator + b"--")
+    if end == -1 or body[end + len(separator) + 2 :] not in (b"", b"\r\n"):
+        return None
+    view = memoryview(body)
+    events: list[_Event] = []
+    position = len(opening)
+    while True:
+        headers_end = body.find(b"\r\n\r\n", position, end)
+        if headers_end <= position:  # no headers at all, or none that end
+            return None
+        headers = []
+        for line in body[position:headers_end].split(b"\r\n"):
+            name, colon, value = line.partition(b":")
+            if not colon or b"\r" in value or b"\n" in value or not _HEADER_NAME.fullmatch(name):
+                return None
+            headers.append((name, value.lstrip(b" ")))
+        data_start = headers_end + 4
+        data_end = body.find(separator, data_start)
+        events.append(_PartStart(headers))
+        if data_end > data_start:
+            events.append(view[data_start:data_end])
+        events.append(_PART_END)
+        if data_end == end:
+            return events
+        position = data_end + len(separator)
+        if not body.startswith(b"\r\n", position):
+            return None  # a delimiter followed by neither a line break nor "--"
+        position += 2
 
 
 # -- the form: fields, the file, and the limits on both ---------------------------------------

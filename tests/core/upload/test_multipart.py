@@ -524,3 +524,70 @@ async def test_limit_crossed_before_a_malformed_spot_is_the_answer(tmp_path: Pat
             await receive(tmp_path, *pieces, limit=1000)
         assert info.value.status == 413
         assert list(tmp_path.iterdir()) == []
+
+
+# -- a body that arrives whole: parsed without python-multipart, to the same events ----------
+
+
+def _events(stream: multipart._PartStream, *pieces: bytes) -> list[object]:
+    """Every event of ``pieces`` fed in order, a part's data joined: comparable across parses."""
+    out: list[object] = []
+    for piece in pieces:
+        events, error = stream.feed(piece)
+        for event in events:
+            if isinstance(event, memoryview):
+                if out and isinstance(out[-1], bytes):
+                    out[-1] += bytes(event)
+                else:
+                    out.append(bytes(event))
+            elif isinstance(event, multipart._PartStart):
+                out.append(("start", event.headers))
+            else:
+                out.append("end")
+        if error is not None:
+            out.append(("error", error.status))
+    out.append(("complete", stream.complete))
+    return out
+
+
+def _bodies() -> list[tuple[bytes, bytes]]:
+    """(boundary, body): the ones every client sends, and ones made to trip a parser."""
+    boundary = BOUNDARY.encode()
+    rng = random.Random(7)
+    bodies = [(boundary, body_for()), (boundary, body_for(content=b"")), (boundary, body_for([]))]
+    body, content_type, _, _ = twine_body()
+    bodies.append((boundary_of(content_type), body))
+    tricky = [
+        b"", b"\r\n", b"--", b"\r\n--" + boundary, b"\r\n--" + boundary + b"x", b"\r\n\r\n",
+        b"--" + boundary + b"--", b"a: b\r\n\r\n", "Ünï".encode(), b"\r",
+    ]
+    for _ in range(300):
+        fields = [
+            (rng.choice(["name", "summary", "a b", "x"]), rng.choice(["", "v", "\r\n", "  padded "]))
+            for _ in range(rng.randrange(4))
+        ]
+        content = b"".join(rng.choice(tricky) for _ in range(rng.randrange(6)))
+        body = body_for(fields, content, file_content_type=rng.choice([None, "application/zip"]))
+        cut = rng.choice([None, rng.randrange(len(body) + 1)])
+        if cut is not None:  # a mangled body: cut, or a byte changed
+            body = body[:cut] if rng.random() < 0.5 else body[:cut] + rng.choice(tricky) + body[cut + 1 :]
+        if rng.random() < 0.2:
+            body = rng.choice([b"preamble\r\n", b" ", b""]) + body + rng.choice([b"", b"\r\n", b"epilogue"])
+        bodies.append((boundary, body))
+    return bodies
+
+
+@pytest.mark.parametrize("boundary, body", _bodies())
+def test_a_whole_body_gives_the_events_python_multipart_gives(boundary: bytes, body: bytes) -> None:
+    whole = _events(multipart._PartStream(boundary), body)
+    # Its first byte alone is never a whole body: python-multipart parses the rest.
+    assert whole == _events(multipart._PartStream(boundary), body[:1], body[1:])
+
+
+def test_what_clients_send_takes_the_fast_way() -> None:
+    body, content_type, _, _ = twine_body()
+    events = multipart._whole_body_events(body, b"--" + boundary_of(content_type))
+    assert events is not None and sum(isinstance(event, multipart._PartStart) for event in events) == 11
+    assert multipart._whole_body_events(body_for(), b"--" + BOUNDARY.encode()) is not None
+    # A preamble, or a delimiter followed by neither CRLF nor "--", is left to python-multipart.
+    assert multipart._whole_body_events(b"x" + body_for(), b"--" + BOUNDARY.encode()) is None
