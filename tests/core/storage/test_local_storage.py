@@ -51,9 +51,28 @@ def test_stored_file_lives_at_its_path_under_the_root(
 def test_stored_files_are_world_readable(
     storage: LocalFileStorage, source: Path, tmp_path: Path
 ) -> None:
-    # mkstemp creates 0o600; a web server running as another user must still read the file.
-    storage.put(PATH, source)
+    # Whatever the umask: a web server running as another user must still read the file.
+    previous = os.umask(0o077)
+    try:
+        storage.put(PATH, source)
+    finally:
+        os.umask(previous)
     assert (tmp_path / "files" / PATH).stat().st_mode & 0o777 == 0o644
+
+
+def test_a_put_into_a_directory_another_put_made_meanwhile(
+    storage: LocalFileStorage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An upload's file and its core metadata are put at once, into one new directory:
+    # each may find it missing, and the other make it first.
+    (tmp_path / "files" / PATH.split("/")[0]).mkdir(parents=True)
+    walked = storage._walk(PATH)
+    assert walked[1] == 1  # the first directory exists, the ones below it not yet
+    storage.stage_bytes(PATH + ".metadata", b"metadata").promote()  # makes them
+    monkeypatch.setattr(storage, "_walk", lambda path: walked)  # as found before that
+    storage.stage_bytes(PATH, b"file").promote()
+    assert (tmp_path / "files" / PATH).read_bytes() == b"file"
+    assert (tmp_path / "files" / (PATH + ".metadata")).read_bytes() == b"metadata"
 
 
 def test_put_leaves_no_temporary_file(
