@@ -181,7 +181,7 @@ def upload(cheeseshop_client: Any, make_token: Callable[..., Awaitable[str]]) ->
             fields if fields is not None else upload_fields(dist),
             [("content", dist.filename, dist.content, file_content_type)],
         )
-        headers = {"Content-Type": content_type}
+        headers = {"Content-Type": content_type, "Content-Length": str(len(body))}
         if authorization is None:
             credentials = base64.b64encode(f"__token__:{token}".encode()).decode()
             authorization = f"Basic {credentials}"

@@ -43,6 +43,7 @@ __all__ = [
     "LimitFor",
     "ReceivedFile",
     "UploadForm",
+    "check_size",
     "mib",
     "receive_upload",
     "write_temporary",
@@ -150,6 +151,19 @@ class UploadForm:
             self.file.remove()
 
 
+def check_size(size: int, limits: Sequence[FileLimit]) -> None:
+    """Raise the APIError of the first of ``limits`` that ``size`` bytes exceed.
+
+    Of several, the smallest: the one a body read a byte at a time would have crossed
+    first, so the answer depends neither on how the body was chunked nor on whether its
+    file was held against the limits as it arrived or once it had (a small body's).
+    """
+    crossed = [limit for limit in limits if size > limit.max_bytes]
+    if crossed:
+        limit = min(crossed, key=lambda limit: limit.max_bytes)
+        raise APIError(limit.status, limit.message)
+
+
 class _FileSink:
     """The file part as it arrives: hashed, held against its limits, spooled to disk."""
 
@@ -167,12 +181,7 @@ class _FileSink:
         self.blake2 = hashlib.blake2b(digest_size=32)
 
     def _check(self) -> None:
-        crossed = [limit for limit in self.limits if self.size > limit.max_bytes]
-        if crossed:
-            # The smallest is the one a byte-by-byte body would have crossed first, so
-            # the answer does not depend on how the body happened to be chunked.
-            limit = min(crossed, key=lambda limit: limit.max_bytes)
-            raise APIError(limit.status, limit.message)
+        check_size(self.size, self.limits)
 
     def write(self, data: bytes | memoryview) -> None:
         self.size += len(data)

@@ -71,7 +71,7 @@ from cheeseshop.upload.rows import insert_file, insert_project
 from cheeseshop.upload.form import FormError, UploadRequest, read_form
 from cheeseshop.upload.multipart import ReceivedFile, UploadForm, write_temporary
 
-__all__ = ["KnownState", "handle_upload", "question_from_form", "question_for"]
+__all__ = ["Authenticate", "KnownState", "handle_upload", "question_from_form", "question_for"]
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +96,19 @@ class _Checked(_Submitted):
     core_metadata: bytes | None
 
 
+#: Authenticates an upload whose body has arrived, from inside its upload thread: the
+#: principal, and what the index holds for the upload if that was read with the token.
+Authenticate = Callable[[Connection], "tuple[Principal, KnownState | None]"]
+
+
 async def handle_upload(
-    services: Services, principal: Principal, form: UploadForm, *, address: str, known: KnownState | None = None
+    services: Services,
+    principal: Principal | None,
+    form: UploadForm,
+    *,
+    address: str,
+    known: KnownState | None = None,
+    authenticate: Authenticate | None = None,
 ) -> str:
     """Carry out one upload from ``address``; returns the 200 body (warnings), raises
     APIError otherwise. Owns ``form``: its temporary file is removed when the upload is
@@ -113,14 +124,16 @@ async def handle_upload(
     something must be awaited before publishing: a new project's rate limits kept in
     Redis, or a large description rendered in a child process (:func:`_describe_large`);
     a second trip then publishes. ``known``: what the index held, read with the token
-    (see :class:`KnownState`).
+    (see :class:`KnownState`). Without a ``principal``, the trip begins with
+    ``authenticate``, a database read in that thread (a small body, received whole before
+    its token was read: see :func:`cheeseshop.upload.views.upload`).
 
     A thread cannot be stopped: once publishing has begun, the commit happens even if
     the client goes away (Quart then cancels this task), and so must what follows it.
     So the work runs shielded, and a request cancelled before publishing has begun
     closes the :class:`_PublishGate`, which the work checks before it publishes.
     """
-    steps = _Steps(services, principal, asyncio.get_running_loop(), known)
+    steps = _Steps(services, principal, asyncio.get_running_loop(), known, authenticate)
     gate = _PublishGate()
     work = asyncio.ensure_future(_carry_out(services, steps, form, address, gate))
     try:
@@ -299,14 +312,22 @@ class _Steps:
     def __init__(
         self,
         services: Services,
-        principal: Principal,
+        principal: Principal | None,
         loop: asyncio.AbstractEventLoop,
         known: KnownState | None = None,
+        authenticate: Authenticate | None = None,
     ) -> None:
         self.services = services
-        self.principal = principal
+        self._principal = principal
         self.loop = loop
         self.known = known
+        self._authenticate = authenticate
+
+    @property
+    def principal(self) -> Principal:
+        """Who uploads (known once :meth:`check_and_publish` has begun)."""
+        assert self._principal is not None, "not authenticated yet"
+        return self._principal
 
     def read(self, work: Callable[[Connection], T]) -> T:
         """``work`` in a read transaction (see :meth:`Database.call_core_blocking`)."""
@@ -317,8 +338,12 @@ class _Steps:
         return self.services.db.call_core_blocking(work, write=True, loop=self.loop, timeout=None)
 
     def check_and_publish(self, form: UploadForm, address: str, gate: _PublishGate) -> _Trip:
-        """Check the upload, then publish it unless something must be awaited first: a
-        new project's rate limits kept in Redis, or a large description to render."""
+        """Authenticate, if that is left to this trip; check the upload, then publish it
+        unless something must be awaited first: a new project's rate limits kept in
+        Redis, or a large description to render."""
+        if self._principal is None:
+            assert self._authenticate is not None, "an upload needs a principal or a way to one"
+            self._principal, self.known = self.read(self._authenticate)
         submitted = _check_form(form)
         # The file's put runs beside the archive checks, its core metadata's once they pass.
         file_put = _start_early_file_put(self.services, submitted)

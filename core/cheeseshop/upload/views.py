@@ -30,9 +30,15 @@ from cheeseshop.db.models import Project, Role, utcnow
 from cheeseshop.errors import APIError
 from cheeseshop.packaging.names import normalize
 from cheeseshop.services import Services, current_services
-from cheeseshop.upload.lookup import IndexState, ProjectLimits, project_limits, token_and_project_limits
-from cheeseshop.upload.multipart import MAX_FORM_BYTES, FileLimit, mib, receive_upload
-from cheeseshop.upload.service import KnownState, handle_upload, question_from_form, read_in_upload_thread
+from cheeseshop.upload.lookup import ProjectLimits, project_limits, token_and_project_limits
+from cheeseshop.upload.multipart import MAX_FORM_BYTES, SPOOL_BYTES, FileLimit, UploadForm, check_size, mib, receive_upload
+from cheeseshop.upload.service import (
+    Authenticate,
+    KnownState,
+    handle_upload,
+    question_from_form,
+    read_in_upload_thread,
+)
 
 __all__ = ["blueprint", "credentials_from", "file_limits", "limits_for"]
 
@@ -112,11 +118,13 @@ def _project_name(fields: Mapping[str, Sequence[str]]) -> tuple[str, str]:
 class _Uploader:
     """The request's principal, authenticated once, as late as it can be.
 
-    Usually that is when the file part starts: the token and the project's limits are
-    then read in one database visit, and with them, when the form says enough, what the
-    index holds for the upload (:attr:`known`, for :func:`handle_upload`). A body without a file part is authenticated after
-    it ends; one whose declared size needs the uploader's largest limit, before it.
-    A bad token is refused before any file data is written.
+    For a small body, that is once it has arrived, in memory, with the upload's checks
+    (:meth:`authenticate_received`). For a larger one, when its file part starts: the
+    token and the project's limits are then read in one database visit, and with them,
+    when the form says enough, what the index holds for the upload (:attr:`known`, for
+    :func:`handle_upload`). A body without a file part is authenticated after it ends;
+    one whose declared size needs the uploader's largest limit, before it. Either way a
+    bad token is refused before any file data is written to disk.
     """
 
     def __init__(self, services: Services, token: str) -> None:
@@ -138,25 +146,54 @@ class _Uploader:
         """:func:`file_limits`, authenticating in the same database visit when needed."""
         if self._principal is not None:
             return await file_limits(self.services, self._principal, fields)
-        name, normalized = _project_name(fields)
         prefix = self.services.settings.token_prefix
-        question = question_from_form(fields, filename) if normalized else None
-
-        def read(connection: Connection) -> tuple[Principal, ProjectLimits | None, IndexState | None]:
-            if not normalized:
-                return _authenticated(connection, self.token, prefix), None, None
-            try:
-                token_id, macaroon = presented_token(self.token, prefix=prefix)
-                row, project, state = token_and_project_limits(connection, token_id, normalized, question)
-                principal = check_token(row, token_id=token_id, macaroon=macaroon, now=utcnow())
-            except AuthenticationFailed as error:
-                raise _invalid(error) from None
-            return principal, project if principal.allows_project(normalized) else None, state
-
-        self._principal, project, state = await read_in_upload_thread(self.services, read)
-        if question is not None and state is not None:
-            self.known = KnownState(question, self._principal.user.id, state)
+        self._principal, project, self.known = await read_in_upload_thread(
+            self.services,
+            lambda connection: _principal_and_project(connection, self.token, prefix, fields, filename),
+        )
+        name, normalized = _project_name(fields)
         return limits_for(self.services.settings, self._principal, name, normalized, project)
+
+    def authenticate_received(self, form: UploadForm) -> Authenticate:
+        """The :data:`Authenticate` of a body received whole before its token was read:
+        the same visit :meth:`file_limits` makes, and the same limits, held against the
+        file once it has arrived."""
+        settings = self.services.settings
+
+        def authenticate(connection: Connection) -> tuple[Principal, KnownState | None]:
+            filename = form.file.filename if form.file is not None else None
+            principal, project, known = _principal_and_project(
+                connection, self.token, settings.token_prefix, form.fields, filename
+            )
+            if form.file is not None:
+                name, normalized = _project_name(form.fields)
+                check_size(form.file.size, limits_for(settings, principal, name, normalized, project))
+            return principal, known
+
+        return authenticate
+
+
+def _principal_and_project(
+    connection: Connection, token: str, prefix: str, fields: Mapping[str, Sequence[str]], filename: str | None
+) -> tuple[Principal, ProjectLimits | None, KnownState | None]:
+    """The token's principal, the limits of the project the form names (None: no such
+    project, or not one the principal may upload to) and, when the form says enough,
+    what the index holds for the upload: one statement, or a plain token read for a form
+    without a name."""
+    _, normalized = _project_name(fields)
+    if not normalized:
+        return _authenticated(connection, token, prefix), None, None
+    question = question_from_form(fields, filename) if filename is not None else None
+    try:
+        token_id, macaroon = presented_token(token, prefix=prefix)
+        row, project, state = token_and_project_limits(connection, token_id, normalized, question)
+        principal = check_token(row, token_id=token_id, macaroon=macaroon, now=utcnow())
+    except AuthenticationFailed as error:
+        raise _invalid(error) from None
+    known = None
+    if question is not None and state is not None:
+        known = KnownState(question, principal.user.id, state)
+    return principal, project if principal.allows_project(normalized) else None, known
 
 
 def _default_limit(settings: Settings) -> FileLimit:
@@ -266,20 +303,29 @@ async def _upload(services: Services, address: str) -> Response:
                 f"Upload too large: the body would be {mib(declared)}, and the limit is "
                 f"{mib(limit)} per file (plus {mib(MAX_FORM_BYTES)} for the form's other fields).",
             )
+    # A body this small is held in memory whole, whatever its token: it is received
+    # first, and the token read with the checks, in one trip to an upload thread where
+    # there were two (one when the file part started). Its file cannot cross the
+    # index-wide limit; a project's own are held against it once it has arrived.
+    whole = declared is not None and declared <= min(SPOOL_BYTES, settings.max_file_size)
     form = await receive_upload(
         request.body,
         request.headers.get("Content-Type"),
         directory=settings.upload_directory,
         max_file_size=settings.max_file_size,
-        limit_for=uploader.file_limits,
+        limit_for=None if whole else uploader.file_limits,
         # app.config["BODY_TIMEOUT"], i.e. settings.upload_timeout_seconds.
         timeout=request.body_timeout,
     )
+    # handle_upload removes the temporary file when it is done with it.
+    if whole:
+        authenticate = uploader.authenticate_received(form)
+        body = await handle_upload(services, None, form, address=address, authenticate=authenticate)
+        return Response(body or "OK", status=200, content_type="text/plain; charset=utf-8")
     try:
         principal = await uploader.principal()
     except BaseException:
         form.cleanup()
         raise
-    # handle_upload removes the temporary file when it is done with it.
     body = await handle_upload(services, principal, form, address=address, known=uploader.known)
     return Response(body or "OK", status=200, content_type="text/plain; charset=utf-8")

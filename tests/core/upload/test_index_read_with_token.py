@@ -177,3 +177,23 @@ async def test_after_a_lost_race_the_index_is_read_again(
     responses = await asyncio.gather(*(upload(dist, token=token) for dist in pair))
     assert [response.status_code for response in responses] == [200, 200]
     assert len(index_reads) == 1 and index_reads[0].normalized_name == "raced"
+
+
+async def test_read_with_the_token_also_when_it_is_read_as_the_file_starts(
+    cheeseshop_client: Any, make_token: Any, index_reads: list[IndexQuestion]
+) -> None:
+    # No declared length (a chunked body): the token is read when the file part starts,
+    # and the index with it, as for a body received whole.
+    import base64
+
+    from cheeseshop.testing.upload import encode_multipart
+
+    dist = build_wheel("streamed", "1.0")
+    body, content_type = encode_multipart(
+        upload_fields(dist), [("content", dist.filename, dist.content, "application/octet-stream")]
+    )
+    credentials = base64.b64encode(f"__token__:{await make_token('alice')}".encode()).decode()
+    headers = {"Content-Type": content_type, "Authorization": f"Basic {credentials}"}
+    response = await cheeseshop_client.post("/legacy/", data=body, headers=headers)
+    assert response.status_code == 200, await response.get_data(as_text=True)
+    assert index_reads == []

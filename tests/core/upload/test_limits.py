@@ -636,3 +636,75 @@ async def test_twine_form_with_many_fields_fits_the_form_budget(upload, cheesesh
     assert len(body) - len(dist.content) < MAX_FORM_BYTES
     response = await upload(dist, fields=fields)
     assert response.status_code == 200, await response.get_data(as_text=True)
+
+
+# -- POST /legacy/: a small body with its length declared, received whole before its token ---
+
+
+def declared(body: bytes) -> dict[str, str]:
+    """The header every client sends: a body this small is then received whole, in
+    memory, and its token read in the upload's one trip to an upload thread."""
+    return {"Content-Length": str(len(body))}
+
+
+async def test_a_small_body_is_held_to_the_projects_limits_once_received(
+    upload, make_token, cheeseshop_client, cheeseshop_services
+):
+    services = cheeseshop_services
+    assert (await upload(build_wheel("hello-world", "1.0"))).status_code == 200
+    used = await project_total(services, "hello-world")
+    big = noisy_wheel("1.1", 6000)
+    token = await make_token()
+    before = stored_files(services)
+    # The same answer as while streaming (no length declared), for the file's limit...
+    await set_project(services, "hello-world", upload_limit=3000)
+    body = twine_body(big)
+    whole = await refused(await post(cheeseshop_client, token, body, **declared(body)), 413, "'hello-world'")
+    assert whole == await refused(await post(cheeseshop_client, token, body), 413)
+    # ...and for the project's total.
+    await set_project(services, "hello-world", upload_limit=None, total_size_limit=used + 100)
+    whole = await refused(
+        await post(cheeseshop_client, token, body, **declared(body)), 400, "Project size too large"
+    )
+    assert whole == await refused(await post(cheeseshop_client, token, body), 400)
+    assert temporary_files(services) == [] and stored_files(services) == before
+    assert await file_count(services) == 1
+
+
+async def test_a_small_body_with_a_bad_token_is_refused_and_nothing_is_written(
+    make_token, cheeseshop_client, cheeseshop_services
+):
+    body = twine_body(noisy_wheel("1.0", 2000))
+    token = await make_token()
+    await refused(await post(cheeseshop_client, token + "x", body, **declared(body)), 403, "Invalid API Token")
+    assert temporary_files(cheeseshop_services) == [] and stored_files(cheeseshop_services) == []
+    response = await post(cheeseshop_client, token, body, **declared(body))
+    assert response.status_code == 200, await response.get_data(as_text=True)
+
+
+async def test_a_body_too_large_to_hold_whole_has_its_token_read_when_its_file_starts(
+    make_token, cheeseshop_client, cheeseshop_services, monkeypatch
+):
+    # Past SPOOL_BYTES the file may be written to disk: the token is read first, as the
+    # file part starts, even when the length is declared.
+    import cheeseshop.upload.views as views
+
+    asked: list[str] = []
+    real = views._Uploader.file_limits
+
+    async def file_limits(self: Any, fields: Any, filename: str) -> Any:
+        asked.append(filename)
+        return await real(self, fields, filename)
+
+    monkeypatch.setattr(views._Uploader, "file_limits", file_limits)
+    token = await make_token()
+    small, large = noisy_wheel("1.0", 2000), noisy_wheel("1.1", SPOOL_BYTES + 1000)
+    for dist in (small, large):
+        body = twine_body(dist)
+        response = await post(cheeseshop_client, token, body, **declared(body))
+        assert response.status_code == 200, await response.get_data(as_text=True)
+    assert asked == [large.filename]
+    await refused(
+        await post(cheeseshop_client, token + "x", twine_body(large), **declared(twine_body(large))), 403
+    )
+    assert temporary_files(cheeseshop_services) == []
