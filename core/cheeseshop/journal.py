@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ARRAY, String, Text, bindparam, func, insert, select, text, true, update
+from sqlalchemy import ARRAY, BigInteger, String, Text, bindparam, func, insert, select, true, update
 
 from cheeseshop.db import Executor, dialect_name
 from cheeseshop.db.prepared import Prepared
@@ -16,7 +16,7 @@ __all__ = ["Change", "last_serial", "record_changes"]
 
 # Any constant works; it names the one lock that orders journal writers on PostgreSQL.
 _JOURNAL_LOCK = 0x0C4EE5E
-_LOCK = Prepared(text("SELECT pg_advisory_xact_lock(:key)"))
+_LOCK = Prepared(select(func.pg_advisory_xact_lock(bindparam("key", type_=BigInteger))))
 
 _entries = JournalEntry.__table__
 _projects = Project.__table__
@@ -112,7 +112,9 @@ def record_changes(
         raise ValueError("record_changes needs at least one change")
     now = utcnow()
     if dialect_name(session) == "postgresql":
-        _LOCK.rows(session, {"key": _JOURNAL_LOCK})
+        # Its row is not read: in the upload's pipeline, the lock is not waited for here,
+        # but by the numbering statement queued behind it.
+        _LOCK.run(session, {"key": _JOURNAL_LOCK})
         # Numbered here, under the lock, rather than by the column's sequence: a sequence
         # value is spent even when its transaction rolls back, and a mirror that sees a
         # serial missing cannot tell a rolled-back change from one it failed to receive.

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.util import await_only
 
-from cheeseshop.db.prepared import run_driver_sql
+from cheeseshop.db.prepared import in_pipelined_transaction, run_driver_sql
 
 __all__ = ["Database", "DatabaseUnavailable", "Executor", "dialect_name", "upgrade"]
 
@@ -212,11 +212,14 @@ class Database:
         # SQLite's writers also take the process's one write lock (as _write_here).
         self._blocking_engine = self._sync_engine if self.is_sqlite else _blocking_postgres_engine(url)
         self._blocking_reads = self._blocking_writes = self._blocking_engine
+        self._pipelined_writes: Engine | None = None
         self._blocking_write_lock: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
         if self._sync_engine is not None:
             self._blocking_writes, self._blocking_write_lock = self._sync_write_engine, self._write_lock
         elif self._blocking_engine is not None:
             self._blocking_reads = self._blocking_engine.execution_options(isolation_level="AUTOCOMMIT")
+            # In autocommit mode: in_pipelined_transaction sends BEGIN and COMMIT itself.
+            self._pipelined_writes = self._blocking_reads
 
     async def run_read(self, work: Callable[[Session], T]) -> T:
         """``work(session)`` in one read transaction (rolled back); returns its result."""
@@ -258,6 +261,7 @@ class Database:
         write: bool,
         loop: asyncio.AbstractEventLoop,
         timeout: float | None,
+        pipelined: bool = False,
     ) -> T:
         """:meth:`run_core` from a worker thread, blocking it.
 
@@ -266,9 +270,21 @@ class Database:
         psycopg it is handed to ``loop`` (asyncpg's connections belong to it) and awaited
         from here, for at most ``timeout`` seconds (None: until it ends, as a request on
         the loop would). Never call it on ``loop`` itself.
+
+        ``pipelined`` (a write on psycopg): the transaction runs in psycopg's pipeline
+        mode, where a statement is sent without waiting for the one before: the server
+        is waited for only where ``work`` reads rows, and at the commit
+        (:func:`~cheeseshop.db.prepared.in_pipelined_transaction`). ``BEGIN`` goes with
+        the first statement, statements whose rows are not read (an ``INSERT`` without
+        ``RETURNING``, :meth:`~cheeseshop.db.prepared.Prepared.run`) with the next that
+        reads some, ``COMMIT`` with the final sync: a new project's upload waits for the
+        server 5 times where it did 8 (counted with strace). For work of
+        :class:`~cheeseshop.db.prepared.Prepared` statements only: a failure is raised
+        where rows are next read, and ``connection.execute`` would see no rows, and no
+        row count, for a statement still on its way.
         """
         if self._blocking_engine is not None:
-            return self._core_here(work, write)
+            return self._core_here(work, write, pipelined)
         return asyncio.run_coroutine_threadsafe(self.run_core(work, write=write), loop).result(timeout)
 
     def wait_inside_transaction(
@@ -297,11 +313,14 @@ class Database:
         with self._sync_reader() as session:
             return work(session)
 
-    def _core_here(self, work: Callable[[Connection], T], write: bool) -> T:
+    def _core_here(self, work: Callable[[Connection], T], write: bool, pipelined: bool = False) -> T:
         assert self._blocking_reads is not None and self._blocking_writes is not None
         if not write:
             with self._blocking_reads.connect() as connection:
                 return work(connection)
+        if pipelined and self._pipelined_writes is not None:
+            with self._blocking_write_lock, self._pipelined_writes.connect() as connection:
+                return in_pipelined_transaction(connection, work)  # type: ignore[no-any-return]
         with self._blocking_write_lock, self._blocking_writes.begin() as connection:
             return work(connection)
 

@@ -36,7 +36,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 if TYPE_CHECKING:  # cheeseshop.db imports this module
     from cheeseshop.db import Executor
 
-__all__ = ["Prepared", "run_driver_sql", "with_defaults"]
+__all__ = ["Prepared", "in_pipelined_transaction", "run_driver_sql", "with_defaults"]
 
 Processor = Callable[[Any], Any]
 
@@ -112,14 +112,21 @@ class Prepared:
         if compiled is None:
             result = connection.execute(self.statement, params)
             return [tuple(row) for row in result] if result.returns_rows else []
-        cursor = self._execute(connection, compiled, [self._arguments(compiled, params)], many=False)
+        arguments = [self._arguments(compiled, params)]
+        cursor = self._execute(connection, compiled, arguments, many=False)
         try:
             returns_rows = compiled.returns_rows
             if returns_rows is None:
+                if _in_pipeline(connection.connection.dbapi_connection):
+                    raise TypeError("in a pipeline, a text statement's rows cannot be told before they arrive")
                 returns_rows = cursor.description is not None
             if not returns_rows:
                 return []
-            fetched = cursor.fetchall()
+            try:
+                fetched = cursor.fetchall()
+            except Exception as error:  # in a pipeline: this statement's or an earlier one's
+                dbapi_connection = connection.connection.dbapi_connection
+                raise _translated(connection, dbapi_connection, cursor, compiled.sql, arguments, error) from error
         finally:
             cursor.close()
         if compiled.results is None:
@@ -129,6 +136,18 @@ class Prepared:
             tuple(value if process is None else process(value) for process, value in zip(processors, row))
             for row in fetched
         ]
+
+    def run(self, executor: Executor, params: Mapping[str, Any] | None = None) -> None:
+        """Run the statement for its effect, its rows unread: inside a pipeline
+        (:meth:`cheeseshop.db.Database.call_core_blocking`), not waited for; a failure is
+        raised by the next statement whose rows are read, or by the commit."""
+        params = params or {}
+        connection = _connection(executor)
+        compiled = self._compiled(connection.dialect, params)
+        if compiled is None:
+            connection.execute(self.statement, params)
+            return
+        self._execute(connection, compiled, [self._arguments(compiled, params)], many=False).close()
 
     def first(self, executor: Executor, params: Mapping[str, Any] | None = None) -> tuple[Any, ...] | None:
         """The first row, or None."""
@@ -206,6 +225,39 @@ def _run(connection: Connection, sql: str, arguments: list[tuple[Any, ...]], *, 
         cursor.close()
         raise _translated(connection, dbapi_connection, cursor, sql, arguments, error) from error
     return cursor
+
+
+def in_pipelined_transaction(connection: Connection, work: Callable[[Connection], Any]) -> Any:
+    """``work(connection)`` in one transaction in psycopg's pipeline mode, on a connection
+    in autocommit mode: ``BEGIN`` and ``COMMIT`` are sent as statements, so that each goes
+    with its neighbours, where psycopg's own transaction waits for the server after its
+    ``BEGIN``. Committed if ``work`` returns; rolled back if anything fails, the commit
+    included, and the failure raised as ``connection.execute`` would raise it."""
+    dbapi_connection = connection.connection.dbapi_connection
+    assert dbapi_connection is not None
+    try:
+        with dbapi_connection.pipeline():
+            run_driver_sql(connection, "BEGIN")
+            result = work(connection)
+            run_driver_sql(connection, "COMMIT")  # sent, and checked, as the pipeline ends
+    except BaseException as error:
+        # Translated first: a lost connection is invalidated then, and not used again.
+        raised = _translated(connection, dbapi_connection, None, "COMMIT", [()], error) if isinstance(error, Exception) else error
+        if not connection.invalidated:
+            try:
+                dbapi_connection.rollback()  # ends the transaction the failure left open, if any
+            except Exception:
+                connection.invalidate()  # in no state to be pooled again
+        if raised is error:
+            raise
+        raise raised from error
+    return result
+
+
+def _in_pipeline(dbapi_connection: Any) -> bool:
+    """Whether a psycopg connection is in pipeline mode (statements sent, results later)."""
+    pgconn = getattr(dbapi_connection, "pgconn", None)
+    return bool(pgconn is not None and pgconn.pipeline_status)
 
 
 def _connection(executor: Executor) -> Connection:

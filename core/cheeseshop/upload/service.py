@@ -334,8 +334,10 @@ class _Steps:
         return self.services.db.call_core_blocking(work, write=False, loop=self.loop, timeout=None)
 
     def write(self, work: Callable[[Connection], T]) -> T:
-        """``work`` in a write transaction, committed if it returns."""
-        return self.services.db.call_core_blocking(work, write=True, loop=self.loop, timeout=None)
+        """``work`` in a write transaction, committed if it returns; pipelined on psycopg
+        (see :meth:`Database.call_core_blocking`): every statement of the commit is a
+        :class:`~cheeseshop.db.prepared.Prepared` one."""
+        return self.services.db.call_core_blocking(work, write=True, loop=self.loop, timeout=None, pipelined=True)
 
     def check_and_publish(self, form: UploadForm, address: str, gate: _PublishGate) -> _Trip:
         """Authenticate, if that is left to this trip; check the upload, then publish it
