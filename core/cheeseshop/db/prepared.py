@@ -118,15 +118,15 @@ class Prepared:
             returns_rows = compiled.returns_rows
             if returns_rows is None:
                 if _in_pipeline(connection.connection.dbapi_connection):
-                    raise TypeError("in a pipeline, a text statement's rows cannot be told before they arrive")
+                    raise TypeError("in a pipeline, a text statement's rows are unknown until read")
                 returns_rows = cursor.description is not None
             if not returns_rows:
                 return []
             try:
                 fetched = cursor.fetchall()
             except Exception as error:  # in a pipeline: this statement's or an earlier one's
-                dbapi_connection = connection.connection.dbapi_connection
-                raise _translated(connection, dbapi_connection, cursor, compiled.sql, arguments, error) from error
+                dbapi = connection.connection.dbapi_connection
+                raise _translated(connection, dbapi, cursor, compiled.sql, arguments, error) from error
         finally:
             cursor.close()
         if compiled.results is None:
@@ -242,7 +242,9 @@ def in_pipelined_transaction(connection: Connection, work: Callable[[Connection]
             run_driver_sql(connection, "COMMIT")  # sent, and checked, as the pipeline ends
     except BaseException as error:
         # Translated first: a lost connection is invalidated then, and not used again.
-        raised = _translated(connection, dbapi_connection, None, "COMMIT", [()], error) if isinstance(error, Exception) else error
+        raised = error
+        if isinstance(error, Exception):
+            raised = _translated(connection, dbapi_connection, None, "COMMIT", [()], error)
         if not connection.invalidated:
             try:
                 dbapi_connection.rollback()  # ends the transaction the failure left open, if any

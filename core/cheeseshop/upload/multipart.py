@@ -82,8 +82,9 @@ class FileLimit:
 
 
 #: Called once, when the file part starts, with the fields received before it (every
-#: value of each, in order) and the file's name; returns the limits for the file. Of several exceeded at
-#: once, the smallest (the first given, among equals) refuses the upload.
+#: value of each, in order) and the file's name; returns the limits for the file. Of
+#: several exceeded at once, the smallest (the first given, among equals) refuses the
+#: upload (:func:`check_size`).
 LimitFor = Callable[[Mapping[str, Sequence[str]], str], Awaitable[Sequence[FileLimit]]]
 
 
@@ -254,8 +255,9 @@ async def receive_upload(
 
     ``max_file_size`` limits the file unless ``limit_for`` is given: then ``limit_for`` is
     awaited when the file part starts, with the fields received so far and the file's
-    name, and the limits it returns apply instead (an empty result means ``max_file_size``). ``timeout`` is how
-    many seconds the whole body may take to arrive (``None``: no limit).
+    name, and the limits it returns apply instead (an empty result means
+    ``max_file_size``). ``timeout`` is how many seconds the whole body may take to arrive
+    (``None``: no limit).
 
     Raises APIError: 400 for a malformed or incomplete body, 408 when the body is late,
     413 (or a limit's own status) when it is too large. The temporary file is removed

@@ -295,15 +295,16 @@ def question_from_form(fields: Mapping[str, Sequence[str]], filename: str) -> In
         canonical_version = canonicalize_version(Version(version), strip_trailing_zero=True)
     except InvalidVersion:
         return None
-    return IndexQuestion(filename, blake2_256.lower(), normalize(name), confusable_fold(name), canonical_version)
+    folded = confusable_fold(name)
+    return IndexQuestion(filename, blake2_256.lower(), normalize(name), folded, canonical_version)
 
 
 def question_for(checked: _Checked) -> IndexQuestion:
     """The index question of an upload whose file has arrived and passed its checks. Pure."""
     request, file = checked.request, checked.file
-    return IndexQuestion(
-        file.filename, file.blake2_256, request.normalized_name, confusable_fold(request.name), _canonical(request)
-    )
+    folded = confusable_fold(request.name)
+    normalized, version = request.normalized_name, _canonical(request)
+    return IndexQuestion(file.filename, file.blake2_256, normalized, folded, version)
 
 
 class _Steps:
@@ -337,7 +338,8 @@ class _Steps:
         """``work`` in a write transaction, committed if it returns; pipelined on psycopg
         (see :meth:`Database.call_core_blocking`): every statement of the commit is a
         :class:`~cheeseshop.db.prepared.Prepared` one."""
-        return self.services.db.call_core_blocking(work, write=True, loop=self.loop, timeout=None, pipelined=True)
+        db = self.services.db
+        return db.call_core_blocking(work, write=True, loop=self.loop, timeout=None, pipelined=True)
 
     def check_and_publish(self, form: UploadForm, address: str, gate: _PublishGate) -> _Trip:
         """Authenticate, if that is left to this trip; check the upload, then publish it

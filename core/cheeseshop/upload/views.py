@@ -31,7 +31,15 @@ from cheeseshop.errors import APIError
 from cheeseshop.packaging.names import normalize
 from cheeseshop.services import Services, current_services
 from cheeseshop.upload.lookup import ProjectLimits, project_limits, token_and_project_limits
-from cheeseshop.upload.multipart import MAX_FORM_BYTES, SPOOL_BYTES, FileLimit, UploadForm, check_size, mib, receive_upload
+from cheeseshop.upload.multipart import (
+    MAX_FORM_BYTES,
+    SPOOL_BYTES,
+    FileLimit,
+    UploadForm,
+    check_size,
+    mib,
+    receive_upload,
+)
 from cheeseshop.upload.service import (
     Authenticate,
     KnownState,
@@ -174,7 +182,11 @@ class _Uploader:
 
 
 def _principal_and_project(
-    connection: Connection, token: str, prefix: str, fields: Mapping[str, Sequence[str]], filename: str | None
+    connection: Connection,
+    token: str,
+    prefix: str,
+    fields: Mapping[str, Sequence[str]],
+    filename: str | None,
 ) -> tuple[Principal, ProjectLimits | None, KnownState | None]:
     """The token's principal, the limits of the project the form names (None: no such
     project, or not one the principal may upload to) and, when the form says enough,
@@ -317,15 +329,17 @@ async def _upload(services: Services, address: str) -> Response:
         # app.config["BODY_TIMEOUT"], i.e. settings.upload_timeout_seconds.
         timeout=request.body_timeout,
     )
-    # handle_upload removes the temporary file when it is done with it.
+    principal, authenticate = None, None
     if whole:
         authenticate = uploader.authenticate_received(form)
-        body = await handle_upload(services, None, form, address=address, authenticate=authenticate)
-        return Response(body or "OK", status=200, content_type="text/plain; charset=utf-8")
-    try:
-        principal = await uploader.principal()
-    except BaseException:
-        form.cleanup()
-        raise
-    body = await handle_upload(services, principal, form, address=address, known=uploader.known)
+    else:
+        try:
+            principal = await uploader.principal()
+        except BaseException:
+            form.cleanup()
+            raise
+    # handle_upload removes the temporary file when it is done with it.
+    body = await handle_upload(
+        services, principal, form, address=address, known=uploader.known, authenticate=authenticate
+    )
     return Response(body or "OK", status=200, content_type="text/plain; charset=utf-8")
