@@ -212,14 +212,11 @@ class Database:
         # SQLite's writers also take the process's one write lock (as _write_here).
         self._blocking_engine = self._sync_engine if self.is_sqlite else _blocking_postgres_engine(url)
         self._blocking_reads = self._blocking_writes = self._blocking_engine
-        self._pipelined_writes: Engine | None = None
         self._blocking_write_lock: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
         if self._sync_engine is not None:
             self._blocking_writes, self._blocking_write_lock = self._sync_write_engine, self._write_lock
         elif self._blocking_engine is not None:
             self._blocking_reads = self._blocking_engine.execution_options(isolation_level="AUTOCOMMIT")
-            # In autocommit mode: in_pipelined_transaction sends BEGIN and COMMIT itself.
-            self._pipelined_writes = self._blocking_reads
 
     async def run_read(self, work: Callable[[Session], T]) -> T:
         """``work(session)`` in one read transaction (rolled back); returns its result."""
@@ -318,8 +315,9 @@ class Database:
         if not write:
             with self._blocking_reads.connect() as connection:
                 return work(connection)
-        if pipelined and self._pipelined_writes is not None:
-            with self._blocking_write_lock, self._pipelined_writes.connect() as connection:
+        if pipelined and self._sync_engine is None:  # psycopg's
+            # On a connection in autocommit mode: in_pipelined_transaction sends BEGIN and COMMIT.
+            with self._blocking_write_lock, self._blocking_reads.connect() as connection:
                 return in_pipelined_transaction(connection, work)  # type: ignore[no-any-return]
         with self._blocking_write_lock, self._blocking_writes.begin() as connection:
             return work(connection)

@@ -106,16 +106,25 @@ class Prepared:
 
     def rows(self, executor: Executor, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
         """Every row the statement returns (an empty list for one that returns none)."""
+        return self._rows(executor, params, read=True)
+
+    def run(self, executor: Executor, params: Mapping[str, Any] | None = None) -> None:
+        """Run the statement for its effect, its rows unread: inside a pipeline
+        (:meth:`cheeseshop.db.Database.call_core_blocking`), not waited for; a failure is
+        raised by the next statement whose rows are read, or by the commit."""
+        self._rows(executor, params, read=False)
+
+    def _rows(self, executor: Executor, params: Mapping[str, Any] | None, *, read: bool) -> list[tuple[Any, ...]]:
         params = params or {}
         connection = _connection(executor)
         compiled = self._compiled(connection.dialect, params)
         if compiled is None:
             result = connection.execute(self.statement, params)
-            return [tuple(row) for row in result] if result.returns_rows else []
+            return [tuple(row) for row in result] if read and result.returns_rows else []
         arguments = [self._arguments(compiled, params)]
         cursor = self._execute(connection, compiled, arguments, many=False)
         try:
-            returns_rows = compiled.returns_rows
+            returns_rows = compiled.returns_rows if read else False
             if returns_rows is None:
                 if _in_pipeline(connection.connection.dbapi_connection):
                     raise TypeError("in a pipeline, a text statement's rows are unknown until read")
@@ -136,18 +145,6 @@ class Prepared:
             tuple(value if process is None else process(value) for process, value in zip(processors, row))
             for row in fetched
         ]
-
-    def run(self, executor: Executor, params: Mapping[str, Any] | None = None) -> None:
-        """Run the statement for its effect, its rows unread: inside a pipeline
-        (:meth:`cheeseshop.db.Database.call_core_blocking`), not waited for; a failure is
-        raised by the next statement whose rows are read, or by the commit."""
-        params = params or {}
-        connection = _connection(executor)
-        compiled = self._compiled(connection.dialect, params)
-        if compiled is None:
-            connection.execute(self.statement, params)
-            return
-        self._execute(connection, compiled, [self._arguments(compiled, params)], many=False).close()
 
     def first(self, executor: Executor, params: Mapping[str, Any] | None = None) -> tuple[Any, ...] | None:
         """The first row, or None."""

@@ -220,13 +220,11 @@ def token_and_project_limits(
         row = _TOKEN_LIMITS_AND_INDEX.first(session, {**vars(question), **params})
     if row is None:
         return None, None, None
-    limits_end = _LIMITS_END
-    limits = row[len(TOKEN_COLUMNS) : limits_end]
+    token, limits = row[: len(TOKEN_COLUMNS)], row[len(TOKEN_COLUMNS) : _LIMITS_END]
     if question is None:
-        return row[: len(TOKEN_COLUMNS)], _limits(limits), None
-    name, role = limits[:2]
-    state = _state(row[limits_end + 1 :], (name, row[limits_end], role))
-    return row[: len(TOKEN_COLUMNS)], _limits(limits), state
+        return token, _limits(limits), None
+    (name, role), (status, *index) = limits[:2], row[_LIMITS_END:]
+    return token, _limits(limits), _state(index, (name, status, role))
 
 
 def project_limits(session: Executor, normalized_name: str, user_id: int) -> ProjectLimits | None:
