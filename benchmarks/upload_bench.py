@@ -7,11 +7,15 @@ A benchmark, not a test: it asserts nothing and is not collected by pytest. It b
 small distinct wheels (``bench-pkg-<i>`` 1.0, the same bytes for every server) and uploads
 all of them to each server twice, each time to a freshly started, empty server:
 
-* ``httpx``: one ``POST`` per file on one keep-alive connection, with the multipart form
-  twine sends (metadata fields, ``:action=file_upload``, ``protocol_version=1``, the three
-  digests, ``content``), timing every request: files/s, median and p99 latency.
+* ``httpx``: one ``POST`` per file on one keep-alive connection per server, with the
+  multipart form twine sends (metadata fields, ``:action=file_upload``,
+  ``protocol_version=1``, the three digests, ``content``), timing every request: files/s,
+  median and p99 latency. Every server runs at once and they take turns, ``--batch``
+  files each (the order rotating each round), so that a machine whose speed drifts
+  during the run (a small VM's does, by a third within minutes) slows each alike.
 * ``twine``: one real ``twine upload`` of all N files (twine uploads one after another),
-  timed as a whole, start-up included: files/s only, since twine prints no per-file times.
+  to each server in turn, timed as a whole, start-up included: files/s only, since twine
+  prints no per-file times.
 
 Every server listens on 127.0.0.1 on a free port and is stopped afterwards; nothing but the
 ``pip install`` of the peers leaves the machine (devpi gets no root/pypi mirror and runs in
@@ -20,7 +24,7 @@ The peers are installed into venvs under ``~/.cache/cheeseshop-bench/venvs`` (ou
 repository), re-used while their package list is unchanged. A peer that cannot be installed
 or started is reported and skipped.
 
-    .venv/bin/python benchmarks/upload_bench.py [--files N] [--only NAME,...] [--time-cap S]
+    .venv/bin/python benchmarks/upload_bench.py [--files N] [--only NAME,...] [--batch B] [--time-cap S]
     .venv/bin/python benchmarks/upload_bench.py --profile [--files N] [--backend postgres]
     .venv/bin/python benchmarks/upload_bench.py --stages [--files N] [--backend postgres]
     .venv/bin/python benchmarks/upload_bench.py --cpu [--files N] [--only NAME,...]
@@ -55,7 +59,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -143,32 +147,76 @@ def upload_with_httpx(name: str, target: Target, dists: Sequence[Dist], cap: flo
     """POST every file once on one keep-alive connection, timing each request."""
     forms = [upload_form(dist) for dist in dists]  # digests computed outside the clock
     result = Result(server=name, client="httpx", files=len(dists))
-    with httpx.Client(
-        auth=(target.username, target.password), timeout=REQUEST_TIMEOUT, follow_redirects=False
-    ) as client:
-        started = time.perf_counter()
-        for data, files in forms:
-            if time.perf_counter() - started > cap:
-                result.first_error = result.first_error or f"time cap of {cap:.0f} s reached"
-                break
-            sent = time.perf_counter()
-            try:
-                response = client.post(target.upload_url, data=data, files=files)
-            except httpx.HTTPError as error:
-                result.errors += 1
-                result.first_error = result.first_error or f"{type(error).__name__}: {error}"
-                continue
-            elapsed = time.perf_counter() - sent
-            if response.is_success:
-                result.ok += 1
-                result.latencies_ms.append(elapsed * 1000)
-            else:
-                result.errors += 1
-                result.first_error = result.first_error or (
-                    f"HTTP {response.status_code}: {response.text.strip()[:200]}"
-                )
-        result.wall = time.perf_counter() - started
+    with _client(target) as client:
+        _post_forms(client, target, forms, result, cap)
     return result
+
+
+Form = tuple[dict[str, str], dict[str, tuple[str, bytes, str]]]  # what upload_form makes
+
+
+def _client(target: Target) -> httpx.Client:
+    return httpx.Client(
+        auth=(target.username, target.password), timeout=REQUEST_TIMEOUT, follow_redirects=False
+    )
+
+
+def _post_forms(
+    client: httpx.Client, target: Target, forms: Sequence[Form], result: Result, cap: float
+) -> None:
+    """POST each form in turn, adding each outcome, its latency and the time taken to
+    ``result``; stops once ``result`` has spent ``cap`` seconds in all."""
+    started = time.perf_counter()
+    for data, files in forms:
+        if result.wall + time.perf_counter() - started > cap:
+            result.first_error = result.first_error or f"time cap of {cap:.0f} s reached"
+            break
+        sent = time.perf_counter()
+        try:
+            response = client.post(target.upload_url, data=data, files=files)
+        except httpx.HTTPError as error:
+            result.errors += 1
+            result.first_error = result.first_error or f"{type(error).__name__}: {error}"
+            continue
+        elapsed = time.perf_counter() - sent
+        if response.is_success:
+            result.ok += 1
+            result.latencies_ms.append(elapsed * 1000)
+        else:
+            result.errors += 1
+            result.first_error = result.first_error or (
+                f"HTTP {response.status_code}: {response.text.strip()[:200]}"
+            )
+    result.wall += time.perf_counter() - started
+
+
+def upload_interleaved(
+    targets: Mapping[str, Target], dists: Sequence[Dist], cap: float, batch: int
+) -> list[Result]:
+    """:func:`upload_with_httpx` to every server at once, in turns: ``batch`` files to
+    one, the same ``batch`` to the next, and so on, the order rotating each round.
+
+    The servers run side by side, so whatever else the machine does meanwhile (another
+    VM on the host, the kernel reclaiming memory) falls on each of them alike; measured
+    one after the other, a minute apart, the same server's median moved by a third on a
+    small VM. After each batch the next waits :data:`SETTLE` seconds, so that work a
+    server does after answering (Cheeseshop's deliverer) is not counted against another.
+    """
+    forms = [upload_form(dist) for dist in dists]
+    names = list(targets)
+    results = {name: Result(server=name, client="httpx", files=len(dists)) for name in names}
+    with contextlib.ExitStack() as stack:
+        clients = {name: stack.enter_context(_client(targets[name])) for name in names}
+        for round_number, start in enumerate(range(0, len(forms), batch)):
+            turn = round_number % len(names)
+            for name in names[turn:] + names[:turn]:
+                _post_forms(clients[name], targets[name], forms[start : start + batch], results[name], cap)
+                time.sleep(SETTLE)
+    return [results[name] for name in names]
+
+
+#: Seconds between two batches of :func:`upload_interleaved`.
+SETTLE = 0.3
 
 
 def upload_with_twine(
@@ -876,6 +924,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--time-cap", type=float, default=300.0, help="seconds per phase [300]")
     parser.add_argument(
+        "--batch", type=int, default=25, help="httpx uploads in a row to one server [25]"
+    )
+    parser.add_argument(
         "--profile", action="store_true", help="profile Cheeseshop under cProfile instead"
     )
     parser.add_argument(
@@ -908,8 +959,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     names = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = sorted(set(names) - set(SERVERS))
-    if unknown or args.files < 1:
-        parser.error(f"unknown server: {', '.join(unknown)}" if unknown else "--files must be >= 1")
+    if unknown or args.files < 1 or args.batch < 1:
+        parser.error(f"unknown server: {', '.join(unknown)}" if unknown else "--files and --batch must be >= 1")
 
     dists = build_dists(args.files)
     if args.profile:
@@ -943,35 +994,51 @@ def main(argv: Sequence[str] | None = None) -> int:
         wheels = root / "wheels"
         wheels.mkdir()
         paths = [dist.write(wheels) for dist in dists]
-        for name in names:
-            print(f"{name}:", flush=True)
+        # httpx: every server at once, taking turns (upload_interleaved).
+        targets: dict[str, Target] = {}
+        with contextlib.ExitStack() as running:
+            for name in names:
+                print(f"{name}: starting", flush=True)
+                workdir = root / f"{name}-httpx"
+                workdir.mkdir()
+                try:
+                    targets[name] = running.enter_context(SERVERS[name](workdir))
+                except PeerUnavailable as error:
+                    skipped[name] = str(error)
+                    print(f"  skipped: {error}", flush=True)
+            print(f"httpx: {args.files} files to each, {args.batch} at a time, in turns", flush=True)
+            for result in upload_interleaved(targets, dists, args.time_cap, args.batch):
+                if result.errors:
+                    result.server_log = log_errors(root / f"{result.server}-httpx" / "server.log")
+                results.append(result)
+                print(
+                    f"  {result.server}: {result.ok}/{result.files} in {result.wall:.1f} s, "
+                    f"{result.errors} errors",
+                    flush=True,
+                )
+        # twine: one run per server, on a fresh one (a run is timed as a whole).
+        for name in targets:
+            workdir = root / f"{name}-twine"
+            workdir.mkdir()
             try:
-                for client in ("httpx", "twine"):
-                    workdir = root / f"{name}-{client}"
-                    workdir.mkdir()
-                    with SERVERS[name](workdir) as target:
-                        if client == "httpx":
-                            result = upload_with_httpx(name, target, dists, args.time_cap)
-                        else:
-                            twine_log = workdir / "twine.log"
-                            result = upload_with_twine(
-                                name, target, paths, args.time_cap, twine_log
-                            )
-                    if result.errors:
-                        result.server_log = log_errors(workdir / "server.log")
-                    results.append(result)
-                    print(
-                        f"  {client}: {result.ok}/{result.files} in {result.wall:.1f} s, "
-                        f"{result.errors} errors",
-                        flush=True,
-                    )
-                versions[name] = describe(name)
+                with SERVERS[name](workdir) as target:
+                    result = upload_with_twine(name, target, paths, args.time_cap, workdir / "twine.log")
             except PeerUnavailable as error:
                 skipped[name] = str(error)
-                print(f"  skipped: {error}", flush=True)
+                print(f"{name}: twine skipped: {error}", flush=True)
+                continue
+            if result.errors:
+                result.server_log = log_errors(workdir / "server.log")
+            results.append(result)
+            versions[name] = describe(name)
+            print(
+                f"{name}: twine {result.ok}/{result.files} in {result.wall:.1f} s, {result.errors} errors",
+                flush=True,
+            )
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
+    results.sort(key=lambda result: (names.index(result.server), result.client != "httpx"))
     print()
     print(report(results, skipped, versions))
     return 0
