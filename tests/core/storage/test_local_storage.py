@@ -75,6 +75,40 @@ def test_a_put_into_a_directory_another_put_made_meanwhile(
     assert (tmp_path / "files" / (PATH + ".metadata")).read_bytes() == b"metadata"
 
 
+def _record_disk_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Path]]:
+    """Record, in order, each rename and each fsync (by path)."""
+    calls: list[tuple[str, Path]] = []
+    replace, fsync = os.replace, os.fsync
+
+    def recording_replace(source: Path, target: Path) -> None:
+        replace(source, target)
+        calls.append(("replace", Path(target)))
+
+    def recording_fsync(fd: int) -> None:
+        fsync(fd)
+        calls.append(("fsync", Path(os.readlink(f"/proc/self/fd/{fd}"))))
+
+    monkeypatch.setattr(os, "replace", recording_replace)
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    return calls
+
+
+def test_a_promoted_file_is_durable_at_its_path(
+    storage: LocalFileStorage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A row naming the file is committed right after the promotion: the file's new name
+    # must reach the disk first, which POSIX promises only once its directory is synced.
+    calls = _record_disk_calls(monkeypatch)
+    staged = storage.stage_bytes(PATH, CONTENT)
+    assert [call for call, _ in calls] == ["fsync"]  # the staged bytes
+    del calls[:]
+    staged.promote()
+    target = (tmp_path / "files" / PATH).resolve()
+    assert calls == [("replace", target), ("fsync", target.parent)]
+    staged.promote()  # a retried commit: nothing more
+    assert len(calls) == 2
+
+
 def test_put_leaves_no_temporary_file(
     storage: LocalFileStorage, source: Path, tmp_path: Path
 ) -> None:
