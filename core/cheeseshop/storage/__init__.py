@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
@@ -29,6 +29,7 @@ __all__ = [
     "StorageUnavailable",
     "StoredFileInfo",
     "metadata_path",
+    "promote_all",
     "storage_path",
     "stored_paths",
 ]
@@ -172,6 +173,22 @@ class StagedPuts(Protocol):
     def stage(self, path: str, source: Path, *, info: StoredFileInfo | None = None) -> Staged:
         """Store the bytes of ``source`` for ``path``, as :meth:`FileStorage.put` would,
         but not in place."""
+
+
+def promote_all(staged: Sequence[Staged]) -> None:
+    """Move each of ``staged`` into place, in order, durably once this returns.
+
+    Copies of one class whose class has a ``promote_all(staged)`` of its own are handed to
+    it, since they may share work: a file and its core metadata on the local disk share
+    one sync of their directory. Otherwise each copy's :meth:`Staged.promote`.
+    """
+    kinds = {type(copy) for copy in staged}
+    together = getattr(kinds.pop(), "promote_all", None) if len(kinds) == 1 else None
+    if together is not None:
+        together(staged)
+        return
+    for copy in staged:
+        copy.promote()
 
 
 def takes_staging(storage: object) -> bool:

@@ -58,6 +58,7 @@ from cheeseshop.storage import (
     Staged,
     StoredFileInfo,
     metadata_path,
+    promote_all,
     storage_path,
     stored_paths,
     takes_bytes,
@@ -847,15 +848,9 @@ class _Placement:
         self.size = size
         self.in_place = staged is None
 
-    def finish(self) -> None:
-        """Move the staged copy into place, then check that the file is there whole (R1):
-        :class:`_PutFailed` or :class:`_Vanished` roll the transaction back."""
-        if self.staged is not None and not self.in_place:
-            try:
-                self.staged.promote()
-            except OSError as error:
-                raise _PutFailed(self.path) from error
-            self.in_place = True
+    def verify(self) -> None:
+        """Once in place, check that the file is there whole (R1): :class:`_Vanished`
+        rolls the transaction back."""
         if self.size is not None:
             _verify_stored(self.storage, self.path, self.size)
 
@@ -1002,8 +997,26 @@ def _wait_for_puts(services: Services, puts: _Puts) -> None:
         failure = put.exception()
         if failure is not None:
             raise failure
-    for put in puts:
-        put.result().finish()
+    placements = [put.result() for put in puts]
+    _promote(placements)
+    for placement in placements:
+        placement.verify()
+
+
+def _promote(placements: Sequence[_Placement]) -> None:
+    """Move the staged copies into place together (one directory sync for the file and its
+    core metadata on the local disk); a failure rolls the transaction back."""
+    waiting = [placement for placement in placements if not placement.in_place]
+    if not waiting:
+        return
+    try:
+        promote_all([placement.staged for placement in waiting if placement.staged is not None])
+    except OSError as error:
+        # Copies renamed before the failure are left for the collector: in_place stays
+        # False, so no clean-up deletes at their paths, which a racer may use.
+        raise _PutFailed(waiting[0].path) from error
+    for placement in waiting:
+        placement.in_place = True
 
 
 class _PutsStillRunning(Exception):

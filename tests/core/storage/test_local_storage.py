@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from cheeseshop.config import load_settings
-from cheeseshop.storage import BytesPuts, StagedPuts, storage_path, takes_bytes, takes_staging
+from cheeseshop.storage import (
+    BytesPuts,
+    StagedPuts,
+    promote_all,
+    storage_path,
+    takes_bytes,
+    takes_staging,
+)
 from cheeseshop.storage.local import LocalFileStorage, cheeseshop_file_storage
 from cheeseshop.testing.contracts import FileStorageContract
 
@@ -107,6 +114,42 @@ def test_a_promoted_file_is_durable_at_its_path(
     assert calls == [("replace", target), ("fsync", target.parent)]
     staged.promote()  # a retried commit: nothing more
     assert len(calls) == 2
+
+
+def test_a_file_and_its_metadata_promoted_together_share_one_sync(
+    storage: LocalFileStorage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An upload's commit moves both into place: both names are durable after one sync of
+    # their directory, made after both renames (each sync flushes the disk's cache).
+    file, metadata = storage.stage_bytes(PATH, CONTENT), storage.stage_bytes(PATH + ".metadata", b"m")
+    calls = _record_disk_calls(monkeypatch)
+    promote_all([file, metadata])
+    target = (tmp_path / "files" / PATH).resolve()
+    assert calls == [
+        ("replace", target),
+        ("replace", target.with_name(target.name + ".metadata")),
+        ("fsync", target.parent),
+    ]
+    assert target.read_bytes() == CONTENT and _leftovers(tmp_path / "files") == []
+    promote_all([file, metadata])  # a retried commit: nothing more
+    assert len(calls) == 3
+
+
+def test_promote_all_promotes_each_copy_of_a_kind_without_its_own(tmp_path: Path) -> None:
+    promoted: list[str] = []
+
+    class Copy:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def promote(self) -> None:
+            promoted.append(self.name)
+
+        def discard(self) -> None:
+            raise AssertionError("not discarded")
+
+    promote_all([Copy("file"), Copy("metadata")])
+    assert promoted == ["file", "metadata"]
 
 
 def test_put_leaves_no_temporary_file(
