@@ -199,8 +199,7 @@ def upload_interleaved(
     The servers run side by side, so whatever else the machine does meanwhile (another
     VM on the host, the kernel reclaiming memory) falls on each of them alike; measured
     one after the other, a minute apart, the same server's median moved by a third on a
-    small VM. After each batch the next waits :data:`SETTLE` seconds, so that work a
-    server does after answering (Cheeseshop's deliverer) is not counted against another.
+    small VM. Each batch waits until the machine is quiet (:func:`wait_for_quiet`).
     """
     forms = [upload_form(dist) for dist in dists]
     names = list(targets)
@@ -210,13 +209,33 @@ def upload_interleaved(
         for round_number, start in enumerate(range(0, len(forms), batch)):
             turn = round_number % len(names)
             for name in names[turn:] + names[:turn]:
+                wait_for_quiet()
                 _post_forms(clients[name], targets[name], forms[start : start + batch], results[name], cap)
-                time.sleep(SETTLE)
     return [results[name] for name in names]
 
 
-#: Seconds between two batches of :func:`upload_interleaved`.
-SETTLE = 0.3
+def wait_for_quiet(*, window: float = 0.05, busy: float = 0.1, longest: float = 5.0) -> None:
+    """Wait until the machine's CPUs were less than ``busy`` busy for a ``window`` of
+    seconds (from ``/proc/stat``), at most ``longest`` seconds: until what a server does
+    after answering is done (Cheeseshop's deliverer, devpi's event thread, which goes on
+    for seconds after its last upload), so that it is not timed against the next one."""
+    deadline = time.monotonic() + longest
+    before = _cpu_times()
+    while time.monotonic() < deadline:
+        time.sleep(window)
+        after = _cpu_times()
+        idle = after[1] - before[1]
+        total = after[0] - before[0]
+        if total and 1 - idle / total < busy:
+            return
+        before = after
+
+
+def _cpu_times() -> tuple[int, int]:
+    """All CPUs' time so far, and their idle time (idle + iowait), in clock ticks."""
+    with open("/proc/stat") as stat:
+        fields = [int(value) for value in stat.readline().split()[1:]]
+    return sum(fields[:8]), fields[3] + fields[4]
 
 
 def upload_with_twine(
