@@ -249,9 +249,14 @@ async def receive_upload(
     max_file_size: int,
     limit_for: LimitFor | None = None,
     timeout: float | None = None,
+    whole: bool = False,
 ) -> UploadForm:
     """Parse a multipart body; the ``content`` part is kept in memory up to
     :data:`SPOOL_BYTES`, beyond that it streams to a file in ``directory``.
+
+    ``whole``: the body is small (its declared length at most :data:`SPOOL_BYTES`), and is
+    gathered before it is parsed, so that it is split in one pass however many pieces it
+    arrived in (a client that writes the form apart from the file sends two).
 
     ``max_file_size`` limits the file unless ``limit_for`` is given: then ``limit_for`` is
     awaited when the file part starts, with the fields received so far and the file's
@@ -276,7 +281,7 @@ async def receive_upload(
     # Everything read, file data included: what is not file data is held against
     # MAX_FORM_BYTES, and bounds the memory that fields and part headers can take.
     body_bytes = 0
-    chunks = aiter(body)
+    chunks = aiter(_joined(body) if whole else body)
     try:
         while True:
             if body_bytes - form.file_bytes > MAX_FORM_BYTES:
@@ -613,6 +618,13 @@ def _disposition(headers: Sequence[tuple[bytes, bytes]]) -> tuple[str | None, st
 
 
 # -- the body's chunks ------------------------------------------------------------------------
+
+
+async def _joined(body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    """``body`` as one chunk: its pieces, joined once the last has arrived."""
+    pieces = [piece async for piece in body]
+    if pieces:
+        yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
 async def _next_chunk(

@@ -328,6 +328,7 @@ async def _upload(services: Services, address: str) -> Response:
         limit_for=None if whole else uploader.file_limits,
         # app.config["BODY_TIMEOUT"], i.e. settings.upload_timeout_seconds.
         timeout=request.body_timeout,
+        whole=whole,
     )
     principal, authenticate = None, None
     if whole:

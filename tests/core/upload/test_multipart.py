@@ -347,6 +347,29 @@ async def test_twine_body_split_at_every_offset(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+async def test_a_whole_body_in_pieces_is_split_in_one_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``whole``: however the body arrived, it is joined and takes the fast way, and gives
+    the same form; python-multipart is never called."""
+    body, content_type, fields, content = twine_body()
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("python-multipart parsed a whole body")
+
+    monkeypatch.setattr(multipart.MultipartParser, "write", refuse)
+    rng = random.Random(7)
+    for pieces in ([body], [body[:100], body[100:]], [body[i : i + 7] for i in range(0, len(body), 7)]):
+        form = await receive_upload(
+            chunks(*pieces), content_type, directory=tmp_path, max_file_size=10_000, whole=True
+        )
+        assert_is_twine_upload(form, fields, content)
+        form.cleanup()
+    cut = rng.randrange(len(body))
+    with pytest.raises(AssertionError, match="python-multipart"):  # not whole: the parser
+        await receive(tmp_path, body[:cut], body[cut:], content_type=content_type)
+
+
 async def test_preamble_and_epilogue_ignored_at_every_offset(tmp_path: Path) -> None:
     body, content_type, fields, content = twine_body()
     boundary = content_type.partition("boundary=")[2]
