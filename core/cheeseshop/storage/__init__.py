@@ -149,8 +149,10 @@ class Staged(Protocol):
     :class:`StagedPuts`)."""
 
     def promote(self) -> None:
-        """Move the file into place at its path, replacing what is there; once done,
-        calling it again does nothing."""
+        """Move the file into place at its path, replacing what is there, durably: once
+        this returns, a power cut does not undo it (a row naming the path is committed
+        next). Once done, calling it again does nothing. Several at once:
+        :func:`promote_all`."""
 
     def discard(self) -> None:
         """Remove the staged copy, unless it was promoted; never the file at the path."""
