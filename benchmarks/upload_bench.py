@@ -12,7 +12,7 @@ all of them to each server twice, each time to a freshly started, empty server:
   ``protocol_version=1``, the three digests, ``content``), timing every request: files/s,
   median and p99 latency. Every server runs at once and they take turns, ``--batch``
   files each (the order rotating each round), so that a machine whose speed drifts
-  during the run (a small VM's does, by a third within minutes) slows each alike.
+  during the run (a small VM's does, within minutes) slows each alike.
 * ``twine``: one real ``twine upload`` of all N files (twine uploads one after another),
   to each server in turn, timed as a whole, start-up included: files/s only, since twine
   prints no per-file times.
@@ -197,9 +197,9 @@ def upload_interleaved(
     one, the same ``batch`` to the next, and so on, the order rotating each round.
 
     The servers run side by side, so whatever else the machine does meanwhile (another
-    VM on the host, the kernel reclaiming memory) falls on each of them alike; measured
-    one after the other, a minute apart, the same server's median moved by a third on a
-    small VM. Each batch waits until the machine is quiet (:func:`wait_for_quiet`).
+    VM on the host, the kernel reclaiming memory) falls on each of them alike, where
+    phases one after the other compared the minutes as much as the servers. Each batch
+    waits until the machine is quiet (:func:`wait_for_quiet`).
     """
     forms = [upload_form(dist) for dist in dists]
     names = list(targets)
