@@ -4,9 +4,9 @@ A benchmark, not a test: it asserts nothing and is not collected by pytest. On a
 median moves by 10-30% from one run to the next, more than most changes are worth; two runs
 minutes apart cannot tell them apart. This starts both servers at once, each on its own
 empty database, with ``PYTHONPATH`` pointing at its tree (a checkout's ``core``), and sends
-the uploads in alternating batches of ``--batch`` (httpx, one keep-alive connection each,
-the same form as ``upload_bench.py``), so that both see the same machine. It prints each
-one's median and quartiles. Swap A and B and run it again before believing a small gap.
+them the same uploads in turns of ``--batch`` (``upload_bench.upload_interleaved``: httpx,
+one keep-alive connection each, each turn once the machine is quiet), so that both see the
+same machine. It prints each one's median and quartiles. Swap A and B and run it again before believing a small gap.
 
     git clone -q . /tmp/before && git -C /tmp/before checkout -q <rev>
     .venv/bin/python benchmarks/upload_ab.py --a-path /tmp/before/core --b-path core \\
@@ -23,15 +23,8 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from common import (
-    PYTHON,
-    cheeseshop_env,
-    cheeseshop_token,
-    free_port,
-    postgres_database,
-    server_process,
-)
-from upload_bench import Target, build_dists, upload_with_httpx
+from common import postgres_database
+from upload_bench import Target, build_dists, cheeseshop, upload_interleaved, upload_with_httpx
 
 
 @contextlib.contextmanager
@@ -41,13 +34,7 @@ def server(tag: str, tree: str, backend: str, workdir: Path) -> Iterator[Target]
         url = None
         if backend == "postgres":
             url = stack.enter_context(postgres_database(f"cheeseshop_bench_ab_{tag}"))
-        env = {**cheeseshop_env(workdir, url), "PYTHONPATH": tree}
-        token = cheeseshop_token(env)
-        port = free_port()
-        command = [PYTHON, "-m", "cheeseshop", "serve", "--host", "127.0.0.1", "--port", str(port)]
-        log = workdir / "server.log"
-        stack.enter_context(server_process(command, port=port, log=log, env=env, ready_text="delivering outbox events"))
-        yield Target(f"http://127.0.0.1:{port}/legacy/", "__token__", token)
+        yield stack.enter_context(cheeseshop(workdir, database_url=url, tree=tree))
 
 
 def quartiles(latencies: Sequence[float]) -> str:
@@ -66,23 +53,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--files", type=int, default=500, help="uploads to each server [500]")
     parser.add_argument("--batch", type=int, default=20, help="uploads in a row to one server [20]")
     args = parser.parse_args(argv)
-    dists = build_dists(2 * args.files + 40)
-    warm_a, warm_b, rest = dists[:20], dists[20:40], dists[40:]
-    latencies: dict[str, list[float]] = {"A": [], "B": []}
+    dists = build_dists(args.files + 20)
+    warm_up, measured = dists[:20], dists[20:]
     with tempfile.TemporaryDirectory() as a_dir, tempfile.TemporaryDirectory() as b_dir:
         with server("a", args.a_path, args.backend, Path(a_dir)) as a, server(
             "b", args.b_path, args.backend, Path(b_dir)
         ) as b:
-            upload_with_httpx("warm-up", a, warm_a, 60)
-            upload_with_httpx("warm-up", b, warm_b, 60)
-            for start in range(0, len(rest), 2 * args.batch):
-                for name, target, offset in (("A", a, 0), ("B", b, args.batch)):
-                    batch = rest[start + offset : start + offset + args.batch]
-                    result = upload_with_httpx(name, target, batch, 600)
-                    if result.errors:
-                        print(f"{name}: {result.first_error}", file=sys.stderr)
-                        return 1
-                    latencies[name] += result.latencies_ms
+            upload_with_httpx("warm-up", a, warm_up, 60)
+            upload_with_httpx("warm-up", b, warm_up, 60)
+            results = upload_interleaved({"A": a, "B": b}, measured, 600, args.batch)
+    for result in results:
+        if result.errors:
+            print(f"{result.server}: {result.first_error}", file=sys.stderr)
+            return 1
+    latencies = {result.server: result.latencies_ms for result in results}
     print(f"A ({args.a_path}): {quartiles(latencies['A'])}")
     print(f"B ({args.b_path}): {quartiles(latencies['B'])}")
     return 0

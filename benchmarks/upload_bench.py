@@ -306,8 +306,14 @@ def upload_with_twine(
 
 
 @contextlib.contextmanager
-def cheeseshop(workdir: Path, *, database_url: str | None = None) -> Iterator[Target]:
+def cheeseshop(
+    workdir: Path, *, database_url: str | None = None, tree: str | None = None
+) -> Iterator[Target]:
+    """A fresh Cheeseshop and its deliverer; ``tree``: run the code under that ``core``
+    directory (``PYTHONPATH``), not this checkout's."""
     env = cheeseshop_env(workdir, database_url)
+    if tree is not None:
+        env["PYTHONPATH"] = tree
     token = cheeseshop_token(env)
     port = free_port()
     command = [PYTHON, "-m", "cheeseshop", "serve", "--host", "127.0.0.1", "--port", str(port)]
